@@ -1,0 +1,52 @@
+# HIPNet toolkit. `make demo` runs the main job on the embedded Anny data; `make test` runs the tests.
+# Both create .venv and install everything first (`make setup`).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATASET ?= anny
+DATA ?= data
+RAW ?= $(DATA)/raw/$(DATASET)
+# Anny's one-off model build is cached here (about 0.8 GB per topology).
+export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
+
+.PHONY: setup test demo preprocess lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The stamp is rebuilt when pyproject.toml changes; torch goes in first so nothing pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@if ! ldconfig -p | grep -q libusb-1.0; then \
+		echo "installing libusb-1.0-0 (needed by open3d)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0; fi
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/hipnet-data anny --out $(DATA)/raw/anny --png $(DATA)/demo/anny_grid.png
+	@echo "demo: picture of subjects x poses in $(DATA)/demo/anny_grid.png"
+
+preprocess: setup
+ifeq ($(DATASET),anny)
+	$(BIN)/hipnet-data anny --out $(RAW)
+else
+	@echo "DATASET=$(DATASET): only 'anny' is available so far" >&2; exit 2
+endif
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	@echo "no benchmarks yet (bench/ is filled by the pipeline and trainer stages)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,199 @@
+"""The embedded Anny dataset: manifest creation and raw-dataset generation.
+
+Raw dataset layout (read back by ``pipeline.readers.anny``)::
+
+    OUT/
+      subjects/<subject>.npz              rest_vertices (V,3) f32, rest_joints (22,3) f32,
+                                          skinning_weights (V,22) f32, faces (F,3) i32
+      sequences/<subject>/<sequence>.npz  vertices (T,V,3) f32, joint_transforms (T,22,4,4) f32,
+                                          local_rotations (T,22,3,3) f32, translation (T,3) f32
+      dataset.yaml                        the manifest, topology, skeleton and counts; written last
+
+Every file is written atomically and byte-deterministically; a rerun skips files already present, so an
+interrupted generation resumes where it stopped. ``dataset.yaml`` marks the dataset complete.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from hipnet.pipeline.embedded.body import PHENOTYPES, AnnyBody
+from hipnet.pipeline.embedded.motions import Motion, random_motion
+from hipnet.pipeline.io import read_yaml, write_npz, write_yaml
+from hipnet.pipeline.kinematics import forward_kinematics, linear_blend_skinning
+from hipnet.pipeline.manifest import check_split, manifest_hash
+from hipnet.pipeline.skeleton import SMPL22
+
+GENERATOR_VERSION = 1
+
+# Deliberate extremes of Anny's phenotype space (each value in [0, 1]). In Anny gender 0 is male and 1 female;
+# age 2/3 is the "young" adult anchor and 1 the "old" one.
+EXTREMES = {
+    "tall_male": {"gender": 0.0, "age": 0.7, "muscle": 0.5, "weight": 0.5, "height": 1.0, "proportions": 0.5},
+    "short_female": {"gender": 1.0, "age": 0.7, "muscle": 0.5, "weight": 0.5, "height": 0.0, "proportions": 0.5},
+    "heavy_male": {"gender": 0.0, "age": 0.7, "muscle": 0.3, "weight": 1.0, "height": 0.5, "proportions": 0.5},
+    "slim_female": {"gender": 1.0, "age": 0.7, "muscle": 0.5, "weight": 0.0, "height": 0.5, "proportions": 0.5},
+}
+
+
+def sample_adult_phenotypes(seed: int, n: int) -> list[dict[str, float]]:
+    """Realistic adults from Anny's ``SimpleShapeDistribution`` (morphological age 20-60), seeded."""
+    import torch
+    from anny.shape_distribution import SimpleShapeDistribution
+
+    # The distribution only reads the model's dtype, device and phenotype labels.
+    spec = type(
+        "ModelSpec", (), {"dtype": torch.float64, "device": torch.device("cpu"), "phenotype_labels": list(PHENOTYPES)}
+    )()
+    ages = torch.distributions.Uniform(torch.tensor(20.0, dtype=torch.float64), torch.tensor(60.0, dtype=torch.float64))
+    dist = SimpleShapeDistribution(spec, morphological_age_distribution=ages)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, kwargs = dist.sample(n)
+    return [{k: round(float(kwargs[k][i]), 4) for k in PHENOTYPES} for i in range(n)]
+
+
+def make_anny_manifest(
+    seed: int = 0,
+    n_realistic: int = 8,
+    n_heldout: int = 2,
+    extremes: tuple[str, ...] = tuple(EXTREMES),
+    sequences_per_subject: int = 8,
+    frames_per_sequence: int = 16,
+    key_every: int = 8,
+    topology: str = "full",
+) -> dict:
+    """Write down subjects, sequences and the split once. Per training subject 75% of the sequences are
+    ``train`` and 25% ``test`` (seed 000, section 4.1); held-out subjects have all their sequences in
+    ``heldout`` (test-time fitting)."""
+    rng = np.random.default_rng(seed)
+    people = sample_adult_phenotypes(seed, n_realistic + n_heldout)
+    subjects = [{"name": f"adult{i:02d}", "kind": "realistic", "phenotypes": p} for i, p in enumerate(people)]
+    subjects += [{"name": name, "kind": "extreme", "phenotypes": EXTREMES[name]} for name in extremes]
+    heldout = {s["name"] for s in subjects[n_realistic : n_realistic + n_heldout]}
+    n_test = max(1, round(0.25 * sequences_per_subject))
+    sequences = []
+    for s in subjects:
+        test = set(rng.choice(sequences_per_subject, size=n_test, replace=False).tolist())
+        for k in range(sequences_per_subject):
+            split = "heldout" if s["name"] in heldout else ("test" if k in test else "train")
+            sequences.append({"subject": s["name"], "name": f"motion{k:02d}", "split": split})
+    counts = {split: sum(q["split"] == split for q in sequences) for split in ("train", "test", "heldout")}
+    return {
+        "dataset": "anny",
+        "description": "Embedded default dataset: Anny body model (CC0 assets) in procedural motions.",
+        "generator": {
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "topology": topology,
+            "motions": "procedural",
+            "frames_per_sequence": frames_per_sequence,
+            "key_every": key_every,
+            "amplitude": 1.0,
+        },
+        "subjects": subjects,
+        "sequences": sequences,
+        "expected": {
+            "subjects": len(subjects),
+            "sequences": counts,
+            "frames": {k: v * frames_per_sequence for k, v in counts.items()},
+        },
+    }
+
+
+def sequence_seed(seed: int, subject: str, sequence: str) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, zlib.crc32(f"anny/{subject}/{sequence}".encode())])
+
+
+def pose_sequence(rest_vertices, rest_joints, weights, motion: Motion) -> tuple[np.ndarray, np.ndarray]:
+    """Posed vertices (T, V, 3) and joint transforms (T, 22, 4, 4) of a subject in a motion (float64)."""
+    jt = forward_kinematics(motion.local_rotations, rest_joints, SMPL22.parents, motion.translation)
+    return linear_blend_skinning(rest_vertices, weights, jt, rest_joints), jt
+
+
+def generate_dataset(
+    manifest: dict,
+    out: Path,
+    topology: str | None = None,
+    motion_source: Callable[[np.random.Generator, dict], Motion] | None = None,
+    progress: Callable[[int], None] | None = None,
+    body: AnnyBody | None = None,
+) -> dict:
+    """Generate the raw dataset of ``manifest`` into ``out``; return the summary written to dataset.yaml.
+
+    ``motion_source(rng, generator_config)`` gives each sequence's motion; procedural by default.
+    ``progress(n)`` is called after each sequence.
+    """
+    check_split(manifest)
+    out = Path(out)
+    gen = dict(manifest["generator"])
+    if topology is not None:
+        gen["topology"] = topology
+    body = body or AnnyBody(gen["topology"])
+    if body.topology != gen["topology"]:
+        raise ValueError(f"body topology {body.topology!r} differs from the requested {gen['topology']!r}")
+    if motion_source is None:
+
+        def motion_source(rng, cfg):
+            return random_motion(rng, cfg["frames_per_sequence"], cfg["key_every"], cfg.get("amplitude", 1.0))
+
+    marker = out / "dataset.yaml"
+    if marker.exists():
+        done = read_yaml(marker)
+        if done.get("manifest_hash") == manifest_hash(manifest) and done.get("generator") == gen:
+            return done
+        raise FileExistsError(f"{out} holds a different finished dataset (dataset.yaml); choose another --out")
+
+    rest = {}
+    for s in manifest["subjects"]:
+        shape = body.rest_shape(s["phenotypes"])
+        rest[s["name"]] = shape
+        path = out / "subjects" / f"{s['name']}.npz"
+        if not path.exists():
+            write_npz(
+                path,
+                {
+                    "rest_vertices": shape.vertices.astype(np.float32),
+                    "rest_joints": shape.joints.astype(np.float32),
+                    "skinning_weights": body.skinning_weights.astype(np.float32),
+                    "faces": body.faces,
+                },
+            )
+    n_frames = 0
+    for seq in manifest["sequences"]:
+        path = out / "sequences" / seq["subject"] / f"{seq['name']}.npz"
+        if not path.exists():
+            rng = np.random.default_rng(sequence_seed(gen["seed"], seq["subject"], seq["name"]))
+            motion = motion_source(rng, gen)
+            shape = rest[seq["subject"]]
+            verts, jt = pose_sequence(shape.vertices, shape.joints, body.skinning_weights, motion)
+            write_npz(
+                path,
+                {
+                    "vertices": verts.astype(np.float32),
+                    "joint_transforms": jt.astype(np.float32),
+                    "local_rotations": motion.local_rotations.astype(np.float32),
+                    "translation": motion.translation.astype(np.float32),
+                },
+            )
+        n_frames += gen["frames_per_sequence"]
+        if progress is not None:
+            progress(1)
+    summary = {
+        "dataset": manifest["dataset"],
+        "generator": gen,
+        "manifest_hash": manifest_hash(manifest),
+        "skeleton": SMPL22.to_attrs(),
+        "units": "metres",
+        "up_axis": "+Y",
+        "num_vertices": body.num_vertices,
+        "num_faces": len(body.faces),
+        "frames": n_frames,
+        "subjects": manifest["subjects"],
+        "sequences": manifest["sequences"],
+    }
+    write_yaml(marker, summary)
+    return summary

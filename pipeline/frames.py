@@ -1,0 +1,50 @@
+"""The Frame: what every reader yields (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One posed mesh with its skeleton pose, in metres, Y up.
+
+    ``joint_transforms[j] = [G_j | J_j]``: G_j (3x3) is joint j's global rotation relative to its rest
+    orientation (identity in the rest pose) and J_j its posed position; the skinning transform of joint j is
+    ``[G_j | J_j - G_j @ rest_joints[j]]``.
+    """
+
+    subject: str
+    sequence: str
+    index: int
+    vertices: np.ndarray  # (V, 3) float32
+    faces: np.ndarray  # (F, 3) int32
+    joint_transforms: np.ndarray  # (J, 4, 4) float32
+    rest_joints: np.ndarray  # (J, 3) float32
+    skinning_weights: np.ndarray | None = None  # (V, J) float32, where the source has them
+
+    def __post_init__(self) -> None:
+        v, f, jt, rj = self.vertices, self.faces, self.joint_transforms, self.rest_joints
+        where = f"frame {self.subject}/{self.sequence}/{self.index}"
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise ValueError(f"{where}: vertices must have shape (V, 3), got {v.shape}")
+        if f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"{where}: faces must have shape (F, 3), got {f.shape}")
+        if jt.ndim != 3 or jt.shape[1:] != (4, 4):
+            raise ValueError(f"{where}: joint_transforms must have shape (J, 4, 4), got {jt.shape}")
+        if rj.shape != (jt.shape[0], 3):
+            raise ValueError(f"{where}: rest_joints must have shape ({jt.shape[0]}, 3), got {rj.shape}")
+        if f.size and (f.min() < 0 or f.max() >= len(v)):
+            raise ValueError(f"{where}: face indices out of range [0, {len(v)})")
+        if self.skinning_weights is not None and self.skinning_weights.shape != (len(v), jt.shape[0]):
+            raise ValueError(
+                f"{where}: skinning_weights must have shape ({len(v)}, {jt.shape[0]}), "
+                f"got {self.skinning_weights.shape}"
+            )
+
+    @property
+    def key(self) -> str:
+        """Stable name of the frame, used to derive its seeds (never Python's salted ``hash``)."""
+        return f"{self.subject}/{self.sequence}/{self.index}"
