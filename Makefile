@@ -45,7 +45,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
-	@echo "no benchmarks yet (bench/ is filled by the pipeline and trainer stages)"
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -130,7 +130,8 @@ def linear_blend_skinning(
 
     Returns posed vertices (..., V, 3) float64.
     """
-    a = skinning_transforms(joint_transforms, rest_joints)  # ... x J x 4 x 4
-    per_vertex = np.einsum("vj,...jab->...vab", np.asarray(weights, dtype=np.float64), a[..., :3, :])  # ... x V x 3 x 4
+    a = skinning_transforms(joint_transforms, rest_joints)[..., :3, :]  # ... x J x 3 x 4
+    w = np.asarray(weights, dtype=np.float64)
+    per_vertex = np.matmul(w, a.reshape(*a.shape[:-2], 12)).reshape(*a.shape[:-3], len(w), 3, 4)  # ... x V x 3 x 4
     v = np.asarray(rest_vertices, dtype=np.float64)
-    return np.einsum("...vab,vb->...va", per_vertex[..., :3], v) + per_vertex[..., 3]
+    return (per_vertex[..., :3] * v[:, None, :]).sum(-1) + per_vertex[..., 3]

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from hipnet.pipeline.embedded.body import PHENOTYPES, AnnyBody
+from hipnet.pipeline.embedded.body import PHENOTYPES, AnnyBody, RestShape
 from hipnet.pipeline.embedded.motions import Motion, random_motion
-from hipnet.pipeline.io import read_yaml, write_npz, write_yaml
+from hipnet.pipeline.io import read_npz, read_yaml, write_npz, write_yaml
 from hipnet.pipeline.kinematics import forward_kinematics, linear_blend_skinning
 from hipnet.pipeline.manifest import check_split, manifest_hash
 from hipnet.pipeline.skeleton import SMPL22
@@ -118,13 +118,14 @@ def generate_dataset(
     manifest: dict,
     out: Path,
     topology: str | None = None,
-    motion_source: Callable[[np.random.Generator, dict], Motion] | None = None,
+    motion_source: Callable[[np.random.Generator, dict, dict, RestShape], Motion] | None = None,
     progress: Callable[[int], None] | None = None,
     body: AnnyBody | None = None,
 ) -> dict:
     """Generate the raw dataset of ``manifest`` into ``out``; return the summary written to dataset.yaml.
 
-    ``motion_source(rng, generator_config)`` gives each sequence's motion; procedural by default.
+    ``motion_source(rng, generator_config, sequence, rest_shape)`` gives each sequence's motion; procedural by
+    default.
     ``progress(n)`` is called after each sequence.
     """
     check_split(manifest)
@@ -137,7 +138,7 @@ def generate_dataset(
         raise ValueError(f"body topology {body.topology!r} differs from the requested {gen['topology']!r}")
     if motion_source is None:
 
-        def motion_source(rng, cfg):
+        def motion_source(rng, cfg, sequence, rest_shape):
             return random_motion(rng, cfg["frames_per_sequence"], cfg["key_every"], cfg.get("amplitude", 1.0))
 
     marker = out / "dataset.yaml"
@@ -167,8 +168,8 @@ def generate_dataset(
         path = out / "sequences" / seq["subject"] / f"{seq['name']}.npz"
         if not path.exists():
             rng = np.random.default_rng(sequence_seed(gen["seed"], seq["subject"], seq["name"]))
-            motion = motion_source(rng, gen)
             shape = rest[seq["subject"]]
+            motion = motion_source(rng, gen, seq, shape)
             verts, jt = pose_sequence(shape.vertices, shape.joints, body.skinning_weights, motion)
             write_npz(
                 path,
@@ -179,7 +180,9 @@ def generate_dataset(
                     "translation": motion.translation.astype(np.float32),
                 },
             )
-        n_frames += gen["frames_per_sequence"]
+            n_frames += len(verts)
+        else:
+            n_frames += len(read_npz(path)["vertices"])
         if progress is not None:
             progress(1)
     summary = {
