@@ -7,10 +7,22 @@ import time
 from pathlib import Path
 
 import click
+
 from hipnet.pipeline.embedded.body import TOPOLOGIES
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Group(click.Group):
+    """Bad input (a missing file, a wrong shape, a refused overwrite) ends with one clear line and exit code 1,
+    not a traceback; the message names the file and the problem."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (ValueError, OSError) as e:
+            raise click.ClickException(str(e)) from e
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
     """Datasets for HIPNet: generate the embedded Anny data, and (later stages) preprocess raw datasets into
     sharded Zarr stores of oriented surface points, joint transforms and geodesic joint labels."""
@@ -38,9 +50,10 @@ def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, png: 
     """Generate the embedded dataset: many Anny subjects in many poses, one watertight mesh per frame, with the
     22 SMPL joint transforms, rest joints and skinning weights (Y up, metres). Deterministic; resumable (files
     already written are kept); the first run builds Anny's model cache (about a minute)."""
+    from tqdm import tqdm
+
     from hipnet.pipeline.embedded.generate import generate_dataset
     from hipnet.pipeline.manifest import load_manifest
-    from tqdm import tqdm
 
     m = load_manifest(manifest)
     source = None

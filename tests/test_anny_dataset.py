@@ -6,6 +6,7 @@ import igl
 import numpy as np
 import pytest
 import trimesh
+
 from conftest import tiny_manifest
 from hipnet.pipeline.embedded.body import ANNY_TO_SMPL22, close_cavities, induced_parents
 from hipnet.pipeline.embedded.generate import generate_dataset, pose_sequence

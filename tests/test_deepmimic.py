@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from hipnet.pipeline.embedded.deepmimic import CLIPS, deepmimic_manifest, read_clip, retarget
 from hipnet.pipeline.embedded.generate import pose_sequence
 from hipnet.pipeline.manifest import check_split, load_manifest

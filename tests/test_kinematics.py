@@ -1,6 +1,8 @@
 import numpy as np
 import smplx.lbs
 import torch
+from scipy.spatial.transform import Rotation
+
 from hipnet.pipeline.kinematics import (
     axis_angle_to_matrix,
     forward_kinematics,
@@ -10,7 +12,6 @@ from hipnet.pipeline.kinematics import (
     slerp,
 )
 from hipnet.pipeline.skeleton import SMPL22
-from scipy.spatial.transform import Rotation
 
 
 def test_axis_angle_matches_scipy():

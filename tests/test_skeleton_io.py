@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from hipnet.pipeline.io import npz_bytes, read_npz, write_npz
 from hipnet.pipeline.skeleton import SMPL22, Skeleton
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from hipnet.pipeline.skeleton import SMPL22
 
 # SMPL joint -> Anny bone whose head is that joint (FORMATS.md, Anny section).

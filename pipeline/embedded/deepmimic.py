@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from hipnet.pipeline.embedded.body import RestShape
 from hipnet.pipeline.embedded.motions import Motion
 from hipnet.pipeline.kinematics import axis_angle_to_matrix, quaternion_to_matrix

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from hipnet.pipeline.embedded.body import PHENOTYPES, AnnyBody, RestShape
 from hipnet.pipeline.embedded.motions import Motion, random_motion
 from hipnet.pipeline.io import read_npz, read_yaml, write_npz, write_yaml

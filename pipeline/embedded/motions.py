@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from hipnet.pipeline.kinematics import (
     matrix_to_quaternion,
     quaternion_to_matrix,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
 from hipnet.pipeline.frames import Frame
 from hipnet.pipeline.io import read_npz, read_yaml
 from hipnet.pipeline.manifest import SPLITS
