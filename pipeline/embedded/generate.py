@@ -23,7 +23,7 @@ import numpy as np
 
 from hipnet.pipeline.embedded.body import PHENOTYPES, AnnyBody, RestShape
 from hipnet.pipeline.embedded.motions import Motion, random_motion
-from hipnet.pipeline.io import read_npz, read_yaml, write_npz, write_yaml
+from hipnet.pipeline.io import read_yaml, write_npz, write_yaml
 from hipnet.pipeline.kinematics import forward_kinematics, linear_blend_skinning
 from hipnet.pipeline.manifest import check_split, manifest_hash
 from hipnet.pipeline.skeleton import SMPL22
@@ -182,8 +182,9 @@ def generate_dataset(
                 },
             )
             n_frames += len(verts)
-        else:
-            n_frames += len(read_npz(path)["vertices"])
+        else:  # resumed: count the frames from the small joint array only
+            with np.load(path, allow_pickle=False) as z:
+                n_frames += len(z["joint_transforms"])
         if progress is not None:
             progress(1)
     summary = {
