@@ -131,3 +131,23 @@ def test_per_template_labels_agree_with_per_frame_labels_on_a_posed_anny_frame(t
     skin = np.argmax(subj["skinning_weights"][frame.faces[s.face_index]].mean(1), axis=1)
     print(f"geodesic vs skinning-argmax agreement: {(b == skin).mean():.4f}")
     assert (b == skin).mean() > 0.4
+
+
+def test_sphere_occupancy_is_exact_off_the_surface_and_ray_parity_agrees():
+    from hipnet.pipeline.stages.evalpoints import stretched_bbox, uniform_points
+    from hipnet.pipeline.stages.occupancy import occupancy
+
+    r = 0.8
+    v, f = sphere(r)
+    pts = uniform_points(v, 20_000, np.random.default_rng(2))
+    lo, hi = stretched_bbox(v)
+    np.testing.assert_allclose(hi - lo, 2 * r * 1.1, rtol=1e-3)
+    assert (pts >= lo).all() and (pts <= hi).all()
+    occ = occupancy(v, f, pts)
+    radius = np.linalg.norm(pts, axis=1)
+    off = np.abs(radius - r) > 0.005  # farther from the sphere than the icosphere's chord error
+    np.testing.assert_array_equal(occ.inside[off], radius[off] < r)
+    assert occ.disagreements <= (~off).sum()
+    # the inside fraction is the volume ratio (4/3 pi r^3) / (2.2 r)^3 within sampling error
+    expect = 4 / 3 * np.pi / 2.2**3
+    assert abs(occ.inside.mean() - expect) < 5 * np.sqrt(expect * (1 - expect) / len(pts))
