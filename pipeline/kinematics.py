@@ -26,24 +26,12 @@ def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
 
 def matrix_to_quaternion(r: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) as (w, x, y, z) with w >= 0."""
+    from scipy.spatial.transform import Rotation
+
     r = np.asarray(r, dtype=np.float64)
-    m = r.reshape(-1, 3, 3)
-    q = np.empty((len(m), 4))
-    tr = np.trace(m, axis1=1, axis2=2)
-    for i, (mi, t) in enumerate(zip(m, tr, strict=True)):
-        if t > 0:
-            s = np.sqrt(t + 1.0) * 2
-            q[i] = [0.25 * s, (mi[2, 1] - mi[1, 2]) / s, (mi[0, 2] - mi[2, 0]) / s, (mi[1, 0] - mi[0, 1]) / s]
-        else:
-            k = int(np.argmax(np.diag(mi)))
-            a, b = (k + 1) % 3, (k + 2) % 3
-            s = np.sqrt(1.0 + mi[k, k] - mi[a, a] - mi[b, b]) * 2
-            q[i, 0] = (mi[b, a] - mi[a, b]) / s
-            q[i, 1 + k] = 0.25 * s
-            q[i, 1 + a] = (mi[a, k] + mi[k, a]) / s
-            q[i, 1 + b] = (mi[b, k] + mi[k, b]) / s
+    q = Rotation.from_matrix(r.reshape(-1, 3, 3)).as_quat(scalar_first=True)
     q *= np.where(q[:, :1] < 0, -1.0, 1.0)
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).reshape(*r.shape[:-2], 4)
+    return q.reshape(*r.shape[:-2], 4)
 
 
 def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
