@@ -7,6 +7,11 @@ BIN := $(VENV)/bin
 DATASET ?= anny
 DATA ?= data
 RAW ?= $(DATA)/raw/$(DATASET)
+PROCESSED ?= $(DATA)/processed/$(DATASET)
+WORKERS ?= 2
+GEODESICS ?= per-frame
+# extra `hipnet-data preprocess` options, e.g. PREPROCESS_ARGS="--snarf --shard-frames 64"
+PREPROCESS_ARGS ?=
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
@@ -34,12 +39,15 @@ demo: setup
 	$(BIN)/hipnet-data anny --out $(DATA)/raw/anny --png $(DATA)/demo/anny_grid.png
 	@echo "demo: picture of subjects x poses in $(DATA)/demo/anny_grid.png"
 
+# Raw data -> one store per split in $(PROCESSED). For anny the raw data is generated first (a no-op once done).
+# Both steps are resumable: rerun after an interruption.
 preprocess: setup
 ifeq ($(DATASET),anny)
 	$(BIN)/hipnet-data anny --out $(RAW)
-else
-	@echo "DATASET=$(DATASET): only 'anny' is available so far" >&2; exit 2
 endif
+	$(BIN)/hipnet-data preprocess --dataset $(DATASET) --root $(RAW) --out $(PROCESSED) \
+		--workers $(WORKERS) --geodesics $(GEODESICS) $(PREPROCESS_ARGS)
+	$(BIN)/hipnet-data validate $(PROCESSED)/*.zarr
 
 lint: setup
 	$(BIN)/ruff check .

@@ -103,12 +103,216 @@ def _preview(root: Path, png: Path, n_subjects: int = 6, n_poses: int = 6) -> No
             t = len(data["vertices"]) // 2
             jt = data["joint_transforms"][t]
             v = heading_free_view(data["vertices"][t] - jt[0, :3, 3], jt[0, :3, :3])
-            row.append((v, subj["faces"]))
+            row.append((v, subj.faces))
         rows.append(row)
     png.parent.mkdir(parents=True, exist_ok=True)
     mesh_grid_png(png, rows, row_labels=picks, col_labels=[f"pose {i}" for i in range(n_poses)],
                   title=f"Anny dataset: {len(names)} subjects, {reader.info['frames']} frames")
     click.echo(f"wrote {png}")
+
+
+
+# ------------------------------------------------------------------------------------------------ stores
+
+_SPLITS_HELP = "Comma-separated splits to process (default: every split the dataset has)."
+
+
+def _reader_class(dataset: str):
+    from hipnet.pipeline.readers import READERS
+
+    if dataset not in READERS:
+        raise click.BadParameter(f"unknown dataset {dataset!r}; readers: {', '.join(sorted(READERS))}")
+    return READERS[dataset]
+
+
+def _run_with_progress(fn, desc: str, **kwargs):
+    """Run a shard runner with a tqdm bar over shards; a dead worker becomes one clear line."""
+    from concurrent.futures import BrokenExecutor
+
+    from tqdm import tqdm
+
+    bars = []
+
+    def start(n):
+        bars.append(tqdm(total=n, desc=desc, unit="shard"))
+
+    try:
+        return fn(progress=lambda k: bars[0].update(k), on_start=start, **kwargs)
+    except BrokenExecutor as e:
+        raise click.ClickException(
+            f"a worker process died ({e}); finished shards are kept: rerun the same command to resume"
+        ) from e
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _report(summary) -> bool:
+    click.echo(str(summary))
+    for f in summary.failures[:20]:
+        click.echo(f"  failed: {f}", err=True)
+    if len(summary.failures) > 20:
+        click.echo(f"  ... and {len(summary.failures) - 20} more failed frames", err=True)
+    return not summary.failures and summary.complete
+
+
+@main.command("preprocess")
+@click.option("--dataset", required=True, help="Reader: anny (more with the dataset readers).")
+@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="The raw dataset folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the stores (<split>.zarr).")
+@click.option("--splits", default=None, help=_SPLITS_HELP)
+@click.option("--points", default=25_000, show_default=True, help="Surface samples per frame.")
+@click.option("--eval-points", default=100_000, show_default=True,
+              help="Uniform and near-surface evaluation points per frame (each), for evaluation splits.")
+@click.option("--near-sigma", default=0.03, show_default=True, help="Std (m) of near-surface evaluation points.")
+@click.option("--geodesics", type=click.Choice(["per-frame", "per-template"]), default="per-frame", show_default=True,
+              help="per-frame: heat geodesics on every posed mesh (the paper). per-template: once per subject in "
+                   "the rest pose, reused (faster).")
+@click.option("--snarf", is_flag=True, help="Also store SNARF's evaluation points (cube 1.1x extent, near sigma 0.01).")
+@click.option("--eval-on-train", is_flag=True, help="Evaluation points and meshes for the training split too.")
+@click.option("--shard-frames", default=32, show_default=True, help="Frames per shard (unit of writing and shuffling).")
+@click.option("--seed", default=0, show_default=True, help="Seed of all sampling (per frame: seed + frame name).")
+@click.option("--workers", default=2, show_default=True, help="Local worker processes (1: run in this process).")
+@click.option("--scheduler", default=None, help="Address of a dask.distributed scheduler (tcp://host:port) to use "
+                                                "instead of local processes.")
+def preprocess_cmd(dataset, root, out, splits, points, eval_points, near_sigma, geodesics, snarf, eval_on_train,
+                   shard_frames, seed, workers, scheduler) -> None:
+    """Turn a raw dataset into one sharded Zarr store per split: canonical-frame joint transforms, oriented surface
+    points with geodesic joint labels, and (for evaluation splits) evaluation points with occupancy and meshes.
+
+    Resumable: rerunning the same command skips finished shards and gives the same bytes as an uninterrupted run.
+    Frames that cannot be read are listed with their file and reason; the run finishes the others, the store is
+    not marked complete and the exit code is 1.
+    """
+    from hipnet.pipeline.manifest import SPLITS
+    from hipnet.pipeline.process import PreprocessConfig
+    from hipnet.pipeline.run import preprocess_split
+
+    cls = _reader_class(dataset)
+    cfg = PreprocessConfig(surface_points=points, eval_points=eval_points, near_sigma=near_sigma, geodesics=geodesics,
+                           snarf=snarf, eval_on_train=eval_on_train, shard_frames=shard_frames, seed=seed)
+    chosen = tuple(splits.split(",")) if splits else SPLITS
+    ok = True
+    t0 = time.time()
+    for split in chosen:
+        reader = cls(root, splits=(split,))
+        if not reader.frame_refs():
+            if splits:
+                raise click.ClickException(f"{root}: split {split!r} has no frames")
+            continue
+        summary = _run_with_progress(preprocess_split, f"{split} shards", reader=reader, out=out, cfg=cfg,
+                                     split=split, workers=workers, scheduler=scheduler)
+        ok &= _report(summary)
+    click.echo(f"done in {time.time() - t0:.0f} s")
+    if not ok:
+        raise click.ClickException("some frames failed (listed above); fix or remove them and rerun to finish")
+
+
+@main.command("geodesics")
+@click.option("--store", "stores", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              multiple=True, help="Store(s) to relabel (repeat the option for several).")
+@click.option("--mode", type=click.Choice(["per-frame", "per-template"]), default="per-frame", show_default=True)
+@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="The raw dataset, if it moved since the store was written (default: the path in the store).")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://host:port).")
+def geodesics_cmd(stores, mode, root, workers, scheduler) -> None:
+    """(Re)compute the geodesic joint labels of existing stores in place (surface/labels and eval/near_labels).
+
+    The surface samples are redrawn from each frame's seed and checked against the stored points, so labels always
+    belong to the stored points. Resumable: an interrupted run continues where it stopped.
+    """
+    from hipnet.pipeline.run import relabel_store
+    from hipnet.pipeline.store import open_group
+
+    ok = True
+    for path in stores:
+        attrs = dict(open_group(path).attrs)
+        source = attrs.get("source", {})
+        cls = _reader_class(source.get("reader", attrs.get("dataset")))
+        reader = cls(root or Path(source["root"]), splits=(attrs["split"],))
+        summary = _run_with_progress(relabel_store, f"{path.name} shards", reader=reader, path=path, mode=mode,
+                                     workers=workers, scheduler=scheduler)
+        ok &= _report(summary)
+    if not ok:
+        raise click.ClickException("some frames failed (listed above); rerun to finish")
+
+
+@main.command("validate")
+@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--max-disagreement", default=0.01, show_default=True,
+              help="Largest fraction of a frame's evaluation points where winding number and ray parity may differ.")
+def validate_cmd(stores, max_disagreement) -> None:
+    """Check stores against the schema: arrays, dtypes, shapes, NaN/inf, normal lengths, label range, done mask,
+    completion marker and occupancy cross-check statistics. Exit code 1 naming the array and frame on a problem."""
+    from tqdm import tqdm
+
+    from hipnet.pipeline.schema import validate
+    from hipnet.pipeline.store import open_group
+
+    bad = 0
+    for path in stores:
+        group = open_group(path)
+        n = group["done"].shape[0] if "done" in group else 0
+        with tqdm(total=n, desc=f"validate {path.name}", unit="frame", leave=False) as bar:
+            rep = validate(group, progress=bar.update, max_disagreement=max_disagreement)
+        for kind in ("uniform", "near"):
+            st = rep.stats.get(f"{kind}_disagreement")
+            if st:
+                click.echo(f"{path}: {kind} occupancy cross-check: mean {st['mean']:.4%}, max {st['max']:.4%} of "
+                           f"points disagree; {st['frames_with_any']} frames with any")
+        if rep.ok:
+            click.echo(f"{path}: ok ({rep.stats.get('frames', 0)} frames)")
+        for p in rep.problems:
+            click.echo(f"{path}: {p}", err=True)
+        bad += not rep.ok
+    if bad:
+        raise click.ClickException(f"{bad} of {len(stores)} stores failed validation")
+
+
+@main.command("inspect")
+@click.argument("store", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--frame", "frame", default=0, show_default=True, help="Frame for the picture.")
+@click.option("--png", type=click.Path(path_type=Path), default=None,
+              help="Write the frame's surface points coloured by geodesic joint label (front and back).")
+def inspect_cmd(store, frame, png) -> None:
+    """Summary of a store (frames, subjects, sequences, shards, arrays, bytes per frame) and a picture of a frame."""
+    from hipnet.pipeline.store import Store
+
+    s = Store.open(store, allow_incomplete=True)
+    a = s.attrs
+    done = int(s.read("done").sum())
+    size = s.bytes_on_disk()
+    click.echo(f"{store}: dataset {a['dataset']}, split {a['split']}, schema {a['schema_version']}, "
+               f"{'complete' if a.get('complete') else 'NOT complete'}")
+    click.echo(f"  frames {s.n_frames} ({done} done) in {s.n_shards} shards of {s.shard_frames}; "
+               f"{len(s.subjects)} subjects, {len(s.sequences)} sequences")
+    click.echo(f"  {size / 1e6:.1f} MB on disk, {size / max(1, s.n_frames) / 1e3:.0f} KB per frame; "
+               f"sections {', '.join(s.sections)}; geodesics {a['config']['geodesics']}")
+    for name, arr in sorted(_arrays(s.group)):
+        click.echo(f"  {name:28s} {str(arr.dtype):8s} {arr.shape}")
+    if png is not None:
+        if not 0 <= frame < s.n_frames:
+            raise click.BadParameter(f"frame {frame} outside [0, {s.n_frames})", param_hint="--frame")
+        from hipnet.pipeline.render import labelled_points_png
+
+        jt = s.read("pose/joint_transforms", frame)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        labelled_points_png(png, s.read("surface/points", frame), s.read("surface/labels", frame),
+                            s.skeleton.names, joints=jt[:, :3, 3],
+                            title=f"{s.frame_key(frame)}: geodesic joint labels ({a['config']['geodesics']})")
+        click.echo(f"wrote {png}")
+
+
+def _arrays(group, prefix=""):
+    import zarr
+
+    for name, item in group.members():
+        if isinstance(item, zarr.Array):
+            yield prefix + name, item
+        else:
+            yield from _arrays(item, prefix + name + "/")
 
 
 if __name__ == "__main__":

@@ -48,3 +48,29 @@ class Frame:
     def key(self) -> str:
         """Stable name of the frame, used to derive its seeds (never Python's salted ``hash``)."""
         return f"{self.subject}/{self.sequence}/{self.index}"
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """Where one frame comes from, without loading it: cheap to list, pickle and send to a worker."""
+
+    subject: str
+    sequence: str
+    index: int
+    source: str  # the file the frame is read from, named in error messages
+
+    @property
+    def key(self) -> str:
+        return f"{self.subject}/{self.sequence}/{self.index}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A subject's rest pose. ``rest_vertices`` is None where the source has no rest mesh of a fixed topology
+    (then geodesic proxies are chosen per frame and per-template labels are unavailable)."""
+
+    name: str
+    rest_joints: np.ndarray  # (J, 3) float32
+    faces: np.ndarray | None = None  # (F, 3) int32
+    rest_vertices: np.ndarray | None = None  # (V, 3) float32
+    skinning_weights: np.ndarray | None = None  # (V, J) float32

@@ -67,3 +67,43 @@ def mesh_grid_png(path, rows: list[list[tuple[np.ndarray, np.ndarray]]], row_lab
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def label_colors(n: int) -> np.ndarray:
+    """``n`` distinct RGB colours for joint labels (tab20 then tab20b), neighbours in the skeleton contrast."""
+    import matplotlib
+
+    base = np.concatenate([matplotlib.colormaps["tab20"].colors, matplotlib.colormaps["tab20b"].colors])
+    return np.asarray(base[:n] if n <= len(base) else base[np.arange(n) % len(base)])
+
+
+def labelled_points_png(path, points: np.ndarray, labels: np.ndarray, joint_names: list[str],
+                        joints: np.ndarray | None = None, title: str | None = None) -> None:
+    """Front and back views of surface points coloured by joint label, like figure 3 of the HIPNet paper.
+
+    Points are drawn far to near (painter's order) so the visible surface shows; ``joints`` (J, 3) are marked.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = label_colors(len(joint_names))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 6.5))
+    for ax, sign, name in zip(axes, (1, -1), ("front", "back"), strict=True):
+        x, depth = sign * points[:, 0], sign * points[:, 2]
+        order = np.argsort(depth)
+        ax.scatter(x[order], points[order, 1], c=colors[labels[order]], s=0.6, linewidths=0)
+        if joints is not None:
+            ax.scatter(sign * joints[:, 0], joints[:, 1], c="k", s=8, marker="x", linewidths=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    used = sorted(set(int(k) for k in np.unique(labels)))
+    handles = [plt.Line2D([], [], ls="", marker="o", ms=5, color=colors[k], label=joint_names[k]) for k in used]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

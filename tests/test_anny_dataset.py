@@ -117,7 +117,7 @@ def test_generated_joint_transforms_follow_the_convention(tiny_raw):
     data = reader.read_sequence(seq["subject"], seq["name"])
     subj = reader.subject(seq["subject"])
     rot = data["local_rotations"].astype(np.float64)
-    jt = forward_kinematics(rot, subj["rest_joints"], SMPL22.parents, data["translation"])
+    jt = forward_kinematics(rot, subj.rest_joints, SMPL22.parents, data["translation"])
     np.testing.assert_allclose(data["joint_transforms"], jt, atol=1e-5)
     g = data["joint_transforms"][..., :3, :3].astype(np.float64)
     np.testing.assert_allclose(g @ np.swapaxes(g, -1, -2), np.broadcast_to(np.eye(3), g.shape), atol=1e-5)

@@ -111,26 +111,28 @@ def test_heading_of_a_body_lying_face_down_is_defined():
 
 def test_per_template_labels_agree_with_per_frame_labels_on_a_posed_anny_frame(tiny_raw_full):
     """Geodesics barely change under articulation: labels from rest-pose distances (per-template) agree with
-    labels from the posed frame's own distances (per-frame) on most samples."""
+    labels from the posed frame's own distances (per-frame, proxies tracked by vertex index) on most samples."""
+    from hipnet.pipeline.process import SubjectGeometry, frame_labels
     from hipnet.pipeline.readers.anny import AnnyReader
 
     reader = AnnyReader(tiny_raw_full)
-    frame = next(iter(reader))
-    subj = reader.subject(frame.subject)
-    proxies = proxy_vertices(subj["rest_vertices"], subj["rest_joints"])
-    template = vertex_distances(subj["rest_vertices"], frame.faces, proxies)
-    posed_proxies = proxy_vertices(frame.vertices, frame.joint_transforms[:, :3, 3])
-    per_frame = vertex_distances(frame.vertices, frame.faces, posed_proxies)
-    s = sample_surface(frame.vertices, frame.faces, 25_000, np.random.default_rng(0))
-    a = sample_labels(template, frame.faces, s.face_index, s.barycentrics)
-    b = sample_labels(per_frame, frame.faces, s.face_index, s.barycentrics)
-    agreement = (a == b).mean()
-    print(f"per-template vs per-frame label agreement: {agreement:.4f}")
-    assert agreement > 0.85  # measured 0.894 on this frame (seed 0); proxies move between posed frames
-    # sanity: geodesic labels mostly agree with the argmax of the skinning weights (a different notion of part)
-    skin = np.argmax(subj["skinning_weights"][frame.faces[s.face_index]].mean(1), axis=1)
-    print(f"geodesic vs skinning-argmax agreement: {(b == skin).mean():.4f}")
-    assert (b == skin).mean() > 0.4
+    frames = [f for _, f in reader.load(reader.frame_refs()[3:6])]
+    subj = reader.subject(frames[0].subject)
+    per_frame = SubjectGeometry.build(subj, "per-frame", "test")
+    per_template = SubjectGeometry.build(subj, "per-template", "test")
+    agreements, skin_agreements = [], []
+    for frame in frames:
+        s = sample_surface(frame.vertices, frame.faces, 25_000, np.random.default_rng(0))
+        a = frame_labels(frame.vertices, per_template, s.face_index, s.barycentrics)
+        b = frame_labels(frame.vertices, per_frame, s.face_index, s.barycentrics)
+        agreements.append((a == b).mean())
+        # sanity: geodesic labels mostly agree with the argmax of the skinning weights (a different notion of part)
+        skin = np.argmax(subj.skinning_weights[frame.faces[s.face_index]].mean(1), axis=1)
+        skin_agreements.append((b == skin).mean())
+    print(f"per-template vs per-frame label agreement: {np.round(agreements, 4)}; "
+          f"geodesic vs skinning-argmax: {np.round(skin_agreements, 4)}")
+    assert min(agreements) > 0.92  # measured 0.936-0.946 on these frames (0.894 with per-frame nearest proxies)
+    assert min(skin_agreements) > 0.4
 
 
 def test_sphere_occupancy_is_exact_off_the_surface_and_ray_parity_agrees():

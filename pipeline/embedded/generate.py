@@ -165,6 +165,7 @@ def generate_dataset(
                 },
             )
     n_frames = 0
+    sequences = []
     for seq in manifest["sequences"]:
         path = out / "sequences" / seq["subject"] / f"{seq['name']}.npz"
         if not path.exists():
@@ -181,10 +182,12 @@ def generate_dataset(
                     "translation": motion.translation.astype(np.float32),
                 },
             )
-            n_frames += len(verts)
+            length = len(verts)
         else:  # resumed: count the frames from the small joint array only
             with np.load(path, allow_pickle=False) as z:
-                n_frames += len(z["joint_transforms"])
+                length = len(z["joint_transforms"])
+        n_frames += length
+        sequences.append({**seq, "frames": length})
         if progress is not None:
             progress(1)
     summary = {
@@ -198,7 +201,7 @@ def generate_dataset(
         "num_faces": len(body.faces),
         "frames": n_frames,
         "subjects": manifest["subjects"],
-        "sequences": manifest["sequences"],
+        "sequences": sequences,  # the manifest's, with each sequence's frame count
     }
     write_yaml(marker, summary)
     return summary

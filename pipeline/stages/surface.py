@@ -19,9 +19,8 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted vertex normals (V, 3), unit length; outward for consistently wound closed meshes."""
     tri = vertices[faces]
     fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
-    vn = np.zeros_like(vertices, dtype=np.float64)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
+    idx = np.asarray(faces).ravel()
+    vn = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(vertices)) for c in range(3)], axis=1)
     return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-20)
 
 
@@ -37,8 +36,9 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     flip = u + w > 1
     u[flip], w[flip] = 1 - u[flip], 1 - w[flip]
     bary = np.stack([1 - u - w, u, w], axis=1)
-    points = np.einsum("sk,skd->sd", bary, tri[face])
+    corners = f[face]
+    points = bary[:, :1] * v[corners[:, 0]] + bary[:, 1:2] * v[corners[:, 1]] + bary[:, 2:] * v[corners[:, 2]]
     vn = vertex_normals(v, f)
-    normals = np.einsum("sk,skd->sd", bary, vn[f[face]])
+    normals = bary[:, :1] * vn[corners[:, 0]] + bary[:, 1:2] * vn[corners[:, 1]] + bary[:, 2:] * vn[corners[:, 2]]
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
     return SurfaceSamples(points, normals, face, bary)

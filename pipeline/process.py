@@ -1,0 +1,187 @@
+"""One frame through the stages of DESIGN.md section 5: the arrays a store holds for it.
+
+``process_frame`` is a pure function of (frame, subject geometry, config): every random draw comes from a generator
+seeded by ``SeedSequence([seed, crc32(dataset/subject/sequence/index)])`` and the surface samples are drawn first,
+so recomputing a frame (a resumed run, ``hipnet-data geodesics``) reproduces its samples exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from hipnet.pipeline.frames import Frame, Subject
+from hipnet.pipeline.stages.canonical import canonicalise
+from hipnet.pipeline.stages.evalpoints import near_points, stretched_bbox, uniform_points
+from hipnet.pipeline.stages.geodesics import (
+    count_components,
+    proxy_vertices,
+    sample_labels,
+    vertex_distances,
+    weld,
+)
+from hipnet.pipeline.stages.occupancy import occupancy
+from hipnet.pipeline.stages.surface import sample_surface
+
+GEODESIC_MODES = ("per-frame", "per-template")
+SNARF_SIGMA = 0.01
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides the content of a store (saved in its attrs; a rerun must match it)."""
+
+    surface_points: int = 25_000
+    eval_points: int = 100_000  # uniform and near-surface, each
+    near_sigma: float = 0.03
+    geodesics: str = "per-frame"
+    snarf: bool = False  # also the SNARF evaluation variant (cube 1.1x largest extent; near sigma 0.01)
+    eval_on_train: bool = False  # evaluation points and meshes for training splits too
+    shard_frames: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.geodesics not in GEODESIC_MODES:
+            raise ValueError(f"geodesics must be one of {GEODESIC_MODES}, got {self.geodesics!r}")
+        for name in ("surface_points", "eval_points", "shard_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def to_attrs(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> PreprocessConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in known})
+
+    def sections(self, split: str) -> tuple[str, ...]:
+        """Which store sections a split gets: evaluation points and meshes for evaluation splits."""
+        sections = ["train"]
+        if split != "train" or self.eval_on_train:
+            sections += ["eval", "mesh"] + (["snarf"] if self.snarf else [])
+        return tuple(sections)
+
+
+def frame_rng(seed: int, dataset: str, key: str) -> np.random.Generator:
+    """The frame's own generator: a pure function of (seed, dataset/subject/sequence/index)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(f"{dataset}/{key}".encode())]))
+
+
+@dataclass
+class SubjectGeometry:
+    """What the geodesic stage needs per subject, computed once per worker process: the weld of the rest mesh
+    (coincident vertices merged so the heat solver sees one shell), the proxy vertex of each joint and, for
+    ``per-template``, the rest-pose distances."""
+
+    faces: np.ndarray  # (F, 3) of the frames
+    weld_faces: np.ndarray  # (F, 3) into the welded vertex set
+    representative: np.ndarray  # (W,) one original vertex per welded vertex
+    inverse: np.ndarray  # (V,) welded index of each original vertex
+    proxies: np.ndarray  # (J,) welded vertex index per joint
+    template_distances: np.ndarray | None  # (J, V) heat distances in the rest pose (per-template mode)
+
+    @classmethod
+    def build(cls, subject: Subject, mode: str, where: str) -> SubjectGeometry:
+        if subject.rest_vertices is None or subject.faces is None:
+            raise ValueError(f"{where}: no rest mesh of a fixed topology; this reader needs per-frame proxies")
+        v = np.asarray(subject.rest_vertices, dtype=np.float64)
+        wv, wf, inverse = weld(v, subject.faces)
+        n = count_components(len(wv), wf)
+        if n != 1:
+            raise ValueError(
+                f"{where}: rest mesh has {n} connected components; geodesic labels need a single connected shell "
+                "(remove eyes/teeth/tongue or other separate parts first)"
+            )
+        representative = np.empty(len(wv), dtype=np.int64)
+        representative[inverse] = np.arange(len(v))
+        proxies = proxy_vertices(wv, subject.rest_joints)
+        template = None
+        if mode == "per-template":
+            template = vertex_distances(wv, wf, proxies)[:, inverse]
+        return cls(np.asarray(subject.faces), wf, representative, inverse, proxies, template)
+
+
+def frame_labels(vertices: np.ndarray, geom: SubjectGeometry, face_index: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Joint label of each sample: per-template distances if the geometry holds them, else heat distances on the
+    posed (welded) mesh from the tracked proxies."""
+    if geom.template_distances is not None:
+        d = geom.template_distances
+    else:
+        d = vertex_distances(np.asarray(vertices, dtype=np.float64)[geom.representative], geom.weld_faces, geom.proxies)
+        d = d[:, geom.inverse]
+    return sample_labels(d, geom.faces, face_index, bary)
+
+
+def process_frame(
+    frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, sections: tuple[str, ...], dataset: str
+) -> dict[str, np.ndarray]:
+    """The per-frame arrays of a store (names of ``pipeline.schema``) for the given sections."""
+    canon = canonicalise(frame.vertices, frame.joint_transforms)
+    rng = frame_rng(cfg.seed, dataset, frame.key)
+    s = sample_surface(canon.vertices, frame.faces, cfg.surface_points, rng)
+    points = s.points.astype(np.float32)
+    labels = frame_labels(canon.vertices, geom, s.face_index, s.barycentrics)
+    out = {
+        "surface/points": points,
+        "surface/normals": s.normals.astype(np.float16),
+        "surface/labels": labels,
+        "pose/joint_transforms": canon.joint_transforms,
+        "pose/world_from_canonical": canon.world_from_canonical.astype(np.float32),
+    }
+    if "eval" in sections:
+        n = cfg.eval_points
+        uniform = uniform_points(canon.vertices, n, rng).astype(np.float32)
+        near, _ = near_points(s, n, rng, cfg.near_sigma)
+        near = near.astype(np.float32)
+        u_occ, n_occ = occupancy(canon.vertices, frame.faces, uniform), occupancy(canon.vertices, frame.faces, near)
+        out |= {
+            "eval/uniform_points": uniform,
+            "eval/uniform_occupancy": u_occ.inside,
+            "eval/uniform_disagreements": np.int32(u_occ.disagreements),
+            "eval/near_points": near,
+            "eval/near_occupancy": n_occ.inside,
+            "eval/near_labels": nearest_labels(points, labels, near),
+            "eval/near_disagreements": np.int32(n_occ.disagreements),
+        }
+    if "snarf" in sections:
+        n = cfg.eval_points
+        lo, hi = stretched_bbox(canon.vertices, 0.0)
+        centre, half = (lo + hi) / 2, 0.55 * float(np.max(hi - lo))
+        cube = rng.uniform(centre - half, centre + half, size=(n, 3)).astype(np.float32)
+        near, _ = near_points(s, n, rng, SNARF_SIGMA)
+        near = near.astype(np.float32)
+        out |= {
+            "snarf/uniform_points": cube,
+            "snarf/uniform_occupancy": occupancy(canon.vertices, frame.faces, cube).inside,
+            "snarf/near_points": near,
+            "snarf/near_occupancy": occupancy(canon.vertices, frame.faces, near).inside,
+        }
+    if "mesh" in sections:
+        out["mesh/vertices"] = canon.vertices.astype(np.float32)
+    return out
+
+
+def relabel_frame(frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, dataset: str,
+                  stored_points: np.ndarray) -> np.ndarray:
+    """Recompute only the surface labels of a stored frame: the samples are redrawn from the frame's seed and must
+    equal the stored points (a check that the raw data and config are the ones the store was made from)."""
+    canon = canonicalise(frame.vertices, frame.joint_transforms)
+    s = sample_surface(canon.vertices, frame.faces, cfg.surface_points, frame_rng(cfg.seed, dataset, frame.key))
+    if not np.array_equal(s.points.astype(np.float32), stored_points):
+        raise ValueError(
+            f"frame {frame.key}: resampled surface points differ from the stored ones (the raw data or the config "
+            "is not the one this store was written from)"
+        )
+    return frame_labels(canon.vertices, geom, s.face_index, s.barycentrics)
+
+
+def nearest_labels(surface_points: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Label of the nearest surface sample of each query point (table 7's per-joint grouping)."""
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(surface_points).query(queries, k=1)
+    return labels[idx]
+

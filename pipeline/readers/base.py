@@ -1,0 +1,23 @@
+"""The reader protocol every dataset module implements, and helpers shared by readers.
+
+A reader is built from a raw dataset folder and a tuple of splits, is picklable (it is sent to worker processes)
+and offers:
+
+- ``dataset`` (str) and ``skeleton`` (``Skeleton``);
+- ``frame_refs() -> list[FrameRef]``: every frame of the chosen splits in a fixed order, without loading meshes;
+- ``subject_names() -> list[str]`` and ``subject(name) -> Subject``: rest poses;
+- ``load(refs) -> Iterator[(FrameRef, Frame | Exception)]``: the frames in the order given; a frame that cannot be
+  read comes back as the exception (its message names the file and the problem), never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import groupby
+
+from hipnet.pipeline.frames import FrameRef
+
+
+def group_by_source(refs: Iterable[FrameRef]) -> list[list[FrameRef]]:
+    """Consecutive refs from the same file, so each file is read once per run of frames."""
+    return [list(g) for _, g in groupby(refs, key=lambda r: r.source)]

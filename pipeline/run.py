@@ -1,0 +1,339 @@
+"""Manifest -> frames -> stages -> store, in parallel with dask (DESIGN.md section 6).
+
+One task is one whole shard: it loads the shard's frames through the reader, runs ``process_frame`` on each and
+writes the shard with one slice assignment per array. The heavy libraries hold the GIL, so tasks run in processes:
+the dask ``processes`` scheduler locally, or a ``dask.distributed`` cluster given by its address. A frame that cannot
+be read or processed is reported with its source file and reason; the other frames of its shard are written, the
+shard stays not-done, and the store is never marked complete while a frame is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from hipnet.pipeline.frames import FrameRef
+from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, nearest_labels, process_frame, relabel_frame
+from hipnet.pipeline.schema import SPECS, Dims, shard_slice, specs_for
+from hipnet.pipeline.store import (
+    create_store,
+    frames_digest,
+    mark_complete,
+    open_group,
+    shards_todo,
+    write_shard,
+)
+
+PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "open3d-cpu", "trimesh")
+
+ATTRS = {
+    "units": "metres",
+    "up_axis": "+Y",
+    "canonicalisation": "pelvis at the origin, heading about +Y removed (pipeline.stages.canonical); "
+                        "pose/world_from_canonical maps back",
+    "normals": "interpolated area-weighted vertex normals, unit, outward",
+    "occupancy_method": "generalised winding number > 0.5 (libigl fast_winding_number) on the stored float32 "
+                        "points; cross-check: open3d RaycastingScene.compute_occupancy (ray parity), "
+                        "disagreements counted per frame",
+    "geodesic_labels": "argmin over joints of heat-method distance (potpourri3d, use_robust) from each joint's proxy "
+                       "vertex (nearest to the rest joint, tracked by index), interpolated by barycentrics",
+}
+
+
+@dataclass
+class FrameFailure:
+    key: str
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.source}): {self.reason}"
+
+
+@dataclass
+class ShardResult:
+    shard: int
+    written: int
+    failures: list[FrameFailure] = field(default_factory=list)
+
+
+@dataclass
+class SplitSummary:
+    store: Path
+    frames: int
+    shards: int
+    written: int = 0
+    skipped: int = 0  # frames already done before this run
+    failures: list[FrameFailure] = field(default_factory=list)
+    complete: bool = False
+
+    def __str__(self) -> str:
+        state = "complete" if self.complete else "NOT complete"
+        return (f"{self.store}: {self.frames} frames in {self.shards} shards; written {self.written}, "
+                f"skipped as already done {self.skipped}, failed {len(self.failures)}; {state}")
+
+
+# ------------------------------------------------------------------------------------------------ worker side
+
+_GEOMETRY: OrderedDict = OrderedDict()  # per worker process: (dataset, subject, mode) -> SubjectGeometry
+_GEOMETRY_CACHE_SIZE = 16
+
+
+def subject_geometry(reader, subject: str, mode: str) -> SubjectGeometry:
+    key = (reader.dataset, str(getattr(reader, "root", "")), subject, mode)
+    if key not in _GEOMETRY:
+        _GEOMETRY[key] = SubjectGeometry.build(reader.subject(subject), mode, where=f"subject {subject}")
+        while len(_GEOMETRY) > _GEOMETRY_CACHE_SIZE:
+            _GEOMETRY.popitem(last=False)
+    _GEOMETRY.move_to_end(key)
+    return _GEOMETRY[key]
+
+
+def _frames(reader, refs: Sequence[FrameRef], mode: str):
+    """(ref, frame, geometry) or (ref, exception, None) for each ref, in order."""
+    for ref, frame in reader.load(refs):
+        if isinstance(frame, Exception):
+            yield ref, frame, None
+            continue
+        try:
+            yield ref, frame, subject_geometry(reader, ref.subject, mode)
+        except (ValueError, OSError) as e:
+            yield ref, e, None
+
+
+def preprocess_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRef], cfg: PreprocessConfig,
+                     sections: tuple[str, ...]) -> ShardResult:
+    """Compute and write one shard (runs in a worker process)."""
+    group = open_group(Path(store_path), mode="r+")
+    dims = _dims_of(group)
+    names = [s.name for s in specs_for(sections) if s.per_frame and not s.name.startswith("frame/") and s.name != "done"]
+    blocks = {name: np.zeros((len(refs), *dims.shape(SPECS[name])[1:]), dtype=SPECS[name].dtype) for name in names}
+    done = np.zeros(len(refs), dtype=bool)
+    failures = []
+    for k, (ref, frame, geom) in enumerate(_frames(reader, refs, cfg.geodesics)):
+        if isinstance(frame, Exception):
+            failures.append(FrameFailure(ref.key, ref.source, str(frame)))
+            continue
+        try:
+            arrays = process_frame(frame, geom, cfg, sections, reader.dataset)
+        except (ValueError, RuntimeError, OSError) as e:  # a bad mesh: report it, keep the other frames
+            failures.append(FrameFailure(ref.key, ref.source, f"{type(e).__name__}: {e}"))
+            continue
+        for name in names:
+            blocks[name][k] = arrays[name]
+        done[k] = True
+    write_shard(group, shard, blocks, done)
+    return ShardResult(shard, int(done.sum()), failures)
+
+
+def relabel_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRef], cfg: PreprocessConfig) -> ShardResult:
+    """Recompute ``surface/labels`` (and ``eval/near_labels``) of one shard in mode ``cfg.geodesics``."""
+    group = open_group(Path(store_path), mode="r+")
+    n = group["done"].shape[0]
+    sl = shard_slice(shard, n, int(group.attrs["shard_frames"]))
+    points = np.asarray(group["surface/points"][sl])
+    labels = np.asarray(group["surface/labels"][sl])
+    has_eval = "eval" in group.attrs["sections"]
+    near = np.asarray(group["eval/near_points"][sl]) if has_eval else None
+    near_labels = np.asarray(group["eval/near_labels"][sl]) if has_eval else None
+    done = np.zeros(len(refs), dtype=bool)
+    failures = []
+    for k, (ref, frame, geom) in enumerate(_frames(reader, refs, cfg.geodesics)):
+        if isinstance(frame, Exception):
+            failures.append(FrameFailure(ref.key, ref.source, str(frame)))
+            continue
+        try:
+            labels[k] = relabel_frame(frame, geom, cfg, reader.dataset, points[k])
+        except (ValueError, RuntimeError, OSError) as e:
+            failures.append(FrameFailure(ref.key, ref.source, f"{type(e).__name__}: {e}"))
+            continue
+        if has_eval:
+            near_labels[k] = nearest_labels(points[k], labels[k], near[k])
+        done[k] = True
+    blocks = {"surface/labels": labels} | ({"eval/near_labels": near_labels} if has_eval else {})
+    write_shard(group, shard, blocks, done, done_name="geodesics_done")
+    return ShardResult(shard, int(done.sum()), failures)
+
+
+def _dims_of(group) -> Dims:
+    g = group
+    sections = g.attrs["sections"]
+    f, s = g["surface/points"].shape[:2]
+    p, j = g["subject/rest_joints"].shape[:2]
+    u = g["eval/uniform_points"].shape[1] if "eval" in sections else 0
+    nn = g["eval/near_points"].shape[1] if "eval" in sections else 0
+    v, fc = (g["mesh/vertices"].shape[1], g["mesh/faces"].shape[0]) if "mesh" in sections else (0, 0)
+    return Dims(F=f, S=s, J=j, P=p, U=u, N=nn, V=v, Fc=fc)
+
+
+# ------------------------------------------------------------------------------------------------ driver side
+
+
+def run_tasks(tasks: list, workers: int, scheduler: str | None, on_result: Callable[[ShardResult], None]) -> None:
+    """Run dask delayed tasks (one per shard) and call ``on_result`` as each finishes.
+
+    ``scheduler``: None for local processes (``workers`` of them; 1 runs in this process), or a
+    ``tcp://host:port`` address of a dask.distributed scheduler.
+    """
+    import dask
+
+    if not tasks:
+        return
+    if scheduler:
+        from dask.distributed import Client, as_completed
+
+        with Client(scheduler) as client:
+            for future in as_completed(client.compute(tasks)):
+                on_result(future.result())
+        return
+    from dask.callbacks import Callback
+
+    keys = {t.key for t in tasks}
+
+    class _Progress(Callback):
+        def _posttask(self, key, result, dsk, state, id):
+            if key in keys:
+                on_result(result)
+
+    with _Progress():
+        if workers <= 1:
+            dask.compute(*tasks, scheduler="synchronous")
+        else:
+            # chunksize 1: a shard is already a big task; dask's default batches 6 per round trip
+            dask.compute(*tasks, scheduler="processes", num_workers=workers, chunksize=1)
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def prepare_store(reader, out: Path, cfg: PreprocessConfig, split: str):
+    """Create (or reopen) the store of one split; returns (group path, frame refs, sections)."""
+    refs = reader.frame_refs()
+    if not refs:
+        raise ValueError(f"{reader.root}: no frames in split {split!r}")
+    sections = cfg.sections(split)
+    subjects = reader.subject_names()
+    sequences = list(dict.fromkeys(r.sequence for r in refs))
+    rest = {name: reader.subject(name) for name in subjects}
+    first = rest[subjects[0]]
+    faces = first.faces
+    if "mesh" in sections:
+        for s in rest.values():
+            if s.faces is None or not np.array_equal(s.faces, faces):
+                raise ValueError(f"{reader.root}: subject {s.name} has another mesh topology; a store holds one")
+    n_vertices = len(first.rest_vertices) if first.rest_vertices is not None else 0
+    dims = Dims(
+        F=len(refs), S=cfg.surface_points, J=reader.skeleton.num_joints, P=len(subjects),
+        U=cfg.eval_points, N=cfg.eval_points, V=n_vertices, Fc=0 if faces is None else len(faces),
+    )
+    subject_id, sequence_id = {n: i for i, n in enumerate(subjects)}, {n: i for i, n in enumerate(sequences)}
+    ids = {
+        "frame/subject": np.array([subject_id[r.subject] for r in refs]),
+        "frame/sequence": np.array([sequence_id[r.sequence] for r in refs]),
+        "frame/index": np.array([r.index for r in refs]),
+    }
+    attrs = {
+        "dataset": reader.dataset,
+        "split": split,
+        "config": cfg.to_attrs(),
+        "skeleton": reader.skeleton.to_attrs(),
+        "subjects": subjects,
+        "sequences": sequences,
+        "frames_sha": frames_digest([r.key for r in refs]),
+        "source": {"reader": reader.name, "root": str(Path(reader.root).resolve())},
+        "manifest_hash": getattr(reader, "info", {}).get("manifest_hash"),
+        "versions": versions(),
+        **ATTRS,
+    }
+    path = Path(out) / f"{split}.zarr"
+    create_store(path, dims=dims, sections=sections, shard_frames=cfg.shard_frames, attrs=attrs, ids=ids,
+                 rest_joints=np.stack([rest[n].rest_joints for n in subjects]), faces=faces)
+    return path, refs, sections
+
+
+def preprocess_split(reader, out: Path, cfg: PreprocessConfig, split: str, workers: int = 1,
+                     scheduler: str | None = None, progress: Callable[[int], None] | None = None,
+                     on_start: Callable[[int], None] | None = None) -> SplitSummary:
+    """Preprocess the frames of ``reader`` (built for this one split) into ``out/<split>.zarr``."""
+    from dask import delayed
+
+    path, refs, sections = prepare_store(reader, out, cfg, split)
+    group = open_group(path, mode="r+")
+    k = cfg.shard_frames
+    todo = shards_todo(group)
+    summary = SplitSummary(path, len(refs), -(-len(refs) // k))
+    summary.skipped = len(refs) - sum(shard_slice(i, len(refs), k).stop - i * k for i in todo)
+    if on_start:
+        on_start(len(todo))
+    task = delayed(preprocess_shard, pure=False)
+    tasks = [task(reader, str(path), i, refs[shard_slice(i, len(refs), k)], cfg, sections) for i in todo]
+
+    def collect(result: ShardResult) -> None:
+        summary.written += result.written
+        summary.failures += result.failures
+        if progress:
+            progress(1)
+
+    run_tasks(tasks, workers, scheduler, collect)
+    summary.complete = mark_complete(group)
+    return summary
+
+
+def relabel_store(reader, path: Path, mode: str, workers: int = 1, scheduler: str | None = None,
+                  progress: Callable[[int], None] | None = None,
+                  on_start: Callable[[int], None] | None = None) -> SplitSummary:
+    """Recompute the geodesic labels of an existing store in ``mode``, in place and resumably.
+
+    While relabelling, the store is not complete and its ``relabel`` attr names the mode; a ``geodesics_done``
+    mask records finished shards. At the end the config's mode is updated and the store marked complete again.
+    """
+    from dask import delayed
+
+    group = open_group(path, mode="r+")
+    attrs = dict(group.attrs)
+    if not np.asarray(group["done"][:]).all():
+        raise ValueError(f"{path}: frames are missing; finish `hipnet-data preprocess` first")
+    refs = reader.frame_refs()
+    if frames_digest([r.key for r in refs]) != attrs["frames_sha"]:
+        raise ValueError(f"{path}: the frames of {reader.root} ({attrs['split']}) are not the frames of this store")
+    cfg = replace(PreprocessConfig.from_attrs(attrs["config"]), geodesics=mode)
+    n, k = len(refs), cfg.shard_frames
+    if attrs.get("relabel") != mode or "geodesics_done" not in group:
+        group.attrs["complete"] = False
+        group.create_array("geodesics_done", shape=(n,), dtype="bool", chunks=(1,), shards=(min(k, n),),
+                           fill_value=False, overwrite=True)
+        group.attrs["relabel"] = mode
+    todo = shards_todo(group, "geodesics_done")
+    summary = SplitSummary(path, n, -(-n // k))
+    summary.skipped = n - sum(shard_slice(i, n, k).stop - i * k for i in todo)
+    if on_start:
+        on_start(len(todo))
+    task = delayed(relabel_shard, pure=False)
+    tasks = [task(reader, str(path), i, refs[shard_slice(i, n, k)], cfg) for i in todo]
+
+    def collect(result: ShardResult) -> None:
+        summary.written += result.written
+        summary.failures += result.failures
+        if progress:
+            progress(1)
+
+    run_tasks(tasks, workers, scheduler, collect)
+    if np.asarray(group["geodesics_done"][:]).all():
+        group.attrs["config"] = cfg.to_attrs()
+        del group.attrs["relabel"]
+        del group["geodesics_done"]
+        summary.complete = mark_complete(group)
+    return summary
+
