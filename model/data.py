@@ -1,0 +1,203 @@
+"""Streaming training data over one or more stores (DESIGN.md section 7).
+
+- The shard order of an epoch is a pure function of (seed, epoch): a permutation of every shard of every store.
+- Shard ``i`` of that order goes to rank ``i % world``; a rank's shards go to its loader workers the same way.
+  Each worker reads whole shards and passes their frames through a seeded shuffle buffer, then batches them.
+- A DataLoader over W workers returns their batches round robin (a worker that runs out drops out of the turn),
+  so the epoch's batch sequence is a pure function of (seed, epoch, rank, world, W). Resuming after k batches
+  recomputes that sequence, skips each worker's consumed batches, and rotates which physical worker plays which
+  logical one so the DataLoader's turn starts where the interrupted run stopped: the rest of the epoch is exactly
+  the uninterrupted one.
+- Each frame's point subsample and eikonal points come from a generator seeded by (seed, epoch, store, frame).
+
+The store layout comes from ``pipeline.schema`` through ``pipeline.store.Store``; nothing here knows file names.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from hipnet.pipeline.store import Store
+
+TRAIN_ARRAYS = ("surface/points", "surface/normals", "surface/labels", "pose/joint_transforms", "frame/subject")
+
+
+def expand_shards(patterns: Sequence[str | Path]) -> list[Path]:
+    """Store paths from paths or glob patterns (``data/processed/*/train.zarr``), in a stable order."""
+    out: list[Path] = []
+    for p in patterns:
+        matches = sorted(glob.glob(str(p))) if any(c in str(p) for c in "*?[") else [str(p)]
+        if not matches:
+            raise FileNotFoundError(f"{p}: no store matches")
+        out += [Path(m) for m in matches]
+    if len(set(out)) != len(out):
+        raise ValueError(f"a store is listed twice: {[str(p) for p in out]}")
+    return out
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    store: int
+    shard: int
+    frames: int
+
+
+class StoreSet:
+    """Stores opened for training, with one subject table across them (subjects keyed by name)."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("no stores given")
+        self.stores = [Store.open(p) for p in self.paths]
+        sk = self.stores[0].skeleton
+        for p, s in zip(self.paths, self.stores, strict=True):
+            if s.skeleton != sk:
+                raise ValueError(f"{p}: skeleton differs from {self.paths[0]}'s; one model needs one skeleton")
+        self.skeleton = sk
+        self.subjects: list[str] = []
+        for s in self.stores:
+            self.subjects += [n for n in s.subjects if n not in self.subjects]
+        self.subject_maps = [np.array([self.subjects.index(n) for n in s.subjects]) for s in self.stores]
+        self.shards = [ShardRef(i, k, len(range(*s.shard_slice(k).indices(s.n_frames))))
+                       for i, s in enumerate(self.stores) for k in range(s.n_shards)]
+
+    @property
+    def n_frames(self) -> int:
+        return sum(s.frames for s in self.shards)
+
+
+def round_robin(counts: Sequence[int]) -> list[int]:
+    """Worker id of each batch when workers with ``counts`` batches take turns and drop out when empty (the order
+    in which ``torch.utils.data.DataLoader`` returns an IterableDataset's batches)."""
+    left, seq = list(counts), []
+    while any(left):
+        for w in range(len(left)):
+            if left[w]:
+                seq.append(w)
+                left[w] -= 1
+    return seq
+
+
+def epoch_order(n_shards: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n_shards)
+
+
+def assigned_shards(n_shards: int, seed: int, epoch: int, rank: int, world: int, worker: int, workers: int) -> list[int]:
+    """Shards (indices into ``StoreSet.shards``) read by one (rank, worker) in an epoch, in reading order."""
+    order = epoch_order(n_shards, seed, epoch)
+    return list(order[rank::world][worker::workers])
+
+
+class FrameStream(IterableDataset):
+    """Batches of ``frames_per_step`` frames for one rank; use with ``DataLoader(batch_size=None)``.
+
+    ``workers`` must equal the DataLoader's ``num_workers`` (0 and 1 both mean one stream). ``set_epoch(e, k)``
+    makes the next iteration yield epoch ``e`` without its first ``k`` batches.
+    """
+
+    def __init__(self, paths: Sequence[Path], *, points_per_frame: int, eikonal_per_frame: int, frames_per_step: int,
+                 near_sigma: float = 0.03, bbox_margin: float = 0.1, shuffle_buffer: int = 64, seed: int = 0,
+                 rank: int = 0, world: int = 1, workers: int = 0) -> None:
+        self.stores = StoreSet(paths)
+        self.points_per_frame, self.eikonal_per_frame = points_per_frame, eikonal_per_frame
+        self.frames_per_step, self.near_sigma, self.bbox_margin = frames_per_step, near_sigma, bbox_margin
+        self.shuffle_buffer, self.seed, self.rank, self.world = shuffle_buffer, seed, rank, world
+        self.workers = max(1, workers)
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches
+
+    def batches_per_worker(self) -> list[int]:
+        """Number of batches each (logical) worker of this rank yields this epoch."""
+        out = []
+        for w in range(self.workers):
+            mine = assigned_shards(len(self.stores.shards), self.seed, self.epoch, self.rank, self.world, w,
+                                   self.workers)
+            frames = sum(self.stores.shards[i].frames for i in mine)
+            out.append(-(-frames // self.frames_per_step))
+        return out
+
+    def __len__(self) -> int:
+        return sum(self.batches_per_worker())
+
+    def resume_plan(self) -> tuple[dict[int, int], int]:
+        """(batches each logical worker skips, logical id of physical worker 0) after ``self.skip`` batches."""
+        seq = round_robin(self.batches_per_worker())
+        k = min(self.skip, len(seq))
+        skips = {w: seq[:k].count(w) for w in range(self.workers)}
+        return skips, (seq[k] if k < len(seq) else 0)
+
+    def _frames(self, shard_ids: list[int], rng: np.random.Generator) -> Iterator[tuple[int, int, dict]]:
+        """(store, frame, arrays) through the shuffle buffer."""
+        buffer: list[tuple[int, int, dict]] = []
+        for i in shard_ids:
+            ref = self.stores.shards[i]
+            store = self.stores.stores[ref.store]
+            data = store.read_shard(ref.shard, TRAIN_ARRAYS)
+            start = store.shard_slice(ref.shard).start
+            for k in range(ref.frames):
+                buffer.append((ref.store, start + k, {name: a[k] for name, a in data.items()}))
+                if len(buffer) >= self.shuffle_buffer:
+                    yield buffer.pop(int(rng.integers(len(buffer))))
+        while buffer:
+            yield buffer.pop(int(rng.integers(len(buffer))))
+
+    def _sample(self, store: int, frame: int, arrays: dict) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch, store, frame])
+        pts, nrm, lab = arrays["surface/points"], arrays["surface/normals"], arrays["surface/labels"]
+        idx = rng.choice(len(pts), size=self.points_per_frame, replace=self.points_per_frame > len(pts))
+        p = pts[idx]
+        n_uniform = self.eikonal_per_frame // 2
+        lo, hi = pts.min(0) - self.bbox_margin, pts.max(0) + self.bbox_margin
+        uniform = rng.uniform(lo, hi, size=(n_uniform, 3))
+        near = pts[rng.integers(0, len(pts), self.eikonal_per_frame - n_uniform)]
+        near = near + rng.normal(0.0, self.near_sigma, size=near.shape)
+        return {
+            "points": p.astype(np.float32),
+            "normals": nrm[idx].astype(np.float32),
+            "labels": lab[idx].astype(np.int64),
+            "eikonal": np.concatenate([uniform, near]).astype(np.float32),
+            "joint_transforms": arrays["pose/joint_transforms"].astype(np.float32),
+            "subject": np.int64(self.stores.subject_maps[store][int(arrays["frame/subject"])]),
+            "frame": np.array([store, frame], dtype=np.int64),
+        }
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        physical, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if workers != self.workers:
+            raise ValueError(f"FrameStream built for {self.workers} workers runs in a loader with {workers}")
+        skips, offset = self.resume_plan()
+        worker = (physical + offset) % workers  # the logical stream this process plays
+        shard_ids = assigned_shards(len(self.stores.shards), self.seed, self.epoch, self.rank, self.world, worker,
+                                    workers)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0xB0F])
+        skip = skips[worker]
+        batch: list[dict] = []
+        index = 0
+
+        def emit(items):
+            out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+            out["worker"] = torch.tensor(worker)
+            out["index"] = torch.tensor(index)
+            return out
+
+        for store, frame, arrays in self._frames(shard_ids, rng):
+            batch.append((store, frame, arrays))
+            if len(batch) == self.frames_per_step:
+                if index >= skip:
+                    yield emit([self._sample(*b) for b in batch])
+                index += 1
+                batch = []
+        if batch and index >= skip:
+            yield emit([self._sample(*b) for b in batch])

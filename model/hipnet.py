@@ -1,0 +1,211 @@
+"""HIPNet (seed 000, section 3.2 and appendix A): an articulated SDF from per-joint sub-networks along a skeleton.
+
+- Pose encoder Phi: the canonical joint transforms (J x 3 x 4) -> phi.
+- Subject codes beta: an auto-decoder table (GLO), 256-d, N(0, 1e-4 std); absent in single-subject mode.
+- One sub-network per joint: 8 fully connected layers of 256, the input concatenated again before layer 4,
+  softplus; input = (x, phi, beta) plus, for every joint but the root, the parent's output. Geometric
+  initialisation (SAL/IGR): every sub-network starts as the SDF of a sphere.
+- Aggregation network: all sub-network outputs (with phi and beta) -> the final SDF. It is a linear mean of the
+  part SDFs plus an MLP residual whose last layer starts at zero, so the whole model starts as the sphere too.
+
+The joints of one tree depth run together: their weights are stacked (J, in, out) and applied with batched matrix
+products; there is no Python loop over networks. Per-frame conditioning (phi, beta) enters the first and the skip
+layer as one projection per frame, broadcast over that frame's points. ``naive_forward`` evaluates the same
+parameters joint by joint, as the reference the tests and the benchmark compare against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hipnet.model.config import ModelConfig
+from hipnet.pipeline.skeleton import Skeleton
+
+
+class StackedMLP(nn.Module):
+    """``J`` MLPs of the same shape. Input = point part (per point, per joint) and condition part (per frame).
+
+    Layer ``skip`` sees ``cat(h, input) / sqrt(2)`` (IGR's skip). Weights are (J, in, out) tensors so any subset of
+    joints runs as one batched matmul.
+    """
+
+    def __init__(self, n: int, d_point: int, d_cond: int, hidden: int, layers: int, skip: int, beta: float,
+                 radius: float) -> None:
+        super().__init__()
+        self.n, self.d_point, self.d_cond, self.hidden, self.layers, self.skip, self.beta = (
+            n, d_point, d_cond, hidden, layers, skip, beta)
+        self.w_point = nn.ParameterList()  # per layer: (n, in_point, out)
+        self.w_cond = nn.ParameterDict()  # only for layer 0 and the skip layer: (n, d_cond, out)
+        self.bias = nn.ParameterList()
+        for layer in range(layers):
+            out = 1 if layer == layers - 1 else hidden
+            if layer == 0:
+                d_in = d_point
+            elif layer == skip:
+                d_in = hidden + d_point
+            else:
+                d_in = hidden
+            w = torch.zeros(n, d_in, out)
+            b = torch.zeros(n, out)
+            if layer == layers - 1:  # geometric initialisation: f(x) ~ |x| - r
+                fan = d_in
+                nn.init.normal_(w, mean=math.sqrt(math.pi) / math.sqrt(fan), std=1e-4)
+                b.fill_(-radius)
+            else:
+                nn.init.normal_(w, 0.0, math.sqrt(2) / math.sqrt(out))
+                if layer == 0:
+                    w[:, 3:] = 0.0  # only x drives the initial SDF; parent output etc. start at zero weight
+                if layer == skip:
+                    w[:, hidden + 3:] = 0.0
+            self.w_point.append(nn.Parameter(w))
+            self.bias.append(nn.Parameter(b))
+            if (layer == 0 or layer == skip) and d_cond:
+                self.w_cond[str(layer)] = nn.Parameter(torch.zeros(n, d_cond, out))
+        self._calibrate_sphere(radius)
+
+    @torch.no_grad()
+    def _calibrate_sphere(self, radius: float) -> None:
+        """Rescale each MLP's last layer so its initial output best fits ``|x| - radius`` (least squares on fixed
+        probe points in the unit ball). Softplus is not ReLU at the scale of a body: without this, geometric
+        initialisation gives about ``0.83 |x| - radius + 0.17`` (the softplus offset ``log 2 / beta`` summed over a
+        layer); with it the initial parts are centred spheres of the right radius, up to the random bumps."""
+        k = torch.arange(4096, dtype=torch.float64) + 0.5
+        z = 1 - 2 * k / 4096
+        phi = k * math.pi * (3 - math.sqrt(5))  # Fibonacci directions
+        direction = torch.stack([torch.sqrt(1 - z**2) * torch.cos(phi), z, torch.sqrt(1 - z**2) * torch.sin(phi)], 1)
+        r = (k % 16 + 0.5) / 16  # radii in (0, 1)
+        x = (direction * r[:, None]).float()
+        xp = torch.cat([x, torch.zeros(len(x), self.d_point - 3)], dim=1)
+        idx = torch.arange(self.n)
+        out = self(idx, xp.expand(self.n, 1, *xp.shape), None).reshape(self.n, -1).double()
+        design = torch.stack([out, torch.ones_like(out)], dim=-1)  # n, P, 2
+        target = (r - radius).expand(self.n, -1).unsqueeze(-1)
+        sol = torch.linalg.lstsq(design, target).solution.squeeze(-1)  # n, 2: scale, shift
+        scale, shift = sol[:, 0].float(), sol[:, 1].float()
+        self.w_point[-1].mul_(scale.view(-1, 1, 1))
+        self.bias[-1].mul_(scale.view(-1, 1)).add_(shift.view(-1, 1))
+
+    def forward(self, idx: torch.Tensor, xp: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Run the MLPs ``idx`` (k,) on point inputs ``xp`` (k, F, P, d_point) with per-frame ``cond`` (F, d_cond).
+        Returns (k, F, P)."""
+        k, nf, npts, _ = xp.shape
+        inp = xp.reshape(k, nf * npts, -1)
+        h = inp
+        for layer in range(self.layers):
+            if layer == self.skip:
+                h = torch.cat([h, inp], dim=-1) / math.sqrt(2)
+            y = torch.bmm(h, self.w_point[layer][idx]) + self.bias[layer][idx].unsqueeze(1)
+            key = str(layer)
+            if cond is not None and key in self.w_cond:
+                c = torch.matmul(cond.unsqueeze(0), self.w_cond[key][idx])  # (k, F, out)
+                y = (y.view(k, nf, npts, -1) + c.unsqueeze(2)).view(k, nf * npts, -1)
+            h = y if layer == self.layers - 1 else F.softplus(y, beta=self.beta)
+        return h.view(k, nf, npts)
+
+
+class HIPNet(nn.Module):
+    def __init__(self, skeleton: Skeleton, n_subjects: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.skeleton = skeleton
+        j = skeleton.num_joints
+        self.register_buffer("parents", torch.as_tensor(skeleton.parents, dtype=torch.long), persistent=False)
+        self.levels = [torch.as_tensor(lv, dtype=torch.long) for lv in skeleton.levels()]
+        self.pose_encoder = nn.Sequential(
+            nn.Linear(j * 12, cfg.pose_hidden), nn.Softplus(beta=cfg.softplus_beta),
+            nn.Linear(cfg.pose_hidden, cfg.pose_hidden), nn.Softplus(beta=cfg.softplus_beta),
+            nn.Linear(cfg.pose_hidden, cfg.pose_dim),
+        )
+        self.code_dim = cfg.code_dim if n_subjects > 1 else 0
+        self.codes = nn.Embedding(n_subjects, self.code_dim) if self.code_dim else None
+        if self.codes is not None:
+            nn.init.normal_(self.codes.weight, 0.0, cfg.code_init_std)
+        d_cond = cfg.pose_dim + self.code_dim
+        self.subnets = StackedMLP(j, 3 + 1, d_cond, cfg.hidden, cfg.layers, cfg.skip, cfg.softplus_beta,
+                                  cfg.sphere_radius)
+        # aggregation: mean of the part SDFs + an MLP residual over (parts, phi, beta), last layer zero
+        self.agg_mean = nn.Parameter(torch.full((j,), 1.0 / j))
+        self.agg_in = nn.Linear(j + d_cond, cfg.aggregator_hidden)
+        self.agg_hidden = nn.ModuleList(
+            nn.Linear(cfg.aggregator_hidden, cfg.aggregator_hidden) for _ in range(cfg.aggregator_layers - 1)
+        )
+        self.agg_out = nn.Linear(cfg.aggregator_hidden, 1)
+        nn.init.zeros_(self.agg_out.weight)
+        nn.init.zeros_(self.agg_out.bias)
+
+    # ------------------------------------------------------------------------------------------ pieces
+
+    def condition(self, joint_transforms: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
+        """Per-frame conditioning (F, pose_dim + code_dim): phi = Phi(theta), then the subject code."""
+        phi = self.pose_encoder(joint_transforms[:, :, :3, :].flatten(1))
+        if self.codes is None:
+            return phi
+        return torch.cat([phi, self.codes(subject)], dim=-1)
+
+    def point_inputs(self, x: torch.Tensor, joint_transforms: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The query point each sub-network ``idx`` sees: x (canonical), or x in its joint's frame (option)."""
+        if not self.cfg.local_frames:
+            return x.unsqueeze(0).expand(len(idx), *x.shape)
+        t = joint_transforms[:, idx]  # F, k, 4, 4
+        rot, trans = t[..., :3, :3], t[..., :3, 3]
+        local = torch.einsum("fkji,fpj->kfpi", rot, x) - torch.einsum("fkji,fkj->kfi", rot, trans).unsqueeze(2)
+        return local
+
+    def aggregate(self, parts: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Final SDF (F, P) from part SDFs (F, P, J) and conditioning (F, C)."""
+        nf, npts, _ = parts.shape
+        c = cond.unsqueeze(1).expand(nf, npts, cond.shape[-1])
+        h = F.softplus(self.agg_in(torch.cat([parts, c], dim=-1)), beta=self.cfg.softplus_beta)
+        for layer in self.agg_hidden:
+            h = F.softplus(layer(h), beta=self.cfg.softplus_beta)
+        return parts @ self.agg_mean + self.agg_out(h).squeeze(-1)
+
+    # ------------------------------------------------------------------------------------------ forward
+
+    def forward(self, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None):
+        """SDF of query points ``x`` (F, P, 3) for frames with canonical ``joint_transforms`` (F, J, 4, 4) and
+        subject ids (F,). Returns (sdf (F, P), part SDFs (F, P, J))."""
+        cond = self.condition(joint_transforms, subject)
+        nf, npts, _ = x.shape
+        outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
+        zeros = x.new_zeros(1, nf, npts, 1)
+        for idx in self.levels:
+            idx = idx.to(x.device)
+            xp = self.point_inputs(x, joint_transforms, idx)
+            if outs[0] is None:  # the root level: no parent output
+                parent = zeros.expand(len(idx), nf, npts, 1)
+            else:
+                parent = torch.stack([outs[p] for p in self.parents[idx].tolist()]).unsqueeze(-1)
+            y = self.subnets(idx, torch.cat([xp, parent], dim=-1), cond)
+            for k, j in enumerate(idx.tolist()):
+                outs[j] = y[k]
+        parts = torch.stack(outs, dim=-1)  # F, P, J
+        return self.aggregate(parts, cond), parts
+
+
+def naive_forward(model: HIPNet, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None):
+    """Reference evaluation of the same parameters: one joint at a time, in skeleton order, plain matmuls."""
+    m, cfg = model.subnets, model.cfg
+    cond = model.condition(joint_transforms, subject)
+    nf, npts, _ = x.shape
+    outs = []
+    for j in range(model.skeleton.num_joints):
+        p = model.skeleton.parents[j]
+        parent = outs[p].unsqueeze(-1) if p >= 0 else x.new_zeros(nf, npts, 1)
+        xj = model.point_inputs(x, joint_transforms, torch.tensor([j]))[0]
+        inp = torch.cat([xj, parent], dim=-1)
+        h = inp
+        for layer in range(m.layers):
+            if layer == m.skip:
+                h = torch.cat([h, inp], dim=-1) / math.sqrt(2)
+            y = h @ m.w_point[layer][j] + m.bias[layer][j]
+            if str(layer) in m.w_cond:
+                y = y + (cond @ m.w_cond[str(layer)][j]).unsqueeze(1)
+            h = y if layer == m.layers - 1 else F.softplus(y, beta=cfg.softplus_beta)
+        outs.append(h.squeeze(-1))
+    parts = torch.stack(outs, dim=-1)
+    return model.aggregate(parts, cond), parts
