@@ -241,7 +241,7 @@ def geodesics_cmd(stores, mode, root, workers, scheduler) -> None:
 
 @main.command("validate")
 @click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--max-disagreement", default=0.01, show_default=True,
+@click.option("--max-disagreement", default=0.05, show_default=True,
               help="Largest fraction of a frame's evaluation points where winding number and ray parity may differ.")
 def validate_cmd(stores, max_disagreement) -> None:
     """Check stores against the schema: arrays, dtypes, shapes, NaN/inf, normal lengths, label range, done mask,

@@ -149,7 +149,10 @@ class Report:
 
 
 NORMAL_TOLERANCE = 1e-2  # float16 normals: |n| within 1% of 1
-MAX_DISAGREEMENT = 0.01  # fraction of evaluation points where winding number and ray parity may disagree
+# fraction of a frame's evaluation points where winding number and ray parity may disagree: self-intersections
+# (a hand through the torso in deep flexion) are doubly covered, winding number 2 (inside, right) where ray parity
+# says outside; the embedded data reaches 1.03% on one near-surface frame. A broken (open) mesh goes far beyond.
+MAX_DISAGREEMENT = 0.05
 
 
 def validate(group, progress: Callable[[int], None] | None = None, max_disagreement: float = MAX_DISAGREEMENT) -> Report:
