@@ -12,10 +12,13 @@ WORKERS ?= 2
 GEODESICS ?= per-frame
 # extra `hipnet-data preprocess` options, e.g. PREPROCESS_ARGS="--snarf --shard-frames 64"
 PREPROCESS_ARGS ?=
+RUN ?= runs/$(DATASET)_small
+TRAIN_CONFIG ?= small
+TRAIN_MINUTES ?= 8
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test demo preprocess lint bench clean
+.PHONY: setup test demo preprocess train lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +38,19 @@ setup: $(VENV)/.installed
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The main job on the embedded data: generate it (with a picture), preprocess it into stores, train the small
+# model on CPU for $(TRAIN_MINUTES) minutes. Every step is resumable; rerunning continues training.
 demo: setup
 	$(BIN)/hipnet-data anny --out $(DATA)/raw/anny --png $(DATA)/demo/anny_grid.png
-	@echo "demo: picture of subjects x poses in $(DATA)/demo/anny_grid.png"
+	$(MAKE) --no-print-directory preprocess DATASET=anny
+	$(MAKE) --no-print-directory train DATASET=anny
+	$(BIN)/hipnet-data inspect $(DATA)/processed/anny/train.zarr --frame 100 --png $(DATA)/demo/labels.png
+	@echo "demo: $(DATA)/demo/anny_grid.png, $(DATA)/demo/labels.png, stores in $(DATA)/processed/anny, run in $(RUN)"
+
+# Train on the preprocessed training store; continues the run in $(RUN) when it has a checkpoint.
+train: setup
+	$(BIN)/hipnet-train --shards $(PROCESSED)/train.zarr --config $(TRAIN_CONFIG) --out $(RUN) \
+		--max-minutes $(TRAIN_MINUTES) $(if $(wildcard $(RUN)/ckpt.pt),--resume,)
 
 # Raw data -> one store per split in $(PROCESSED). For anny the raw data is generated first (a no-op once done).
 # Both steps are resumable: rerun after an interruption.

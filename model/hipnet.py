@@ -139,12 +139,16 @@ class HIPNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------ pieces
 
-    def condition(self, joint_transforms: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
-        """Per-frame conditioning (F, pose_dim + code_dim): phi = Phi(theta), then the subject code."""
+    def condition(self, joint_transforms: torch.Tensor, subject: torch.Tensor | None,
+                  code: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame conditioning (F, pose_dim + code_dim): phi = Phi(theta), then the subject code: row
+        ``subject`` of the table, or ``code`` (F, code_dim) given directly (fitting, sampling, blending)."""
         phi = self.pose_encoder(joint_transforms[:, :, :3, :].flatten(1))
         if self.codes is None:
             return phi
-        return torch.cat([phi, self.codes(subject)], dim=-1)
+        if code is None:
+            code = self.codes(subject)
+        return torch.cat([phi, code.to(phi.dtype)], dim=-1)
 
     def point_inputs(self, x: torch.Tensor, joint_transforms: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The query point each sub-network ``idx`` sees: x (canonical), or x in its joint's frame (option)."""
@@ -166,10 +170,11 @@ class HIPNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------ forward
 
-    def forward(self, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None,
+                code: torch.Tensor | None = None):
         """SDF of query points ``x`` (F, P, 3) for frames with canonical ``joint_transforms`` (F, J, 4, 4) and
-        subject ids (F,). Returns (sdf (F, P), part SDFs (F, P, J))."""
-        cond = self.condition(joint_transforms, subject)
+        subject ids (F,) or subject codes (F, code_dim). Returns (sdf (F, P), part SDFs (F, P, J))."""
+        cond = self.condition(joint_transforms, subject, code)
         nf, npts, _ = x.shape
         outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
         zeros = x.new_zeros(1, nf, npts, 1)

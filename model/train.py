@@ -147,7 +147,9 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
     if progress and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, desc="train", unit="step")
+        stream.set_epoch(epoch)
+        planned = total_steps if total_steps is not None else cfg.epochs * len(stream)  # epochs differ by a shard at most
+        bar = tqdm(total=planned, initial=step, desc="train", unit="step")
     t0 = time.time()
     last = {"total": float("nan")}
     rate = 0.0

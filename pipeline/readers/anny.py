@@ -71,7 +71,8 @@ class AnnyReader:
 
     def read_sequence(self, subject: str, sequence: str) -> dict[str, np.ndarray]:
         v = self.info["num_vertices"]
-        return read_npz(self.sequence_path(subject, sequence), {"vertices": (None, v, 3), "joint_transforms": (None, 22, 4, 4)})
+        shapes = {"vertices": (None, v, 3), "joint_transforms": (None, 22, 4, 4)}
+        return read_npz(self.sequence_path(subject, sequence), shapes)
 
     def frame_refs(self) -> list[FrameRef]:
         refs = []
@@ -108,7 +109,7 @@ class AnnyReader:
                 )
 
     def __iter__(self) -> Iterator[Frame]:
-        for ref, frame in self.load(self.frame_refs()):
+        for _, frame in self.load(self.frame_refs()):
             if isinstance(frame, Exception):
                 raise frame
             yield frame
