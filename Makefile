@@ -15,10 +15,13 @@ PREPROCESS_ARGS ?=
 RUN ?= runs/$(DATASET)_small
 TRAIN_CONFIG ?= small
 TRAIN_MINUTES ?= 8
+# evaluation of $(RUN) on the test store: EVAL_ARGS="--max-frames 48 --resolution 128" for a quick look
+EVAL_STORE ?= $(PROCESSED)/test.zarr
+EVAL_ARGS ?=
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test demo preprocess train lint bench clean
+.PHONY: setup test demo preprocess train eval lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +54,10 @@ demo: setup
 train: setup
 	$(BIN)/hipnet-train --shards $(PROCESSED)/train.zarr --config $(TRAIN_CONFIG) --out $(RUN) \
 		--max-minutes $(TRAIN_MINUTES) $(if $(wildcard $(RUN)/ckpt.pt),--resume,)
+
+# Score the latest checkpoint of $(RUN) on the test store: $(RUN)/eval/report.md, metrics.json, pictures, meshes.
+eval: setup
+	$(BIN)/hipnet-eval --checkpoint $(RUN)/ckpt.pt --shards $(EVAL_STORE) --out $(RUN)/eval $(EVAL_ARGS)
 
 # Raw data -> one store per split in $(PROCESSED). For anny the raw data is generated first (a no-op once done).
 # Both steps are resumable: rerun after an interruption.

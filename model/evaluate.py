@@ -142,7 +142,7 @@ def evaluate_store(store: Store, sdf_of: Callable[[int], SDF], frames: Sequence[
     for i in frames:
         sdf = sdf_of(i)
 
-        def inside(points):
+        def inside(points, sdf=sdf):
             return np.concatenate([sdf(points[s : s + batch]) for s in range(0, len(points), batch)]) < 0
 
         u = inside(store.read("eval/uniform_points", i))
