@@ -207,3 +207,32 @@ def test_inspect_prints_a_summary_and_draws_the_labels(small_store, tmp_path):
     assert result.exit_code == 0, result.output
     assert "frames 24 (24 done) in 5 shards of 5" in result.output and "KB per frame" in result.output
     assert png.stat().st_size > 10_000
+
+
+def test_a_dask_distributed_cluster_writes_the_same_store(tmp_path, tiny_raw, small_store):
+    """--scheduler tcp://...: the same task graph on a dask.distributed cluster (a local one with 2 worker
+    processes) gives the same bytes as the in-process run."""
+    from dask.distributed import LocalCluster
+
+    summary, cfg = small_store
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        other = preprocess_split(AnnyReader(tiny_raw, ("test",)), tmp_path, cfg, "test",
+                                 scheduler=cluster.scheduler_address)
+    assert other.complete and other.written == 24
+    a, b = store_files(summary.store), store_files(other.store)
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+
+
+def test_a_rest_mesh_in_two_pieces_is_refused_before_the_heat_solver():
+    import trimesh
+
+    from hipnet.pipeline.frames import Subject
+
+    a, b = trimesh.creation.icosphere(2, radius=0.1), trimesh.creation.icosphere(2, radius=0.1)
+    b.apply_translation([0.5, 0, 0])
+    both = trimesh.util.concatenate([a, b])
+    subj = Subject("twins", np.zeros((2, 3), np.float32), np.asarray(both.faces, np.int32),
+                   np.asarray(both.vertices, np.float32))
+    with pytest.raises(ValueError, match="subject twins: rest mesh has 2 connected components"):
+        SubjectGeometry.build(subj, "per-frame", "subject twins")
