@@ -8,14 +8,13 @@ bench/results/generate.json with the machine they ran on.
 
 from __future__ import annotations
 
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_result
 
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest, pose_sequence
@@ -48,7 +47,6 @@ def main() -> None:
         gen_s = time.perf_counter() - t
         size = sum(p.stat().st_size for p in (Path(tmp) / "anny").rglob("*.npz"))
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": torch.get_num_threads()},
         "vertices": body.num_vertices,
         "frames_per_batch": n,
         "ours_lbs22_frames_per_s": n / ours,
@@ -58,10 +56,7 @@ def main() -> None:
         "generation_frames": summary["frames"],
         "raw_bytes_per_frame": size / summary["frames"],
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "generate.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("generate", result)
 
 
 if __name__ == "__main__":

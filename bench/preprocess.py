@@ -14,14 +14,12 @@ Prints the figures and writes bench/results/preprocess.json with the machine the
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_result
 
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
@@ -101,7 +99,6 @@ def main() -> None:
         profile = stage_profile(evaluation)
 
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "vertices": body.num_vertices,
         "train_frames": n_train,
         "eval_frames": n_eval,
@@ -121,10 +118,7 @@ def main() -> None:
         "note": "1-process figures run in the calling process (no pool); they include reading, every stage, "
                 "compression and writing, and the per-subject setup (weld, proxies, rest-pose distances).",
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "preprocess.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("preprocess", result)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,11 @@ Targets (issue): batched >= 3x naive on GPU; ``paper`` on one H100 >= 250,000 su
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from functools import partial
-from pathlib import Path
 
 import torch
+from _results import write_result
 
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet, naive_forward
@@ -87,15 +84,8 @@ def main() -> None:
     else:
         results.append(measure("small", 4, 2_000, "cpu", False))
         results.append(measure("paper", 2, 250, "cpu", False, repeats=2))
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(),
-               "gpu": torch.cuda.get_device_name(0) if on_gpu else None}
-    out = {"machine": machine, "results": results,
-           "targets": {"batched_over_naive_gpu": 3.0, "paper_h100_surface_points_per_s": 250_000}}
-    print(json.dumps(out, indent=2))
-    path = Path(__file__).parent / "results" / ("train_gpu.json" if on_gpu else "train.json")
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    out = {"results": results, "targets": {"batched_over_naive_gpu": 3.0, "paper_h100_surface_points_per_s": 250_000}}
+    write_result("train_gpu" if on_gpu else "train", out)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from hipnet.pipeline.frames import Frame, Subject
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.evalpoints import near_points, stretched_bbox, uniform_points
 from hipnet.pipeline.stages.geodesics import (
-    count_components,
     proxy_vertices,
+    require_one_component,
     sample_labels,
     vertex_distances,
     weld,
@@ -89,12 +89,7 @@ class SubjectGeometry:
             raise ValueError(f"{where}: no rest mesh of a fixed topology; this reader needs per-frame proxies")
         v = np.asarray(subject.rest_vertices, dtype=np.float64)
         wv, wf, inverse = weld(v, subject.faces)
-        n = count_components(len(wv), wf)
-        if n != 1:
-            raise ValueError(
-                f"{where}: rest mesh has {n} connected components; geodesic labels need a single connected shell "
-                "(remove eyes/teeth/tongue or other separate parts first)"
-            )
+        require_one_component(len(wv), wf, where, what="rest mesh")
         representative = np.empty(len(wv), dtype=np.int64)
         representative[inverse] = np.arange(len(v))
         proxies = proxy_vertices(wv, subject.rest_joints)

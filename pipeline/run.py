@@ -106,6 +106,24 @@ def _frames(reader, refs: Sequence[FrameRef], mode: str):
             yield ref, e, None
 
 
+def _each_frame(reader, refs: Sequence[FrameRef], mode: str, fn) -> tuple[np.ndarray, list[FrameFailure]]:
+    """Call ``fn(k, frame, geometry)`` for each readable frame; a frame that cannot be read or processed becomes a
+    FrameFailure naming its file and reason, and the others go on. Returns (done mask, failures)."""
+    done = np.zeros(len(refs), dtype=bool)
+    failures = []
+    for k, (ref, frame, geom) in enumerate(_frames(reader, refs, mode)):
+        if isinstance(frame, Exception):
+            failures.append(FrameFailure(ref.key, ref.source, str(frame)))
+            continue
+        try:
+            fn(k, frame, geom)
+        except (ValueError, RuntimeError, OSError) as e:  # a bad mesh: report it, keep the other frames
+            failures.append(FrameFailure(ref.key, ref.source, f"{type(e).__name__}: {e}"))
+            continue
+        done[k] = True
+    return done, failures
+
+
 def preprocess_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRef], cfg: PreprocessConfig,
                      sections: tuple[str, ...]) -> ShardResult:
     """Compute and write one shard (runs in a worker process)."""
@@ -113,20 +131,13 @@ def preprocess_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRe
     dims = _dims_of(group)
     names = [s.name for s in specs_for(sections) if s.per_frame and not s.name.startswith("frame/") and s.name != "done"]
     blocks = {name: np.zeros((len(refs), *dims.shape(SPECS[name])[1:]), dtype=SPECS[name].dtype) for name in names}
-    done = np.zeros(len(refs), dtype=bool)
-    failures = []
-    for k, (ref, frame, geom) in enumerate(_frames(reader, refs, cfg.geodesics)):
-        if isinstance(frame, Exception):
-            failures.append(FrameFailure(ref.key, ref.source, str(frame)))
-            continue
-        try:
-            arrays = process_frame(frame, geom, cfg, sections, reader.dataset)
-        except (ValueError, RuntimeError, OSError) as e:  # a bad mesh: report it, keep the other frames
-            failures.append(FrameFailure(ref.key, ref.source, f"{type(e).__name__}: {e}"))
-            continue
+
+    def store_frame(k, frame, geom):
+        arrays = process_frame(frame, geom, cfg, sections, reader.dataset)
         for name in names:
             blocks[name][k] = arrays[name]
-        done[k] = True
+
+    done, failures = _each_frame(reader, refs, cfg.geodesics, store_frame)
     write_shard(group, shard, blocks, done)
     return ShardResult(shard, int(done.sum()), failures)
 
@@ -137,25 +148,19 @@ def relabel_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRef],
     n = group["done"].shape[0]
     sl = shard_slice(shard, n, int(group.attrs["shard_frames"]))
     points = np.asarray(group["surface/points"][sl])
-    labels = np.asarray(group["surface/labels"][sl])
+    blocks = {"surface/labels": np.asarray(group["surface/labels"][sl])}
     has_eval = "eval" in group.attrs["sections"]
-    near = np.asarray(group["eval/near_points"][sl]) if has_eval else None
-    near_labels = np.asarray(group["eval/near_labels"][sl]) if has_eval else None
-    done = np.zeros(len(refs), dtype=bool)
-    failures = []
-    for k, (ref, frame, geom) in enumerate(_frames(reader, refs, cfg.geodesics)):
-        if isinstance(frame, Exception):
-            failures.append(FrameFailure(ref.key, ref.source, str(frame)))
-            continue
-        try:
-            labels[k] = relabel_frame(frame, geom, cfg, reader.dataset, points[k])
-        except (ValueError, RuntimeError, OSError) as e:
-            failures.append(FrameFailure(ref.key, ref.source, f"{type(e).__name__}: {e}"))
-            continue
+    if has_eval:
+        near = np.asarray(group["eval/near_points"][sl])
+        blocks["eval/near_labels"] = np.asarray(group["eval/near_labels"][sl])
+
+    def relabel(k, frame, geom):
+        labels = relabel_frame(frame, geom, cfg, reader.dataset, points[k])
+        blocks["surface/labels"][k] = labels
         if has_eval:
-            near_labels[k] = nearest_labels(points[k], labels[k], near[k])
-        done[k] = True
-    blocks = {"surface/labels": labels} | ({"eval/near_labels": near_labels} if has_eval else {})
+            blocks["eval/near_labels"][k] = nearest_labels(points[k], labels, near[k])
+
+    done, failures = _each_frame(reader, refs, cfg.geodesics, relabel)
     write_shard(group, shard, blocks, done, done_name="geodesics_done")
     return ShardResult(shard, int(done.sum()), failures)
 
@@ -263,6 +268,24 @@ def prepare_store(reader, out: Path, cfg: PreprocessConfig, split: str):
     return path, refs, sections
 
 
+def _run_shards(path: Path, todo: list[int], n: int, k: int, task_of: Callable[[int, slice], object], workers: int,
+                scheduler: str | None, progress, on_start) -> SplitSummary:
+    """Run one task per shard in ``todo`` (``task_of(shard, frame slice)`` builds it) and sum up the results."""
+    summary = SplitSummary(path, n, -(-n // k))
+    summary.skipped = n - sum(shard_slice(i, n, k).stop - i * k for i in todo)
+    if on_start:
+        on_start(len(todo))
+
+    def collect(result: ShardResult) -> None:
+        summary.written += result.written
+        summary.failures += result.failures
+        if progress:
+            progress(1)
+
+    run_tasks([task_of(i, shard_slice(i, n, k)) for i in todo], workers, scheduler, collect)
+    return summary
+
+
 def preprocess_split(reader, out: Path, cfg: PreprocessConfig, split: str, workers: int = 1,
                      scheduler: str | None = None, progress: Callable[[int], None] | None = None,
                      on_start: Callable[[int], None] | None = None) -> SplitSummary:
@@ -271,22 +294,10 @@ def preprocess_split(reader, out: Path, cfg: PreprocessConfig, split: str, worke
 
     path, refs, sections = prepare_store(reader, out, cfg, split)
     group = open_group(path, mode="r+")
-    k = cfg.shard_frames
-    todo = shards_todo(group)
-    summary = SplitSummary(path, len(refs), -(-len(refs) // k))
-    summary.skipped = len(refs) - sum(shard_slice(i, len(refs), k).stop - i * k for i in todo)
-    if on_start:
-        on_start(len(todo))
     task = delayed(preprocess_shard, pure=False)
-    tasks = [task(reader, str(path), i, refs[shard_slice(i, len(refs), k)], cfg, sections) for i in todo]
-
-    def collect(result: ShardResult) -> None:
-        summary.written += result.written
-        summary.failures += result.failures
-        if progress:
-            progress(1)
-
-    run_tasks(tasks, workers, scheduler, collect)
+    summary = _run_shards(path, shards_todo(group), len(refs), cfg.shard_frames,
+                          lambda i, sl: task(reader, str(path), i, refs[sl], cfg, sections), workers, scheduler,
+                          progress, on_start)
     summary.complete = mark_complete(group)
     return summary
 
@@ -315,21 +326,10 @@ def relabel_store(reader, path: Path, mode: str, workers: int = 1, scheduler: st
         group.create_array("geodesics_done", shape=(n,), dtype="bool", chunks=(1,), shards=(min(k, n),),
                            fill_value=False, overwrite=True)
         group.attrs["relabel"] = mode
-    todo = shards_todo(group, "geodesics_done")
-    summary = SplitSummary(path, n, -(-n // k))
-    summary.skipped = n - sum(shard_slice(i, n, k).stop - i * k for i in todo)
-    if on_start:
-        on_start(len(todo))
     task = delayed(relabel_shard, pure=False)
-    tasks = [task(reader, str(path), i, refs[shard_slice(i, n, k)], cfg) for i in todo]
-
-    def collect(result: ShardResult) -> None:
-        summary.written += result.written
-        summary.failures += result.failures
-        if progress:
-            progress(1)
-
-    run_tasks(tasks, workers, scheduler, collect)
+    summary = _run_shards(path, shards_todo(group, "geodesics_done"), n, k,
+                          lambda i, sl: task(reader, str(path), i, refs[sl], cfg), workers, scheduler, progress,
+                          on_start)
     if np.asarray(group["geodesics_done"][:]).all():
         group.attrs["config"] = cfg.to_attrs()
         del group.attrs["relabel"]

@@ -31,15 +31,20 @@ def count_components(n_vertices: int, faces: np.ndarray) -> int:
     return len(np.unique(labels[used]))
 
 
+def require_one_component(n_vertices: int, faces: np.ndarray, where: str, what: str = "mesh") -> None:
+    """Raise ValueError naming ``where`` unless the (welded) mesh is one connected component."""
+    n = count_components(n_vertices, faces)
+    if n != 1:
+        raise ValueError(
+            f"{where}: {what} has {n} connected components; geodesic labels need a single connected shell "
+            "(remove eyes/teeth/tongue or other separate parts first)"
+        )
+
+
 def check_single_shell(vertices: np.ndarray, faces: np.ndarray, where: str = "mesh") -> None:
     """Raise ValueError naming ``where`` unless the welded mesh is one connected component."""
     v, f, _ = weld(vertices, faces)
-    n = count_components(len(v), f)
-    if n != 1:
-        raise ValueError(
-            f"{where}: mesh has {n} connected components; geodesic labels need a single connected shell "
-            "(remove eyes/teeth/tongue or other separate parts first)"
-        )
+    require_one_component(len(v), f, where)
 
 
 def proxy_vertices(vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
