@@ -1,0 +1,291 @@
+"""SMPL-family body models (SMPL, SMPL+H, SMPL-X) from files the user supplies, posed through ``smplx.lbs``.
+
+The model files are licence-gated, so nothing here ships or downloads them: ``--body-models DIR`` points at the
+user's copies. ``.npz`` files are read without pickle (only the keys we need, so object arrays elsewhere in a file
+do no harm); SMPL v1.0 ``.pkl`` files are read with ``pipeline.safepickle`` (no chumpy, no code execution);
+``hipnet-data convert-body-model`` writes a clean ``.npz`` once.
+
+Posing (``BodyModel.pose``) is smplx's own math: ``smplx.lbs.lbs`` for the vertices and
+``smplx.lbs.batch_rigid_transform`` for the joint transforms, returned in the convention of DESIGN.md section 3:
+``[G_j | J_j]`` with G_j the global rotation relative to the rest orientation and J_j the posed joint.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hipnet.pipeline.io import write_npz
+
+# What the number of pose-corrective blend shapes says about the model: posedirs.shape[-1] // 9 + 1 joints.
+KINDS = {24: "smpl", 52: "smplh", 55: "smplx"}
+GENDERS = ("male", "female", "neutral")
+REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+# Y up from Z up (AMASS): x' = (x, z, -y).
+Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
+def read_model_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a body-model file (``.npz`` without pickle, or ``.pkl`` through the safe unpickler)."""
+    path = Path(path)
+    if path.suffix == ".pkl":
+        from hipnet.pipeline.safepickle import load_pickle
+
+        data = load_pickle(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a dict of arrays, got {type(data).__name__}")
+        out = {k: v for k, v in data.items() if k in REQUIRED_KEYS}
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                out = {k: z[k] for k in REQUIRED_KEYS if k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise ValueError(f"{path}: cannot read as a body-model npz ({type(e).__name__}: {e})") from e
+    missing = [k for k in REQUIRED_KEYS if k not in out]
+    if missing:
+        raise ValueError(f"{path}: not a SMPL-family model file, missing keys {missing}")
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def convert_body_model(src: Path, dst: Path) -> dict[str, tuple]:
+    """Write the arrays a body model needs from ``src`` (``.pkl`` or ``.npz``) to a clean ``.npz``. Returns shapes."""
+    arrays = read_model_arrays(src)
+    BodyModel.from_arrays(arrays, where=str(src))  # refuse to write something we could not use
+    write_npz(dst, arrays, compress=False)  # large float arrays barely compress; zlib would take seconds
+    return {k: v.shape for k, v in arrays.items()}
+
+
+def largest_component(n_vertices: int, faces: np.ndarray) -> np.ndarray:
+    """Bool mask (V,) of the vertices in the largest face-connected component (SMPL-X's eyeballs are separate)."""
+    import scipy.sparse
+    import scipy.sparse.csgraph
+
+    f = np.asarray(faces, dtype=np.int64)
+    rows, cols = np.concatenate([f[:, 0], f[:, 1], f[:, 2]]), np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))
+    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    used = np.zeros(n_vertices, dtype=bool)
+    used[f.ravel()] = True
+    biggest = np.bincount(labels[used]).argmax()
+    return used & (labels == biggest)
+
+
+def merge_weights(weights: np.ndarray, parents: np.ndarray, n_keep: int) -> np.ndarray:
+    """Skinning weights (V, J) folded onto the first ``n_keep`` joints: each dropped joint (fingers, jaw, eyes, SMPL's
+    hands) gives its weight to its nearest kept ancestor. Returns (V, n_keep)."""
+    out = np.array(weights[:, :n_keep], dtype=np.float64)
+    for j in range(n_keep, weights.shape[1]):
+        a = j
+        while a >= n_keep:
+            a = int(parents[a])
+        out[:, a] += weights[:, j]
+    return out
+
+
+def rigid_transforms(pose: np.ndarray, rest_joints: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Joint transforms ``[G_j | J_j]`` (N, J, 4, 4) from axis-angle ``pose`` (N, 3J) and ``rest_joints`` (J, 3)
+    with ``smplx.lbs.batch_rigid_transform`` (no translation added)."""
+    import torch
+    from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+    pose = torch.from_numpy(np.asarray(pose, dtype=np.float64))
+    n, n_j = pose.shape[0], len(parents)
+    rest = torch.from_numpy(np.asarray(rest_joints, dtype=np.float64))[None].expand(n, -1, -1)
+    with torch.no_grad():
+        rot = batch_rodrigues(pose.reshape(-1, 3)).view(n, n_j, 3, 3)
+        # A_j = [G_j | J_j - G_j J_rest_j]: its rotation block is G_j; the posed joints are J_j
+        posed, a = batch_rigid_transform(rot, rest, torch.from_numpy(np.asarray(parents)), dtype=torch.float64)
+    out = np.zeros((n, n_j, 4, 4))
+    out[..., :3, :3] = a[..., :3, :3].numpy()
+    out[..., :3, 3] = posed.numpy()
+    out[..., 3, 3] = 1.0
+    return out
+
+
+@dataclass(frozen=True)
+class Posed:
+    vertices: np.ndarray  # (B, V, 3) float64
+    joint_transforms: np.ndarray  # (B, J, 4, 4) float64, [G_j | J_j]
+    rest_joints: np.ndarray  # (J, 3) float64, for the given betas
+
+
+@dataclass(frozen=True)
+class BodyModel:
+    """A SMPL-family model as numpy arrays (shapes as in the model files; V vertices, J joints).
+
+    Only the largest connected component of the mesh is kept (a no-op for SMPL and SMPL+H, drops SMPL-X's
+    eyeballs), so every frame is one shell that the geodesic stage accepts.
+    """
+
+    kind: str  # smpl | smplh | smplx
+    v_template: np.ndarray  # (V, 3)
+    shapedirs: np.ndarray  # (V, 3, B) identity (and for SMPL-X expression) blend shapes
+    num_shape: int  # how many of the shapedirs are identity blend shapes
+    posedirs: np.ndarray  # (9 * (J - 1), V * 3): the file's (V, 3, P) array laid out as smplx.lbs takes it
+    J_regressor: np.ndarray  # (J, V)
+    weights: np.ndarray  # (V, J)
+    parents: np.ndarray  # (J,) int, parents[0] = -1
+    faces: np.ndarray  # (F, 3) int32, into the kept vertices
+    keep: np.ndarray  # (V,) bool: vertices of the kept component
+
+    @classmethod
+    def load(cls, path: Path) -> BodyModel:
+        return cls.from_arrays(read_model_arrays(path), where=str(path))
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray], where: str) -> BodyModel:
+        v = a["v_template"]
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise ValueError(f"{where}: v_template has shape {v.shape}, expected (V, 3)")
+        n_v = len(v)
+        n_joints = a["posedirs"].shape[-1] // 9 + 1
+        if n_joints not in KINDS:
+            raise ValueError(f"{where}: posedirs has {a['posedirs'].shape[-1]} columns; expected 9 * (J - 1) "
+                             f"for J in {sorted(KINDS)} (SMPL, SMPL+H, SMPL-X)")
+        kind = KINDS[n_joints]
+        shapes = {"shapedirs": (n_v, 3, None), "posedirs": (n_v, 3, 9 * (n_joints - 1)),
+                  "J_regressor": (n_joints, n_v), "weights": (n_v, n_joints), "kintree_table": (2, n_joints),
+                  "f": (None, 3)}
+        for key, shape in shapes.items():
+            got = a[key].shape
+            if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=True)):
+                raise ValueError(f"{where}: {key} has shape {got}, expected {shape} for a {kind} model")
+        num_shape = a["shapedirs"].shape[-1]
+        if kind == "smplx":  # identity then expression components: 300 + 100 (v1.1) or 10 + 10 (v1.0)
+            num_shape = 300 if num_shape >= 400 else min(num_shape, 10)
+        parents = a["kintree_table"][0].astype(np.int64)
+        parents[0] = -1
+        if np.any(parents[1:] >= np.arange(1, n_joints)) or np.any(parents[1:] < 0):
+            raise ValueError(f"{where}: kintree_table does not list parents before children")
+        faces = a["f"].astype(np.int64)
+        keep = largest_component(n_v, faces)
+        new_index = np.cumsum(keep) - 1
+        kept_faces = faces[keep[faces].all(axis=1)]
+        return cls(kind, v.astype(np.float64), a["shapedirs"].astype(np.float64), num_shape,
+                   np.ascontiguousarray(a["posedirs"].reshape(-1, a["posedirs"].shape[-1]).T, dtype=np.float64),
+                   np.asarray(a["J_regressor"], dtype=np.float64),
+                   a["weights"].astype(np.float64), parents, new_index[kept_faces].astype(np.int32), keep)
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.parents)
+
+    def shaped(self, betas: np.ndarray) -> np.ndarray:
+        """Rest-pose vertices (V, 3) for identity coefficients ``betas`` (B,), all of them (no silent cut to 10)."""
+        import torch
+        from smplx.lbs import blend_shapes
+
+        b = self._betas(betas)
+        offsets = blend_shapes(b, torch.from_numpy(self.shapedirs[..., : b.shape[1]]))  # 1 x V x 3
+        return self.v_template + offsets[0].numpy()
+
+    def _betas(self, betas: np.ndarray):
+        import torch
+
+        betas = np.asarray(betas, dtype=np.float64).reshape(-1)
+        if len(betas) > self.num_shape:
+            raise ValueError(f"{len(betas)} shape coefficients given but this {self.kind} model has {self.num_shape}")
+        return torch.from_numpy(betas)[None]
+
+    def pose(self, betas: np.ndarray, pose: np.ndarray, transl: np.ndarray | None = None) -> Posed:
+        """Pose the model.
+
+        Args:
+            betas: (B,) identity coefficients, shared by the batch.
+            pose: (N, 3 * K) axis-angle of the first K joints in model order (root first); joints after K stay in
+                their rest orientation (HIPNet's 22 body joints: no finger, jaw or eye rotations).
+            transl: optional (N, 3) added to vertices and joints.
+
+        Returns:
+            ``Posed`` with vertices (N, V_kept, 3) and joint transforms (N, J, 4, 4) for all J model joints.
+        """
+        import torch
+        from smplx.lbs import blend_shapes, lbs, vertices2joints
+
+        pose = np.asarray(pose, dtype=np.float64)
+        if pose.ndim != 2 or pose.shape[1] % 3 or pose.shape[1] // 3 > self.num_joints:
+            raise ValueError(f"pose must have shape (N, 3K) with K <= {self.num_joints}, got {pose.shape}")
+        n, k = len(pose), pose.shape[1] // 3
+        full = np.zeros((n, self.num_joints * 3))
+        full[:, : 3 * k] = pose
+        full_t = torch.from_numpy(full)
+        b = self._betas(betas)
+        shapedirs = torch.from_numpy(self.shapedirs[..., : b.shape[1]])
+        v_template, j_regressor = torch.from_numpy(self.v_template), torch.from_numpy(self.J_regressor)
+        parents = torch.from_numpy(self.parents)
+        posedirs = torch.from_numpy(self.posedirs)
+        with torch.no_grad():
+            verts, _ = lbs(b.expand(n, -1), full_t, v_template, shapedirs, posedirs, j_regressor, parents,
+                           torch.from_numpy(self.weights))
+            rest = vertices2joints(j_regressor, v_template + blend_shapes(b, shapedirs))[0].numpy()  # J x 3
+        jt = rigid_transforms(full, rest, self.parents)
+        v = verts.numpy()[:, self.keep]
+        if transl is not None:
+            t = np.asarray(transl, dtype=np.float64).reshape(n, 1, 3)
+            v = v + t
+            jt[..., :3, 3] += t
+        return Posed(v, jt, rest)
+
+    def rest_vertices(self, betas: np.ndarray) -> np.ndarray:
+        """Rest-pose vertices of the kept component (V_kept, 3)."""
+        return self.shaped(betas)[self.keep]
+
+
+# ------------------------------------------------------------------------------------------------ finding files
+
+
+def _candidates(kind: str, gender: str) -> list[str]:
+    g, gu = gender, gender.upper()
+    short = {"male": "m", "female": "f", "neutral": "neutral"}[gender]
+    names = [f"{kind}/{g}/model.npz", f"{kind}/{kind.upper()}_{gu}.npz", f"{kind}/{kind.upper()}_{gu}.pkl",
+             f"{kind.upper()}_{gu}.npz", f"{kind.upper()}_{gu}.pkl", f"{kind}/{g}.npz", f"{g}/model.npz"]
+    if kind == "smpl":
+        for version in ("1.0.0", "1.1.0"):
+            for stem in ("basicModel", "basicmodel"):
+                names += [f"smpl/{stem}_{short}_lbs_10_207_0_v{version}.pkl", f"{stem}_{short}_lbs_10_207_0_v{version}.pkl"]
+    return names
+
+
+def find_body_model(root: Path, kind: str, gender: str) -> Path:
+    """The file of a ``kind`` (smpl, smplh, smplx) model of ``gender`` under the user's body-model folder.
+
+    Layouts searched (first match wins): AMASS ``smplh/male/model.npz``; smplx-package ``smplh/SMPLH_MALE.npz`` or
+    ``.pkl``; the same names at the top level; the official SMPL ``basicModel_m_lbs_10_207_0_v1.0.0.pkl`` (also
+    v1.1.0, lower-case ``basicmodel``); an ``.npz`` written by ``hipnet-data convert-body-model`` under any of these
+    names.
+    """
+    if kind not in KINDS.values():
+        raise ValueError(f"unknown body model kind {kind!r}; one of {sorted(KINDS.values())}")
+    if gender not in GENDERS:
+        raise ValueError(f"unknown gender {gender!r}; one of {GENDERS}")
+    if root is None:
+        raise ValueError(f"this dataset needs {kind.upper()} body-model files: pass --body-models DIR")
+    root = Path(root)
+    names = _candidates(kind, gender)
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"{root}: no {gender} {kind.upper()} model file; looked for {', '.join(names[:6])}, ...")
+
+
+class ModelCache:
+    """Body models loaded on first use, per (kind, gender); dropped when pickled for a worker process."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = None if root is None else Path(root)
+        self._models: dict[tuple[str, str], BodyModel] = {}
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root, "_models": {}}
+
+    def get(self, kind: str, gender: str) -> BodyModel:
+        if (kind, gender) not in self._models:
+            path = find_body_model(self.root, kind, gender)
+            model = BodyModel.load(path)
+            if model.kind != kind:
+                raise ValueError(f"{path}: holds a {model.kind} model, expected {kind}")
+            self._models[kind, gender] = model
+        return self._models[kind, gender]

@@ -1,0 +1,201 @@
+"""Small files in the exact published layouts of the licence-gated datasets, with synthetic values.
+
+Body models: a closed capsule-shaped mesh (rings of vertices between two poles: genus 0, one shell) with the real
+key names, dtypes and shapes of the SMPL (6890 vertices, 24 joints), AMASS SMPL+H (6890, 52) and SMPL-X (55
+joints; fewer vertices here, plus two separate eyeball shells as in the real model) files. Joint regressors are
+convex combinations of one ring's vertices, so joints lie inside the body; skinning weights fall off with the
+distance to the joints. Sequences: AMASS ``*_poses.npz`` / ``*_stageii.npz``, DFAUST registrations hdf5, a CAPE
+release tree.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+
+SMPL22_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
+HAND = [0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]  # 15 finger joints, 0 = the wrist
+PARENTS = {
+    "smpl": SMPL22_PARENTS + [20, 21],
+    "smplh": SMPL22_PARENTS + [20 if p == 0 else 21 + p for p in HAND] + [21 if p == 0 else 36 + p for p in HAND],
+    "smplx": SMPL22_PARENTS + [15, 15, 15] + [20 if p == 0 else 24 + p for p in HAND]
+    + [21 if p == 0 else 39 + p for p in HAND],
+}
+# (x, y) of the 22 body joints in a 1.7 m capsule facing +Z (SMPL's rest frame: Y up)
+BODY_XY = [(0, 0.95), (0.06, 0.88), (-0.06, 0.88), (0, 1.05), (0.06, 0.5), (-0.06, 0.5), (0, 1.18), (0.05, 0.12),
+           (-0.05, 0.12), (0, 1.3), (0.04, 0.08), (-0.04, 0.08), (0, 1.45), (0.04, 1.4), (-0.04, 1.4), (0, 1.55),
+           (0.08, 1.38), (-0.08, 1.38), (0.08, 1.15), (-0.08, 1.15), (0.08, 0.95), (-0.08, 0.95)]
+REAL_SIZES = {"smpl": (84, 82), "smplh": (84, 82), "smplx": (30, 32)}  # rings x columns (+2 poles)
+
+
+def capsule(rings: int, cols: int, height: float = 1.7, rx: float = 0.2, rz: float = 0.13):
+    """Closed genus-0 mesh: ``rings * cols + 2`` vertices, ``2 * V - 4`` faces. Returns (V, F, ring heights)."""
+    t = (np.arange(rings) + 0.5) / rings
+    y = t * height
+    profile = np.sqrt(np.clip(1 - np.abs(2 * t - 1) ** 8, 0, None))
+    phi = 2 * np.pi * np.arange(cols) / cols
+    v = np.stack([(rx * profile)[:, None] * np.cos(phi), np.repeat(y[:, None], cols, 1),
+                  (rz * profile)[:, None] * np.sin(phi)], axis=-1).reshape(-1, 3)
+    v = np.concatenate([v, [[0, 0, 0], [0, height, 0]]])
+    bottom, top = rings * cols, rings * cols + 1
+    faces = []
+    for r in range(rings - 1):
+        for c in range(cols):
+            a, b = r * cols + c, r * cols + (c + 1) % cols
+            faces += [[a, a + cols, b], [b, a + cols, b + cols]]
+    for c in range(cols):
+        faces += [[bottom, c, (c + 1) % cols],
+                  [top, (rings - 1) * cols + (c + 1) % cols, (rings - 1) * cols + c]]
+    return v, np.array(faces), y
+
+
+def _octahedron(centre, r):
+    v = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]) * r + centre
+    f = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    return v, f
+
+
+def joint_targets(kind: str) -> np.ndarray:
+    parents = PARENTS[kind]
+    xy = list(BODY_XY)
+    for j in range(22, len(parents)):
+        px, py = xy[parents[j]]
+        xy.append((px, py - 0.03))
+    return np.array([[x, y, 0.0] for x, y in xy])
+
+
+def body_model_arrays(kind: str, seed: int = 0, num_betas: int | None = None) -> dict[str, np.ndarray]:
+    """A synthetic body model with the real keys, dtypes and (for SMPL and SMPL+H) shapes."""
+    rng = np.random.default_rng(seed)
+    rings, cols = REAL_SIZES[kind]
+    v, f, ring_y = capsule(rings, cols)
+    if kind == "smplx":  # separate eyeball shells, as in the real SMPL-X mesh
+        for x in (0.03, -0.03):
+            ev, ef = _octahedron(np.array([x, 1.6, 0.1]), 0.01)
+            f = np.concatenate([f, ef + len(v)])
+            v = np.concatenate([v, ev])
+    parents = PARENTS[kind]
+    n_j = len(parents)
+    j_reg = np.zeros((n_j, len(v)))
+    phi = 2 * np.pi * np.arange(cols) / cols
+    for j, (x, y, _) in enumerate(joint_targets(kind)):
+        r = int(np.argmin(np.abs(ring_y - y)))
+        ring = v[r * cols:(r + 1) * cols]
+        rx = np.abs(ring[:, 0]).max()
+        a = min(1.0, 2 * abs(x) / rx)
+        w = 1 + a * np.cos(phi - (0.0 if x >= 0 else np.pi))
+        j_reg[j, r * cols:(r + 1) * cols] = w / w.sum()
+    joints = j_reg @ v
+    d = np.linalg.norm(v[:, None] - joints[None], axis=-1)
+    w = np.exp(-((d / 0.08) ** 2))
+    w[w < np.sort(w, axis=1)[:, -4:-3]] = 0
+    weights = w / w.sum(1, keepdims=True)
+    nb = num_betas or {"smpl": 10, "smplh": 16, "smplx": 400}[kind]
+    normal = v * np.array([1, 0, 1])
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
+    k = np.arange(nb)
+    pattern = np.cos(v[:, 1:2] * (1 + k) * 2 + np.arctan2(v[:, 2:3], v[:, 0:1]) * (k % 3))  # V x B
+    shapedirs = 0.01 * normal[:, :, None] * pattern[:, None, :]
+    posedirs = (rng.normal(size=(len(v), 3, 9 * (n_j - 1))) * 1e-4).astype(np.float32)
+    kintree = np.array([parents, range(n_j)], dtype=np.int64)
+    kintree[0, 0] = 4294967295  # the real files store the root's parent as uint32 -1
+    return {
+        "v_template": v, "shapedirs": shapedirs, "posedirs": posedirs, "J_regressor": j_reg, "weights": weights,
+        "kintree_table": kintree, "f": f.astype(np.uint32), "J": joints,
+    }
+
+
+def write_amass_body_models(root: Path, kinds=("smplh",), genders=("male", "female", "neutral")) -> Path:
+    """AMASS layout ``<root>/<kind>/<gender>/model.npz``, with an object-dtype key as in the real files."""
+    for kind in kinds:
+        arrays = body_model_arrays(kind)
+        for g in genders:
+            out = root / kind / g
+            out.mkdir(parents=True, exist_ok=True)
+            np.savez(out / "model.npz", **arrays, bs_style=np.array("lbs"),
+                     pose_training_info=np.array({"note": "pickled object"}, dtype=object))
+    return root
+
+
+class _FakeCh:
+    """What chumpy's Ch pickles as: a class ``chumpy.ch.Ch`` whose state dict holds the array as ``x``."""
+
+    def __init__(self, x) -> None:
+        self.x = np.asarray(x, dtype=np.float64)
+        self._dirty_vars = {"x"}
+        self._itr = None
+        self._make_dense = False
+        self._make_sparse = False
+        self._depends_on_deps = {}
+
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__)
+
+
+def pickle_with_chumpy(build, protocol: int = 2) -> bytes:
+    """Pickle ``build(Ch)`` where ``Ch`` pickles as ``chumpy.ch.Ch``: a stand-in ``chumpy.ch`` module is registered
+    while pickling and removed again (chumpy itself is not installed)."""
+    mod, pkg = types.ModuleType("chumpy.ch"), types.ModuleType("chumpy")
+    _FakeCh.__module__, _FakeCh.__qualname__, _FakeCh.__name__ = "chumpy.ch", "Ch", "Ch"
+    mod.Ch, pkg.ch = _FakeCh, mod
+    saved = {k: sys.modules.get(k) for k in ("chumpy", "chumpy.ch")}
+    sys.modules["chumpy"], sys.modules["chumpy.ch"] = pkg, mod
+    try:
+        return pickle.dumps(build(_FakeCh), protocol=protocol)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+def smpl_pkl_bytes(seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
+    """An SMPL v1.0-style pickle: chumpy arrays (``chumpy.ch.Ch``) and a scipy CSC ``J_regressor``."""
+    import scipy.sparse
+
+    a = body_model_arrays("smpl", seed)
+    blob = pickle_with_chumpy(lambda ch: {
+        "v_template": ch(a["v_template"]), "shapedirs": ch(a["shapedirs"]), "posedirs": a["posedirs"].astype(np.float64),
+        "J_regressor": scipy.sparse.csc_matrix(a["J_regressor"]), "weights": ch(a["weights"]),
+        "kintree_table": a["kintree_table"], "f": a["f"], "J": ch(a["J"]), "bs_style": "lbs", "bs_type": "lrotmin",
+    })
+    return blob, a
+
+
+# ------------------------------------------------------------------------------------------------ sequences
+
+
+def random_pose(rng, frames: int, width: int, scale: float = 0.3) -> np.ndarray:
+    poses = rng.normal(scale=scale, size=(frames, width))
+    poses[:, :3] = rng.normal(scale=0.2, size=(frames, 3)) + np.array([np.pi / 2, 0, 0])  # Z-up capture
+    return poses
+
+
+def write_amass_smplh(path: Path, rng, frames: int = 3, gender="female", betas=None) -> dict:
+    """``<name>_poses.npz`` of the SMPL+H release (156-wide poses, ``mocap_framerate``)."""
+    data = {
+        "poses": random_pose(rng, frames, 156), "trans": rng.normal(size=(frames, 3)),
+        "betas": rng.normal(size=16) if betas is None else np.asarray(betas), "gender": np.array(gender),
+        "mocap_framerate": np.array(120.0), "dmpls": rng.normal(size=(frames, 8)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    return data
+
+
+def write_amass_smplx(path: Path, rng, frames: int = 3, gender="male") -> dict:
+    """``<name>_stageii.npz`` of the SMPL-X release (165-wide poses, ``mocap_frame_rate``)."""
+    poses = random_pose(rng, frames, 165)
+    data = {
+        "poses": poses, "trans": rng.normal(size=(frames, 3)), "betas": rng.normal(size=16),
+        "gender": np.array(gender), "surface_model_type": np.array("smplx"), "mocap_frame_rate": np.array(120.0),
+        "root_orient": poses[:, :3], "pose_body": poses[:, 3:66], "pose_hand": poses[:, 75:],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    return data
