@@ -117,12 +117,22 @@ def _preview(root: Path, png: Path, n_subjects: int = 6, n_poses: int = 6) -> No
 _SPLITS_HELP = "Comma-separated splits to process (default: every split the dataset has)."
 
 
-def _reader_class(dataset: str):
-    from hipnet.pipeline.readers import READERS
+_DATASET_HELP = ("anny, generic (folders that carry their own split), or a manifest: amass_transitions, amass_cmu, "
+                 "dfaust, dfaust_snarf, dfaust_poseprior, cape (data_manifests/), or a manifest YAML path.")
+_BODY_MODELS_HELP = ("Folder with your SMPL/SMPL+H/SMPL-X model files (AMASS smplh/<gender>/model.npz, smplx-style "
+                     "smplh/SMPLH_MALE.pkl, SMPL basicModel_*_v1.0.0.pkl, ...); needed by AMASS, DFAUST and CAPE.")
 
-    if dataset not in READERS:
-        raise click.BadParameter(f"unknown dataset {dataset!r}; readers: {', '.join(sorted(READERS))}")
-    return READERS[dataset]
+
+def _open_reader(dataset: str, root: Path, splits: tuple[str, ...], body_models: Path | None = None,
+                 strict: bool = True):
+    from hipnet.pipeline.readers import open_reader
+
+    try:
+        return open_reader(dataset, root, splits, body_models=body_models, strict=strict)
+    except FileNotFoundError as e:
+        if "no manifest" in str(e):
+            raise click.BadParameter(f"unknown dataset {dataset!r}: {_DATASET_HELP}") from None
+        raise
 
 
 def _run_with_progress(fn, desc: str, **kwargs):
@@ -157,9 +167,11 @@ def _report(summary) -> bool:
 
 
 @main.command("preprocess")
-@click.option("--dataset", required=True, help="Reader: anny (more with the dataset readers).")
+@click.option("--dataset", required=True, help=_DATASET_HELP)
 @click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="The raw dataset folder.")
+@click.option("--body-models", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help=_BODY_MODELS_HELP)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the stores (<split>.zarr).")
 @click.option("--splits", default=None, help=_SPLITS_HELP)
 @click.option("--points", default=25_000, show_default=True, help="Surface samples per frame.")
@@ -176,8 +188,8 @@ def _report(summary) -> bool:
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (1: run in this process).")
 @click.option("--scheduler", default=None, help="Address of a dask.distributed scheduler (tcp://host:port) to use "
                                                 "instead of local processes.")
-def preprocess_cmd(dataset, root, out, splits, points, eval_points, near_sigma, geodesics, snarf, eval_on_train,
-                   shard_frames, seed, workers, scheduler) -> None:
+def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points, near_sigma, geodesics, snarf,
+                   eval_on_train, shard_frames, seed, workers, scheduler) -> None:
     """Turn a raw dataset into one sharded Zarr store per split: canonical-frame joint transforms, oriented surface
     points with geodesic joint labels, and (for evaluation splits) evaluation points with occupancy and meshes.
 
@@ -189,14 +201,18 @@ def preprocess_cmd(dataset, root, out, splits, points, eval_points, near_sigma, 
     from hipnet.pipeline.process import PreprocessConfig
     from hipnet.pipeline.run import preprocess_split
 
-    cls = _reader_class(dataset)
     cfg = PreprocessConfig(surface_points=points, eval_points=eval_points, near_sigma=near_sigma, geodesics=geodesics,
                            snarf=snarf, eval_on_train=eval_on_train, shard_frames=shard_frames, seed=seed)
     chosen = tuple(splits.split(",")) if splits else SPLITS
     ok = True
     t0 = time.time()
     for split in chosen:
-        reader = cls(root, splits=(split,))
+        reader = _open_reader(dataset, root, (split,), body_models)
+        excluded = reader.excluded_refs() if hasattr(reader, "excluded_refs") else []
+        if excluded:
+            click.echo(f"{split}: {len(excluded)} frames left out as the manifest lists them unreadable:", err=True)
+            for path in excluded:
+                click.echo(f"  excluded: {path}", err=True)
         if not reader.frame_refs():
             if splits:
                 raise click.ClickException(f"{root}: split {split!r} has no frames")
@@ -215,9 +231,11 @@ def preprocess_cmd(dataset, root, out, splits, points, eval_points, near_sigma, 
 @click.option("--mode", type=click.Choice(["per-frame", "per-template"]), default="per-frame", show_default=True)
 @click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="The raw dataset, if it moved since the store was written (default: the path in the store).")
+@click.option("--body-models", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help=_BODY_MODELS_HELP)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://host:port).")
-def geodesics_cmd(stores, mode, root, workers, scheduler) -> None:
+def geodesics_cmd(stores, mode, root, body_models, workers, scheduler) -> None:
     """(Re)compute the geodesic joint labels of existing stores in place (surface/labels and eval/near_labels).
 
     The surface samples are redrawn from each frame's seed and checked against the stored points, so labels always
@@ -230,8 +248,8 @@ def geodesics_cmd(stores, mode, root, workers, scheduler) -> None:
     for path in stores:
         attrs = dict(open_group(path).attrs)
         source = attrs.get("source", {})
-        cls = _reader_class(source.get("reader", attrs.get("dataset")))
-        reader = cls(root or Path(source["root"]), splits=(attrs["split"],))
+        reader = _open_reader(source.get("reader", attrs.get("dataset")), root or Path(source["root"]),
+                              (attrs["split"],), body_models)
         summary = _run_with_progress(relabel_store, f"{path.name} shards", reader=reader, path=path, mode=mode,
                                      workers=workers, scheduler=scheduler)
         ok &= _report(summary)
@@ -303,6 +321,72 @@ def inspect_cmd(store, frame, png) -> None:
                             s.skeleton.names, joints=jt[:, :3, 3],
                             title=f"{s.frame_key(frame)}: geodesic joint labels ({a['config']['geodesics']})")
         click.echo(f"wrote {png}")
+
+
+# ------------------------------------------------------------------------------------------------ raw datasets
+
+
+@main.command("convert-body-model")
+@click.argument("src", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(path_type=Path, dir_okay=False))
+def convert_body_model_cmd(src: Path, dst: Path) -> None:
+    """Write the arrays of a SMPL/SMPL+H/SMPL-X model file SRC (an official .pkl with chumpy objects, or an .npz)
+    to a clean .npz DST, once. The .pkl is read by a restricted unpickler: chumpy arrays and scipy sparse matrices
+    become numpy arrays, anything else in the file is refused; chumpy need not be installed."""
+    from hipnet.pipeline.bodymodels import BodyModel, convert_body_model
+
+    if dst.suffix != ".npz":
+        raise click.BadParameter("DST must end in .npz", param_hint="DST")
+    shapes = convert_body_model(src, dst)
+    kind = BodyModel.load(dst).kind
+    click.echo(f"wrote {dst}: {kind} model, " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
+
+
+@main.group("manifest")
+def manifest_group() -> None:
+    """Dataset manifests (data_manifests/*.yaml): subjects, sequences, splits, selection rules, expected counts."""
+
+
+@manifest_group.command("check")
+@click.option("--dataset", required=True, help=_DATASET_HELP)
+@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="The raw dataset folder.")
+@click.option("--body-models", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help=_BODY_MODELS_HELP + " Checked when given.")
+@click.option("--no-read", is_flag=True, help="Only look for the files; do not open them to find corrupt ones.")
+def manifest_check_cmd(dataset, root, body_models, no_read) -> None:
+    """Before a long run: list the files the manifest needs that are missing, files present that it does not use,
+    and files that cannot be read, and compare the counts with the manifest's expected ones. Exit code 1 when
+    anything is missing or unreadable or a count differs."""
+    reader = _open_reader(dataset, root, ("train", "test", "heldout"), body_models, strict=False)
+    rep = reader.check(read_files=not no_read)
+    if body_models is not None and hasattr(reader, "subject_entries"):
+        for name in reader.subject_entries:
+            try:
+                reader.subject(name)
+            except (OSError, ValueError) as e:
+                rep.missing.append(f"subject {name}: {e}")
+    elif hasattr(reader, "subject_entries"):
+        rep.notes.append("body models not checked (pass --body-models DIR)")
+    n_frames = None
+    if not (rep.missing or rep.corrupt):
+        try:
+            n_frames = len(reader.frame_refs())
+        except (OSError, ValueError) as e:
+            rep.corrupt.append(str(e))
+    click.echo(f"{dataset} in {root}: {len(getattr(reader, 'all_sequences', reader.sequences()))} sequences"
+               + (f", {n_frames} frames selected" if n_frames is not None else ""))
+    for kind in ("missing", "corrupt", "extra", "counts", "notes"):
+        items = getattr(rep, kind)
+        if items:
+            click.echo(f"{kind}: {len(items)}", err=kind != "notes")
+            for item in items[:50]:
+                click.echo(f"  {item}", err=kind != "notes")
+            if len(items) > 50:
+                click.echo(f"  ... and {len(items) - 50} more", err=kind != "notes")
+    if not rep.ok:
+        raise click.ClickException("the raw data does not match the manifest (listed above)")
+    click.echo("ok")
 
 
 def _arrays(group, prefix=""):

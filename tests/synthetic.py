@@ -38,8 +38,10 @@ def capsule(rings: int, cols: int, height: float = 1.7, rx: float = 0.2, rz: flo
     y = t * height
     profile = np.sqrt(np.clip(1 - np.abs(2 * t - 1) ** 8, 0, None))
     phi = 2 * np.pi * np.arange(cols) / cols
-    v = np.stack([(rx * profile)[:, None] * np.cos(phi), np.repeat(y[:, None], cols, 1),
-                  (rz * profile)[:, None] * np.sin(phi)], axis=-1).reshape(-1, 3)
+    # bumps break the rotational symmetry, so each part's orientation can be read from its surface
+    bumps = 1 + 0.12 * np.sin(3 * phi[None] + 9 * y[:, None]) + 0.08 * np.cos(5 * phi[None] - 13 * y[:, None])
+    v = np.stack([(rx * profile)[:, None] * bumps * np.cos(phi), np.repeat(y[:, None], cols, 1),
+                  (rz * profile)[:, None] * bumps * np.sin(phi)], axis=-1).reshape(-1, 3)
     v = np.concatenate([v, [[0, 0, 0], [0, height, 0]]])
     bottom, top = rings * cols, rings * cols + 1
     faces = []
@@ -68,8 +70,9 @@ def joint_targets(kind: str) -> np.ndarray:
     return np.array([[x, y, 0.0] for x, y in xy])
 
 
-def body_model_arrays(kind: str, seed: int = 0, num_betas: int | None = None) -> dict[str, np.ndarray]:
-    """A synthetic body model with the real keys, dtypes and (for SMPL and SMPL+H) shapes."""
+def body_model_arrays(kind: str, seed: int = 0, num_betas: int | None = None, rigid: bool = False) -> dict[str, np.ndarray]:
+    """A synthetic body model with the real keys, dtypes and (for SMPL and SMPL+H) shapes. ``rigid``: each vertex
+    follows only its nearest joint (one-hot skinning weights), so every part moves rigidly."""
     rng = np.random.default_rng(seed)
     rings, cols = REAL_SIZES[kind]
     v, f, ring_y = capsule(rings, cols)
@@ -85,7 +88,7 @@ def body_model_arrays(kind: str, seed: int = 0, num_betas: int | None = None) ->
     for j, (x, y, _) in enumerate(joint_targets(kind)):
         r = int(np.argmin(np.abs(ring_y - y)))
         ring = v[r * cols:(r + 1) * cols]
-        rx = np.abs(ring[:, 0]).max()
+        rx = 0.5 * np.abs(ring[:, 0]).max()
         a = min(1.0, 2 * abs(x) / rx)
         w = 1 + a * np.cos(phi - (0.0 if x >= 0 else np.pi))
         j_reg[j, r * cols:(r + 1) * cols] = w / w.sum()
@@ -93,6 +96,8 @@ def body_model_arrays(kind: str, seed: int = 0, num_betas: int | None = None) ->
     d = np.linalg.norm(v[:, None] - joints[None], axis=-1)
     w = np.exp(-((d / 0.08) ** 2))
     w[w < np.sort(w, axis=1)[:, -4:-3]] = 0
+    if rigid:
+        w = np.eye(n_j)[d.argmin(axis=1)]
     weights = w / w.sum(1, keepdims=True)
     nb = num_betas or {"smpl": 10, "smplh": 16, "smplx": 400}[kind]
     normal = v * np.array([1, 0, 1])
@@ -154,11 +159,11 @@ def pickle_with_chumpy(build, protocol: int = 2) -> bytes:
                 sys.modules[k] = v
 
 
-def smpl_pkl_bytes(seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
+def smpl_pkl_bytes(seed: int = 0, rigid: bool = False) -> tuple[bytes, dict[str, np.ndarray]]:
     """An SMPL v1.0-style pickle: chumpy arrays (``chumpy.ch.Ch``) and a scipy CSC ``J_regressor``."""
     import scipy.sparse
 
-    a = body_model_arrays("smpl", seed)
+    a = body_model_arrays("smpl", seed, rigid=rigid)
     blob = pickle_with_chumpy(lambda ch: {
         "v_template": ch(a["v_template"]), "shapedirs": ch(a["shapedirs"]), "posedirs": a["posedirs"].astype(np.float64),
         "J_regressor": scipy.sparse.csc_matrix(a["J_regressor"]), "weights": ch(a["weights"]),

@@ -1,0 +1,328 @@
+"""AMASS reader: SMPL+H ``*_poses.npz`` and SMPL-X ``*_stageii.npz`` motions posed through the user's body models.
+
+FORMATS.md has the layouts. What this module decides:
+
+- the layout is read from the width of ``poses`` (156: SMPL+H, 165: SMPL-X), never from the file name;
+  ``shape.npz`` and ``*_stagei.npz`` are not motions and are skipped;
+- HIPNet's 22 body joints only: ``poses[:, :66]`` drives the root and 21 body joints; hand, jaw and eye joints stay
+  in their rest orientation (SMPL+H finger rotations are never fed into other joints);
+- every identity coefficient in the file is used (16 for SMPL+H; smplx would silently keep 10);
+- a subject's shape (betas, gender) comes from its ``shape`` folder: ``shape.npz`` there, else the first motion file
+  in it (AMASS fits one shape per subject), so motions from another subset can be posed on a subject
+  (PosePrior poses on DFAUST bodies);
+- AMASS is Z up: vertices and joint transforms are rotated to Y up (x' = (x, z, -y)); the rest pose stays in the
+  body model's own frame, which is already Y up, so ``G' = R G``;
+- subset names drift between releases, so ``MPI_Limits``/``PosePrior``, ``BioMotionLab_NTroje``/``BMLrub``,
+  ``DFaust_67``/``DFaust``, ``Transitions_mocap``/``Transitions`` name the same folder, also when a tar extracted
+  into ``<Subset>/<Subset>/``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hipnet.pipeline.bodymodels import GENDERS, Z_UP_TO_Y_UP, merge_weights
+from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.readers.base import group_by_source
+from hipnet.pipeline.readers.common import CheckReport, ManifestReader, as_float32_frame
+from hipnet.pipeline.selection import select_frames, split_names
+
+SUBSET_ALIASES = {
+    "PosePrior": ("PosePrior", "MPI_Limits"),
+    "BMLrub": ("BMLrub", "BioMotionLab_NTroje"),
+    "DFaust": ("DFaust", "DFaust_67"),
+    "Transitions": ("Transitions", "Transitions_mocap"),
+}
+MOTION_SUFFIXES = ("_poses", "_stageii")
+LAYOUTS = {156: ("smplh", "mocap_framerate"), 165: ("smplx", "mocap_frame_rate")}
+BODY_POSE = 66  # root (3) + 21 body joints (63)
+BATCH = 64
+
+
+def canonical_subset(name: str) -> str:
+    for canon, names in SUBSET_ALIASES.items():
+        if name in names:
+            return canon
+    return name
+
+
+def subset_dir(root: Path, subset: str) -> Path | None:
+    """The folder of a subset under ``root``, under any of its names, also nested one level (tar extraction)."""
+    names = SUBSET_ALIASES.get(canonical_subset(subset), (subset,))
+    for outer in names:
+        for inner in names:
+            if (root / outer / inner).is_dir():
+                return root / outer / inner
+    for outer in names:
+        if (root / outer).is_dir():
+            return root / outer
+    return None
+
+
+def motion_name(path: Path) -> str | None:
+    """Sequence name of a motion file (``walk_poses.npz`` -> ``walk``); None for shape files and stagei fits."""
+    stem = path.name[:-4] if path.name.endswith(".npz") else None
+    if stem is None or stem.endswith("_stagei") or stem == "shape":
+        return None
+    for suffix in MOTION_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return None
+
+
+def motion_files(folder: Path | None) -> dict[str, Path]:
+    """Sequence name -> motion file in one subject folder, sorted by name."""
+    if folder is None or not folder.is_dir():
+        return {}
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        name = motion_name(p)
+        if name is not None and name not in out:
+            out[name] = p
+    return out
+
+
+def npz_shape(path: Path, key: str) -> tuple[int, ...]:
+    """Shape of one array in an ``.npz`` from its header, without reading the data."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(f)
+    except KeyError as e:
+        raise ValueError(f"{path}: no array {key!r}") from e
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
+    return tuple(shape)
+
+
+def _gender(value: np.ndarray, path: Path) -> str:
+    v = value.item() if value.ndim == 0 else value.ravel()[0]
+    g = (v.decode() if isinstance(v, bytes) else str(v)).strip().lower()
+    if g not in GENDERS:
+        raise ValueError(f"{path}: gender {g!r} is not one of {GENDERS}")
+    return g
+
+
+@dataclass(frozen=True)
+class Motion:
+    path: Path
+    layout: str  # smplh | smplx
+    poses: np.ndarray  # (T, 66) root + body axis-angle
+    trans: np.ndarray  # (T, 3)
+    betas: np.ndarray  # (B,)
+    gender: str
+    fps: float
+
+
+def read_motion(path: Path) -> Motion:
+    """Read the arrays HIPNet needs from an AMASS motion file (no pickle); the layout from the width of poses."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "poses" not in z.files:
+                raise ValueError(f"{path}: no 'poses' array (a shape or stagei file, not a motion)")
+            poses = z["poses"]
+            if poses.ndim != 2 or poses.shape[1] not in LAYOUTS:
+                raise ValueError(f"{path}: poses has shape {poses.shape}; expected (T, 156) SMPL+H or (T, 165) SMPL-X")
+            layout, fps_key = LAYOUTS[poses.shape[1]]
+            missing = [k for k in ("trans", "betas", "gender") if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: missing keys {missing}")
+            trans, betas, gender = z["trans"], z["betas"].reshape(-1), _gender(z["gender"], path)
+            fps = float(z[fps_key]) if fps_key in z.files else float("nan")
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
+    except ValueError as e:
+        raise ValueError(str(e) if str(path) in str(e) else f"{path}: {e}") from e
+    if trans.shape != (len(poses), 3):
+        raise ValueError(f"{path}: trans has shape {trans.shape}, expected ({len(poses)}, 3)")
+    return Motion(path, layout, poses[:, :BODY_POSE].astype(np.float64), trans.astype(np.float64),
+                  betas.astype(np.float64), gender, fps)
+
+
+def read_shape(folder: Path) -> tuple[np.ndarray, str, str, Path]:
+    """(betas, gender, layout, file) of an AMASS subject folder: ``shape.npz`` (SMPL+H release) or its first motion."""
+    shape = folder / "shape.npz"
+    if shape.is_file():
+        try:
+            with np.load(shape, allow_pickle=False) as z:
+                return z["betas"].reshape(-1).astype(np.float64), _gender(z["gender"], shape), "smplh", shape
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{shape}: cannot read betas and gender ({e})") from e
+    files = motion_files(folder)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no shape.npz and no motion files to take the subject's shape from")
+    m = read_motion(next(iter(files.values())))
+    return m.betas, m.gender, m.layout, m.path
+
+
+class AmassReader(ManifestReader):
+    """Frames of an AMASS-based manifest (``amass_transitions``, ``amass_cmu``, ``dfaust`` ..., see
+    ``data_manifests/README.md`` for the keys). Implements the reader protocol of ``pipeline.readers.base``."""
+
+    reader_kind = "amass"
+    accepts = ("amass", "dfaust")  # DFAUST's AMASS route (pipeline.readers.dfaust)
+
+    # ---------------------------------------------------------------------------------------- manifest
+
+    def folder(self, spec: str) -> Path | None:
+        """``Subset/folder`` -> the folder on disk (subset aliases resolved), or None."""
+        subset, _, rest = spec.partition("/")
+        base = subset_dir(self.root, subset)
+        if base is None:
+            return None
+        return base / rest if rest else base
+
+    def motion_file(self, motion: str) -> Path:
+        """``Subset/folder/name`` -> the motion file (``name_poses.npz`` or ``name_stageii.npz``)."""
+        spec, _, name = motion.rpartition("/")
+        folder = self.folder(spec)
+        candidates = [] if folder is None else [folder / f"{name}{s}.npz" for s in MOTION_SUFFIXES]
+        for c in candidates:
+            if c.is_file():
+                return c
+        where = folder if folder is not None else self.root / spec
+        raise FileNotFoundError(f"{where}: no motion file {name}_poses.npz or {name}_stageii.npz "
+                                "(run `hipnet-data manifest check` for everything that is missing)")
+
+    def resolve(self) -> tuple[dict[str, dict], list[dict]]:
+        m = self.manifest
+        subset = m.get("subset", "")
+        rule = m.get("select", {})
+        entries = {str(s["name"]): {**s, "name": str(s["name"]), "shape": s.get("shape", f"{subset}/{s['name']}")}
+                   for s in m["subjects"]}
+        if not entries:
+            base = subset_dir(self.root, subset)
+            if base is None:
+                self._missing(f"{self.root}: no folder for subset {subset} (or its aliases)")
+                return {}, []
+            least = int(rule.get("subjects", {}).get("min_sequences", 1))
+            for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+                if len(motion_files(folder)) >= least:
+                    entries[folder.name] = {"name": folder.name, "shape": f"{subset}/{folder.name}"}
+        template = m.get("motion", "{shape}/{name}")
+        seqs = []
+        if m["sequences"]:
+            for s in m["sequences"]:
+                e = entries[str(s["subject"])] if str(s["subject"]) in entries else {"shape": ""}
+                motion = s.get("motion") or template.format(shape=e["shape"], subject=s["subject"], name=s["name"])
+                seqs.append({**s, "subject": str(s["subject"]), "name": str(s["name"]), "motion": motion})
+            return entries, seqs
+        if "split" not in rule:
+            raise ValueError(f"manifest {self.dataset}: no sequences listed and no select.split rule")
+        for name, e in entries.items():
+            folder = self.folder(e["shape"])
+            files = motion_files(folder)
+            if not files:
+                self._missing(f"{folder or self.root / e['shape']}: no motion files for subject {name}")
+            splits = split_names(list(files), rule["split"], key=f"{self.dataset}/{name}")
+            seqs += [{"subject": name, "name": n, "split": splits[n], "motion": f"{e['shape']}/{n}"} for n in files]
+        return entries, seqs
+
+    def _frame_refs_of(self, seq: dict) -> list[FrameRef]:
+        path = self.motion_file(seq["motion"])
+        key = str(path)
+        if key not in self._lengths:
+            self._lengths[key] = npz_shape(path, "poses")[0]
+        idx = select_frames(self._lengths[key], self.manifest.get("frames"), key=f"{seq['subject']}/{seq['name']}")
+        return [FrameRef(seq["subject"], seq["name"], int(i), key) for i in idx]
+
+    # ---------------------------------------------------------------------------------------- subjects
+
+    def shape(self, name: str) -> tuple[np.ndarray, str, str, Path]:
+        """(betas, gender, layout, file) of a subject."""
+        key = ("shape", name)
+        if key not in self._cache:
+            spec = self.subject_entries[name]["shape"]
+            folder = self.folder(spec)
+            if folder is None or not folder.is_dir():
+                raise FileNotFoundError(f"{self.root / spec}: subject folder of {name} not found")
+            self._cache[key] = read_shape(folder)
+        return self._cache[key]
+
+    def subject(self, name: str) -> Subject:
+        key = ("subject", name)
+        if key not in self._cache:
+            betas, gender, layout, _ = self.shape(name)
+            model = self.models.get(layout, gender)
+            rest_v = model.rest_vertices(betas)
+            rest_j = model.pose(betas, np.zeros((1, 3))).rest_joints[:22]
+            weights = merge_weights(model.weights[model.keep], model.parents, 22)
+            self._cache[key] = Subject(name, rest_j.astype(np.float32), model.faces, rest_v.astype(np.float32),
+                                       weights.astype(np.float32))
+        return self._cache[key]
+
+    # ---------------------------------------------------------------------------------------- frames
+
+    def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
+        r4 = np.eye(4)
+        r4[:3, :3] = Z_UP_TO_Y_UP
+        for group in group_by_source(refs):
+            ref0 = group[0]
+            try:
+                motion = read_motion(Path(ref0.source))
+                betas, gender, layout, shape_file = self.shape(ref0.subject)
+                if motion.layout != layout:
+                    raise ValueError(f"{ref0.source}: a {motion.layout} motion, but subject {ref0.subject}'s shape "
+                                     f"({shape_file}) is {layout}")
+                subj = self.subject(ref0.subject)
+                model = self.models.get(layout, gender)
+            except (OSError, ValueError) as e:
+                yield from ((r, e) for r in group)
+                continue
+            ok = [r for r in group if r.index < len(motion.poses)]
+            for r in group:
+                if r.index >= len(motion.poses):
+                    yield r, ValueError(f"{r.source}: has {len(motion.poses)} frames, frame {r.index} requested")
+            zero = self.manifest.get("translation", "keep") == "zero"
+            for start in range(0, len(ok), BATCH):
+                chunk = ok[start:start + BATCH]
+                idx = np.array([r.index for r in chunk])
+                trans = np.zeros((len(idx), 3)) if zero else motion.trans[idx]
+                posed = model.pose(betas, motion.poses[idx], trans)
+                verts = posed.vertices @ Z_UP_TO_Y_UP.T
+                jt = r4 @ posed.joint_transforms[:, :22]
+                for k, r in enumerate(chunk):
+                    yield r, as_float32_frame(r.subject, r.sequence, r.index, verts[k], subj.faces, jt[k],
+                                              subj.rest_joints, subj.skinning_weights)
+
+    # ---------------------------------------------------------------------------------------- check
+
+    def check(self, read_files: bool = True) -> CheckReport:
+        report = CheckReport()
+        if not self.subject_entries:
+            report.missing.append(f"{self.root}: no subjects found for subset {self.manifest.get('subset')}")
+        used_folders: dict[Path, set[str]] = {}
+        for name, e in self.subject_entries.items():
+            folder = self.folder(e["shape"])
+            if folder is None or not folder.is_dir():
+                report.missing.append(f"{self.root / e['shape']}: folder of subject {name}")
+                continue
+            try:
+                _, gender, _, src = read_shape(folder)
+                if e.get("gender") and e["gender"] != gender:
+                    report.notes.append(f"{src}: gender {gender}, the manifest says {e['gender']} (the file is used)")
+            except (OSError, ValueError) as err:
+                report.corrupt.append(str(err))
+        for seq in self.all_sequences:
+            try:
+                path = self.motion_file(seq["motion"])
+            except FileNotFoundError as err:
+                report.missing.append(str(err).split(" (run")[0])
+                continue
+            used_folders.setdefault(path.parent, set()).add(path.name)
+            if read_files:
+                try:
+                    read_motion(path)
+                except ValueError as err:
+                    report.corrupt.append(str(err))
+        for folder, used in sorted(used_folders.items()):
+            report.extra += [str(p) for p in motion_files(folder).values() if p.name not in used]
+        self.expected_counts(report)
+        return report

@@ -1,0 +1,230 @@
+"""CAPE reader (clothed SMPL-topology meshes, one ``.npz`` per frame; layouts in FORMATS.md).
+
+Two layouts are read, below ``root`` or ``root/cape_release``:
+
+- release: ``sequences/<subject>/<clothing>_<motion>/<clothing>_<motion>.<frame 6 digits>.npz``,
+  ``minimal_body_shape/<subject>/<subject>_minimal.npy`` (or ``.ply``), ``misc/smpl_tris.npy``,
+  ``misc/subj_genders.pkl``;
+- per-subject extracted: ``<subject>/<clothing>_<motion>/...npz`` with the minimal body at
+  ``<subject>/<subject>_minimal.npy`` (or under ``minimal_body_shape/``), ``misc/`` as above.
+
+Per frame: vertices ``v_posed - transl`` (Y up, metres); joints from the user's SMPL model: rest joints are the SMPL
+``J_regressor`` applied to the subject's minimal body (the template, since CAPE has no betas), posed with the frame's
+72-d ``pose`` by ``smplx.lbs.batch_rigid_transform``; the 22 body joints are kept. The gender pickle is read with
+``pipeline.safepickle``. A frame file that cannot be read comes back as an error naming it (the run goes on and
+lists it); files the manifest lists under ``exclude_frames`` (the release's known corrupt frames) are left out and
+reported by count and path.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from hipnet.pipeline.bodymodels import merge_weights, rigid_transforms
+from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.io import read_npz
+from hipnet.pipeline.readers.common import CheckReport, ManifestReader, as_float32_frame
+from hipnet.pipeline.selection import select_frames, split_names
+
+FRAME_FILE = re.compile(r"^(?P<sequence>.+)\.(?P<frame>\d{6})\.npz$")
+FRAME_KEYS = {"v_posed": (None, 3), "pose": (72,), "transl": (3,)}
+
+
+def frame_files(folder: Path) -> dict[int, Path]:
+    """Frame number -> file of one sequence folder, sorted by frame number."""
+    found = {}
+    for p in folder.iterdir() if folder.is_dir() else []:
+        m = FRAME_FILE.match(p.name)
+        if m and m["sequence"] == folder.name:
+            found[int(m["frame"])] = p
+    return dict(sorted(found.items()))
+
+
+def read_frame(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of one CAPE frame, checked; a damaged file raises ValueError naming it."""
+    try:
+        data = read_npz(path, FRAME_KEYS)
+    except zlib.error as e:  # a damaged deflate stream inside an intact zip directory
+        raise ValueError(f"{path}: cannot read as npz (zlib.error: {e})") from e
+    for key in FRAME_KEYS:
+        if not np.all(np.isfinite(data[key])):
+            raise ValueError(f"{path}: {key} has NaN or inf values")
+    return data
+
+
+class CapeReader(ManifestReader):
+    """Frames of the ``cape`` manifest. Implements the reader protocol of ``pipeline.readers.base``."""
+
+    reader_kind = "cape"
+
+    # ---------------------------------------------------------------------------------------- layout
+
+    @property
+    def base(self) -> Path:
+        return self.root / "cape_release" if (self.root / "cape_release").is_dir() else self.root
+
+    def sequences_dir(self, subject: str) -> Path | None:
+        for p in (self.base / "sequences" / subject, self.base / subject):
+            if p.is_dir():
+                return p
+        return None
+
+    def minimal_body_file(self, subject: str) -> Path | None:
+        for folder in (self.base / "minimal_body_shape" / subject, self.base / subject):
+            for ext in (".npy", ".ply"):
+                if (folder / f"{subject}_minimal{ext}").is_file():
+                    return folder / f"{subject}_minimal{ext}"
+        return None
+
+    def resolve(self) -> tuple[dict[str, dict], list[dict]]:
+        m = self.manifest
+        entries = {str(s["name"]): {**s, "name": str(s["name"])} for s in m["subjects"]}
+        if m["sequences"]:
+            return entries, [{**s, "subject": str(s["subject"]), "name": str(s["name"])} for s in m["sequences"]]
+        rule = m.get("select", {}).get("split")
+        if rule is None:
+            raise ValueError(f"manifest {self.dataset}: no sequences listed and no select.split rule")
+        seqs = []
+        for name in entries:
+            folder = self.sequences_dir(name)
+            if folder is None:
+                self._missing(f"{self.base}: no sequence folder for subject {name}")
+                continue
+            names = sorted(p.name for p in folder.iterdir() if p.is_dir())
+            by_clothing: dict[str, list[str]] = {}
+            for n in names:  # split per subject-clothing combination
+                by_clothing.setdefault(n.split("_")[0], []).append(n)
+            for clothing, group in by_clothing.items():
+                split = split_names(group, rule, key=f"{self.dataset}/{name}/{clothing}")
+                seqs += [{"subject": name, "name": n, "split": split[n]} for n in group]
+        return entries, seqs
+
+    def _files(self, subject: str, sequence: str) -> dict[int, Path]:
+        key = ("files", subject, sequence)
+        if key not in self._cache:
+            folder = self.sequences_dir(subject)
+            self._cache[key] = {} if folder is None else frame_files(folder / sequence)
+        return self._cache[key]
+
+    def _frame_refs_of(self, seq: dict) -> list[FrameRef]:
+        files = self._files(seq["subject"], seq["name"])
+        if not files:
+            raise FileNotFoundError(f"{self.base}: no frames of sequence {seq['subject']}/{seq['name']} "
+                                    "(run `hipnet-data manifest check` for everything that is missing)")
+        numbers = list(files)
+        pos = select_frames(len(numbers), self.manifest.get("frames"), key=f"{seq['subject']}/{seq['name']}")
+        return [FrameRef(seq["subject"], seq["name"], numbers[i], str(files[numbers[i]])) for i in pos]
+
+    # ---------------------------------------------------------------------------------------- subjects
+
+    def genders(self) -> dict[str, str]:
+        from hipnet.pipeline.safepickle import load_pickle
+
+        if "genders" not in self._cache:
+            path = self.base / "misc" / "subj_genders.pkl"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: CAPE's subject genders not found")
+            data = load_pickle(path)
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: expected a dict subject -> gender, got {type(data).__name__}")
+            self._cache["genders"] = {str(k).zfill(5): str(v).strip().lower() for k, v in data.items()}
+        return self._cache["genders"]
+
+    def minimal_body(self, subject: str) -> np.ndarray:
+        path = self.minimal_body_file(subject)
+        if path is None:
+            raise FileNotFoundError(f"{self.base}: no minimal body {subject}_minimal.npy or .ply of subject {subject}")
+        if path.suffix == ".npy":
+            try:
+                v = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: cannot read ({e})") from e
+        else:
+            import trimesh
+
+            v = np.asarray(trimesh.load(path, process=False, force="mesh").vertices)
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise ValueError(f"{path}: minimal body has shape {v.shape}, expected (6890, 3)")
+        return v.astype(np.float64)
+
+    def _rest(self, name: str) -> tuple[Subject, np.ndarray, np.ndarray]:
+        """(Subject, all SMPL rest joints (24, 3), SMPL parents)."""
+        key = ("subject", name)
+        if key not in self._cache:
+            gender = self.genders().get(name)
+            if gender is None:
+                raise ValueError(f"{self.base / 'misc' / 'subj_genders.pkl'}: no gender for subject {name}")
+            model = self.models.get("smpl", gender)
+            rest = self.minimal_body(name)
+            if len(rest) != int(model.keep.sum()):
+                raise ValueError(f"subject {name}: minimal body has {len(rest)} vertices, SMPL has {model.keep.sum()}")
+            joints = model.J_regressor[:, model.keep] @ rest
+            faces = model.faces
+            tris = self.base / "misc" / "smpl_tris.npy"
+            if tris.is_file():
+                faces = np.load(tris, allow_pickle=False).astype(np.int32)
+            weights = merge_weights(model.weights[model.keep], model.parents, 22)
+            subj = Subject(name, joints[:22].astype(np.float32), faces, rest.astype(np.float32),
+                           weights.astype(np.float32))
+            self._cache[key] = (subj, joints, model.parents)
+        return self._cache[key]
+
+    def subject(self, name: str) -> Subject:
+        return self._rest(name)[0]
+
+    # ---------------------------------------------------------------------------------------- frames
+
+    def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
+        for r in refs:
+            try:
+                subj, joints, parents = self._rest(r.subject)
+                data = read_frame(Path(r.source))
+                if len(data["v_posed"]) != len(subj.rest_vertices):
+                    raise ValueError(f"{r.source}: v_posed has {len(data['v_posed'])} vertices, expected "
+                                     f"{len(subj.rest_vertices)}")
+            except (OSError, ValueError) as e:
+                yield r, e
+                continue
+            jt = rigid_transforms(data["pose"][None], joints, parents)[0, :22]
+            yield r, as_float32_frame(r.subject, r.sequence, r.index, data["v_posed"] - data["transl"], subj.faces,
+                                      jt, subj.rest_joints, subj.skinning_weights)
+
+    # ---------------------------------------------------------------------------------------- check
+
+    def check(self, read_files: bool = True) -> CheckReport:
+        report = CheckReport()
+        if not (self.base / "misc" / "subj_genders.pkl").is_file():
+            report.missing.append(str(self.base / "misc" / "subj_genders.pkl"))
+        listed = {(s["subject"], s["name"]) for s in self.all_sequences}
+        for name in self.subject_entries:
+            if self.minimal_body_file(name) is None:
+                report.missing.append(f"{self.base}: minimal body of subject {name}")
+            folder = self.sequences_dir(name)
+            if folder is None:
+                report.missing.append(f"{self.base}: sequences of subject {name}")
+                continue
+            report.extra += [str(p) for p in sorted(folder.iterdir()) if p.is_dir() and (name, p.name) not in listed]
+        n_frames = 0
+        for seq in self.all_sequences:
+            files = self._files(seq["subject"], seq["name"])
+            if not files:
+                report.missing.append(f"{self.base}: frames of sequence {seq['subject']}/{seq['name']}")
+            n_frames += len(files)
+            for path in files.values() if read_files else []:
+                try:
+                    read_frame(path)
+                except (OSError, ValueError) as e:
+                    if self.is_excluded(str(path)):
+                        report.notes.append(f"{path}: unreadable, excluded by the manifest")
+                    else:
+                        report.corrupt.append(str(e))
+        exp = self.manifest.get("expected", {})
+        if "frames_on_disk" in exp and n_frames != exp["frames_on_disk"]:
+            report.notes.append(f"frames on disk: found {n_frames}, the release has {exp['frames_on_disk']}")
+        self.expected_counts(report)
+        return report

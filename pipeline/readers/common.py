@@ -1,0 +1,155 @@
+"""What the manifest-driven readers (AMASS, DFAUST, CAPE) share: the manifest, the split filter, frame lists built
+from selection rules, excluded frames, and the report of ``hipnet-data manifest check``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hipnet.pipeline.frames import Frame, FrameRef
+from hipnet.pipeline.manifest import SPLITS, check_split, load_manifest, manifest_hash, manifest_path
+from hipnet.pipeline.skeleton import SMPL22
+
+
+@dataclass
+class CheckReport:
+    """What ``hipnet-data manifest check`` found: files the manifest needs that are absent, files present that it
+    does not use, files that cannot be read (with the reason), and counts against the manifest's ``expected``."""
+
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    counts: list[str] = field(default_factory=list)  # "sequences train: found 79, expected 80"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.counts)
+
+
+def as_float32_frame(subject: str, sequence: str, index: int, vertices, faces, joint_transforms, rest_joints,
+                     skinning_weights=None) -> Frame:
+    return Frame(
+        subject=subject, sequence=sequence, index=int(index),
+        vertices=np.asarray(vertices, dtype=np.float32), faces=np.asarray(faces, dtype=np.int32),
+        joint_transforms=np.asarray(joint_transforms, dtype=np.float32),
+        rest_joints=np.asarray(rest_joints, dtype=np.float32),
+        skinning_weights=None if skinning_weights is None else np.asarray(skinning_weights, dtype=np.float32),
+    )
+
+
+class ManifestReader:
+    """Base of the readers driven by a manifest in ``data_manifests/`` (or a YAML path).
+
+    Subclasses set ``reader_kind`` and implement ``resolve()`` (the sequences of the manifest, explicit or from its
+    selection rules against the files under ``root``), ``_frame_refs_of(seq)``, ``subject(name)``, ``load(refs)``
+    and ``check()``. ``sequences`` entries are dicts with at least ``subject``, ``name`` and ``split``.
+    """
+
+    reader_kind = ""
+    accepts: tuple[str, ...] = ()  # the manifest `reader` values this class reads (default: reader_kind)
+    skeleton = SMPL22
+
+    def __init__(self, root: Path, splits: Iterable[str] = SPLITS, manifest: str | Path | None = None,
+                 body_models: Path | None = None, strict: bool = True) -> None:
+        from hipnet.pipeline.bodymodels import ModelCache
+
+        self.strict = strict  # False (manifest check): missing folders are reported by check(), not raised
+        self._lengths: dict[str, int] = {}  # frames per source, from file headers
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: raw dataset folder not found")
+        manifest = manifest or self.reader_kind
+        self.manifest = load_manifest(manifest)
+        kind = self.manifest.get("reader", self.manifest["dataset"])
+        if kind not in (self.accepts or (self.reader_kind,)):
+            raise ValueError(f"{manifest_path(manifest)}: manifest is for reader {kind!r}, not {self.reader_kind!r}")
+        # the name a store records and `open_reader` resolves again: the shipped manifest's name or the YAML path
+        shipped = Path(str(manifest)).suffix not in (".yaml", ".yml")
+        self.name = str(manifest) if shipped else str(Path(manifest).resolve())
+        splits = tuple(splits)
+        unknown = set(splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
+        self.splits = splits
+        self.models = ModelCache(body_models)
+        self.excluded = self._excluded()
+        self.subject_entries, self.all_sequences = self.resolve()
+        check_split({"subjects": list(self.subject_entries.values()), "sequences": self.all_sequences},
+                    where=str(manifest))
+        self.info = {"dataset": self.dataset, "manifest_hash": manifest_hash(self.manifest)}
+        self._cache: dict = {}
+
+    def __getstate__(self) -> dict:  # sent to worker processes: without loaded arrays
+        return {**self.__dict__, "_cache": {}}
+
+    @property
+    def dataset(self) -> str:
+        return self.manifest["dataset"]
+
+    def resolve(self) -> tuple[dict[str, dict], list[dict]]:
+        """(subject name -> subject entry, sequence entries) of the manifest, with its rules applied."""
+        raise NotImplementedError
+
+    def _frame_refs_of(self, seq: dict) -> list[FrameRef]:
+        raise NotImplementedError
+
+    def _missing(self, message: str) -> None:
+        if self.strict:
+            raise FileNotFoundError(message + " (run `hipnet-data manifest check` for everything that is missing)")
+
+    def _excluded(self) -> dict[str, str]:
+        """Frames the manifest excludes (known corrupt release files): path tail -> reason. A tail such as
+        ``00032/seq/seq.000047.npz`` matches the file wherever the layout puts the subject folder."""
+        return {str(e["file"]): e.get("reason", "listed in the manifest") for e in self.manifest.get("exclude_frames", [])}
+
+    def is_excluded(self, source: str) -> bool:
+        parts = Path(source).parts
+        return any("/".join(parts[-len(Path(tail).parts):]) == tail for tail in self.excluded)
+
+    def sequences(self) -> list[dict]:
+        return [s for s in self.all_sequences if s["split"] in self.splits]
+
+    def subject_names(self) -> list[str]:
+        return list(dict.fromkeys(s["subject"] for s in self.sequences()))
+
+    def frame_refs(self) -> list[FrameRef]:
+        refs: list[FrameRef] = []
+        for seq in self.sequences():
+            refs += [r for r in self._frame_refs_of(seq) if not self.is_excluded(r.source)]
+        return refs
+
+    def excluded_refs(self) -> list[str]:
+        """The excluded files that the chosen splits would otherwise use (reported by the CLI, never dropped
+        silently)."""
+        hits = []
+        for seq in self.sequences():
+            hits += [r.source for r in self._frame_refs_of(seq) if self.is_excluded(r.source)]
+        return hits
+
+    def __iter__(self) -> Iterator[Frame]:
+        for _, frame in self.load(self.frame_refs()):
+            if isinstance(frame, Exception):
+                raise frame
+            yield frame
+
+    def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
+        raise NotImplementedError
+
+    def expected_counts(self, report: CheckReport) -> None:
+        """Compare the resolved manifest with its ``expected`` block (subjects, sequences per split)."""
+        exp = self.manifest.get("expected", {})
+        seqs = self.all_sequences
+        if "subjects" in exp:
+            n = len({s["subject"] for s in seqs})
+            if n != exp["subjects"]:
+                report.counts.append(f"subjects: found {n}, expected {exp['subjects']}")
+        if "sequences_total" in exp and len(seqs) != exp["sequences_total"]:
+            report.counts.append(f"sequences: found {len(seqs)}, expected {exp['sequences_total']}")
+        for split, n_exp in exp.get("sequences", {}).items():
+            n = sum(s["split"] == split for s in seqs)
+            if n != n_exp:
+                report.counts.append(f"sequences {split}: found {n}, expected {n_exp}")

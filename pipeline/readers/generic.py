@@ -1,0 +1,191 @@
+"""Generic reader: any creature with a skeleton, from a documented folder of per-frame meshes (docs/generic_format.md).
+
+```
+ROOT/
+  dataset.yaml                       dataset name, up axis, scale to metres, subjects, sequences and their splits
+  subjects/<subject>.npz             rest_joints (J, 3), rest_vertices (V, 3), faces (F, 3) [, skinning_weights (V, J)]
+  sequences/<subject>/<sequence>/
+      skeleton.npz                   names (J,) str, parents (J,) int, joint_transforms (T, J, 4, 4)
+      meshes/<frame>.ply|.obj|.off   one mesh per frame, frames in file-name order, the rest mesh's topology
+```
+
+``joint_transforms[t, j] = [G_j | J_j]`` as in DESIGN.md section 3 (G_j global rotation relative to the rest
+orientation, identity in the rest pose; J_j the posed joint position). ``up: z`` turns everything to Y up
+(x' = (x, z, -y); rotations ``G' = R G R^T`` since the rest pose turns too); ``scale`` multiplies lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP
+from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.io import read_npz, read_yaml
+from hipnet.pipeline.manifest import SPLITS, check_split
+from hipnet.pipeline.readers.common import CheckReport, as_float32_frame
+from hipnet.pipeline.skeleton import Skeleton
+
+MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl")
+UP = {"y": np.eye(3), "z": Z_UP_TO_Y_UP}
+
+
+def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices, faces) of a mesh file, vertex order kept (trimesh with ``process=False``)."""
+    import trimesh
+
+    try:
+        mesh = trimesh.load(path, process=False, force="mesh")
+    except (OSError, ValueError, IndexError, KeyError) as e:
+        raise ValueError(f"{path}: cannot read as a mesh ({type(e).__name__}: {e})") from e
+    return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+
+
+class GenericReader:
+    """Frames of a folder in the generic format. Implements the reader protocol of ``pipeline.readers.base``."""
+
+    name = "generic"
+
+    def __init__(self, root: Path, splits: Iterable[str] = SPLITS) -> None:
+        self.root = Path(root)
+        marker = self.root / "dataset.yaml"
+        if not marker.is_file():
+            raise FileNotFoundError(f"{marker} not found: {self.root} is not a dataset in the generic format "
+                                    "(docs/generic_format.md)")
+        self.info = read_yaml(marker)
+        for key in ("dataset", "sequences"):
+            if key not in self.info:
+                raise ValueError(f"{marker}: lacks the key {key!r}")
+        subjects = [{"name": n} for n in dict.fromkeys(s["subject"] for s in self.info["sequences"])]
+        check_split({"subjects": subjects, "sequences": self.info["sequences"]}, where=str(marker))
+        splits = tuple(splits)
+        unknown = set(splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
+        self.splits = splits
+        up = str(self.info.get("up", "y")).lower()
+        if up not in UP:
+            raise ValueError(f"{marker}: up must be y or z, got {up!r}")
+        self.rotation = UP[up]
+        self.scale = float(self.info.get("scale", 1.0))
+        self.skeleton = self._skeleton()
+        self._cache: dict = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": {}}
+
+    @property
+    def dataset(self) -> str:
+        return self.info["dataset"]
+
+    def sequences(self) -> list[dict]:
+        return [s for s in self.info["sequences"] if s["split"] in self.splits]
+
+    def subject_names(self) -> list[str]:
+        return list(dict.fromkeys(s["subject"] for s in self.sequences()))
+
+    def sequence_dir(self, subject: str, sequence: str) -> Path:
+        return self.root / "sequences" / subject / sequence
+
+    def _skeleton_file(self, subject: str, sequence: str) -> dict[str, np.ndarray]:
+        path = self.sequence_dir(subject, sequence) / "skeleton.npz"
+        data = read_npz(path, {"names": (None,), "parents": (None,), "joint_transforms": (None, None, 4, 4)})
+        n = len(data["names"])
+        if data["parents"].shape != (n,) or data["joint_transforms"].shape[1] != n:
+            raise ValueError(f"{path}: names, parents and joint_transforms disagree on the number of joints")
+        return data
+
+    def _skeleton(self) -> Skeleton:
+        first = self.info["sequences"][0]
+        data = self._skeleton_file(first["subject"], first["name"])
+        return Skeleton(tuple(str(n) for n in data["names"]), tuple(int(p) for p in data["parents"]))
+
+    def meshes(self, subject: str, sequence: str) -> list[Path]:
+        folder = self.sequence_dir(subject, sequence) / "meshes"
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in MESH_SUFFIXES) if folder.is_dir() else []
+
+    def frame_refs(self) -> list[FrameRef]:
+        refs = []
+        for seq in self.sequences():
+            files = self.meshes(seq["subject"], seq["name"])
+            refs += [FrameRef(seq["subject"], seq["name"], i, str(p)) for i, p in enumerate(files)]
+        return refs
+
+    def _to_y_up(self, points: np.ndarray) -> np.ndarray:
+        return self.scale * (np.asarray(points, dtype=np.float64) @ self.rotation.T)
+
+    def subject(self, name: str) -> Subject:
+        key = ("subject", name)
+        if key not in self._cache:
+            path = self.root / "subjects" / f"{name}.npz"
+            j = self.skeleton.num_joints
+            a = read_npz(path, {"rest_joints": (j, 3), "rest_vertices": (None, 3), "faces": (None, 3)})
+            w = a.get("skinning_weights")
+            if w is not None and w.shape != (len(a["rest_vertices"]), j):
+                raise ValueError(f"{path}: skinning_weights has shape {w.shape}, expected ({len(a['rest_vertices'])}, {j})")
+            self._cache[key] = Subject(name, self._to_y_up(a["rest_joints"]).astype(np.float32),
+                                       a["faces"].astype(np.int32), self._to_y_up(a["rest_vertices"]).astype(np.float32),
+                                       None if w is None else w.astype(np.float32))
+        return self._cache[key]
+
+    def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
+        r = self.rotation
+        for ref in refs:
+            try:
+                subj = self.subject(ref.subject)
+                key = ("skeleton", ref.subject, ref.sequence)
+                if key not in self._cache:
+                    self._cache = {k: v for k, v in self._cache.items() if k[0] != "skeleton"}  # one sequence at a time
+                    self._cache[key] = self._skeleton_file(ref.subject, ref.sequence)
+                data = self._cache[key]
+                names = tuple(str(n) for n in data["names"])
+                if names != self.skeleton.names or tuple(int(p) for p in data["parents"]) != self.skeleton.parents:
+                    raise ValueError(f"{self.sequence_dir(ref.subject, ref.sequence)}/skeleton.npz: another skeleton "
+                                     "than the dataset's first sequence (a store holds one skeleton)")
+                if ref.index >= len(data["joint_transforms"]):
+                    raise ValueError(f"{ref.source}: frame {ref.index} has no joint transforms (skeleton.npz has "
+                                     f"{len(data['joint_transforms'])})")
+                verts, faces = read_mesh(Path(ref.source))
+                if not np.array_equal(faces, subj.faces):
+                    raise ValueError(f"{ref.source}: faces differ from the rest mesh subjects/{ref.subject}.npz")
+            except (OSError, ValueError) as e:
+                yield ref, e
+                continue
+            jt = np.array(data["joint_transforms"][ref.index], dtype=np.float64)
+            jt[:, :3, :3] = r @ jt[:, :3, :3] @ r.T
+            jt[:, :3, 3] = self._to_y_up(jt[:, :3, 3])
+            yield ref, as_float32_frame(ref.subject, ref.sequence, ref.index, self._to_y_up(verts), subj.faces, jt,
+                                        subj.rest_joints, subj.skinning_weights)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for _, frame in self.load(self.frame_refs()):
+            if isinstance(frame, Exception):
+                raise frame
+            yield frame
+
+    def check(self, read_files: bool = True) -> CheckReport:
+        report = CheckReport()
+        for seq in self.info["sequences"]:
+            folder = self.sequence_dir(seq["subject"], seq["name"])
+            if not (folder / "skeleton.npz").is_file():
+                report.missing.append(str(folder / "skeleton.npz"))
+                continue
+            try:
+                n = len(self._skeleton_file(seq["subject"], seq["name"])["joint_transforms"])
+            except ValueError as e:
+                report.corrupt.append(str(e))
+                continue
+            files = self.meshes(seq["subject"], seq["name"])
+            if len(files) != n:
+                report.counts.append(f"{folder}: {len(files)} meshes but {n} frames of joint transforms")
+            for p in files if read_files else []:
+                try:
+                    read_mesh(p)
+                except ValueError as e:
+                    report.corrupt.append(str(e))
+        for name in dict.fromkeys(s["subject"] for s in self.info["sequences"]):
+            if not (self.root / "subjects" / f"{name}.npz").is_file():
+                report.missing.append(str(self.root / "subjects" / f"{name}.npz"))
+        return report
