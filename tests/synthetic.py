@@ -175,7 +175,7 @@ def smpl_pkl_bytes(seed: int = 0, rigid: bool = False) -> tuple[bytes, dict[str,
 # ------------------------------------------------------------------------------------------------ sequences
 
 
-def random_pose(rng, frames: int, width: int, scale: float = 0.3) -> np.ndarray:
+def random_pose(rng, frames: int, width: int, scale: float = 0.1) -> np.ndarray:
     poses = rng.normal(scale=scale, size=(frames, width))
     poses[:, :3] = rng.normal(scale=0.2, size=(frames, 3)) + np.array([np.pi / 2, 0, 0])  # Z-up capture
     return poses
