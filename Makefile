@@ -12,6 +12,8 @@ WORKERS ?= 2
 GEODESICS ?= per-frame
 # extra `hipnet-data preprocess` options, e.g. PREPROCESS_ARGS="--snarf --shard-frames 64"
 PREPROCESS_ARGS ?=
+# your SMPL/SMPL+H/SMPL-X model files (AMASS, DFAUST and CAPE need them; licence-gated, never downloaded)
+BODY_MODELS ?=
 RUN ?= runs/$(DATASET)_small
 TRAIN_CONFIG ?= small
 TRAIN_MINUTES ?= 8
@@ -66,7 +68,8 @@ ifeq ($(DATASET),anny)
 	$(BIN)/hipnet-data anny --out $(RAW)
 endif
 	$(BIN)/hipnet-data preprocess --dataset $(DATASET) --root $(RAW) --out $(PROCESSED) \
-		--workers $(WORKERS) --geodesics $(GEODESICS) $(PREPROCESS_ARGS)
+		--workers $(WORKERS) --geodesics $(GEODESICS) $(if $(BODY_MODELS),--body-models $(BODY_MODELS),) \
+		$(PREPROCESS_ARGS)
 	$(BIN)/hipnet-data validate $(PROCESSED)/*.zarr
 
 lint: setup

@@ -27,11 +27,14 @@ def open_reader(dataset: str, root: Path, splits: Iterable[str] = SPLITS, body_m
     """A reader for ``dataset`` (a reader name or a manifest name/path) over the raw folder ``root``."""
     if dataset in SELF_DESCRIBED:
         return READERS[dataset](root, splits)
-    if dataset in READERS:
-        raise ValueError(f"the {dataset} reader needs a manifest: pass one of its manifests in data_manifests/ "
-                         "(e.g. amass_transitions, amass_cmu, dfaust, dfaust_snarf, dfaust_poseprior, cape) or a "
-                         "YAML path as --dataset")
-    manifest = load_manifest(dataset)
+    try:
+        manifest = load_manifest(dataset)
+    except FileNotFoundError:
+        if dataset in READERS:
+            raise ValueError(f"the {dataset} reader needs a manifest: pass one of its manifests in data_manifests/ "
+                             "(amass_transitions, amass_cmu, dfaust, dfaust_snarf, dfaust_poseprior, cape) or a "
+                             "YAML path as --dataset") from None
+        raise
     kind = manifest.get("reader", manifest["dataset"])
     if kind not in READERS or kind in SELF_DESCRIBED:
         raise ValueError(f"manifest {dataset}: reader {kind!r} is not one of {sorted(set(READERS) - set(SELF_DESCRIBED))}")

@@ -221,6 +221,7 @@ class AmassReader(ManifestReader):
             files = motion_files(folder)
             if not files:
                 self._missing(f"{folder or self.root / e['shape']}: no motion files for subject {name}")
+                continue
             splits = split_names(list(files), rule["split"], key=f"{self.dataset}/{name}")
             seqs += [{"subject": name, "name": n, "split": splits[n], "motion": f"{e['shape']}/{n}"} for n in files]
         return entries, seqs
