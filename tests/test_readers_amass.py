@@ -211,3 +211,31 @@ def test_frames_pass_through_the_pipeline_into_a_valid_store(tmp_path, raw, mode
     assert attrs["dataset"] == "tiny_dfaust" and attrs["source"]["reader"] == m
     missing = CliRunner().invoke(main, args[:5] + ["--out", str(tmp_path / "o2"), "--workers", "1"])
     assert missing.exit_code == 1 and "--body-models" in missing.output
+
+
+def test_smplx_release_posed_with_an_smplx_model(tmp_path):
+    """A ``*_stageii.npz`` motion (stagei fits skipped) through an SMPL-X model: 16 betas, separate eyeball shells
+    dropped, vertices equal smplx.lbs on the raw model arrays."""
+    from smplx.lbs import lbs
+
+    models = write_amass_body_models(tmp_path / "bm", kinds=("smplx",), genders=("male",))
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "raw" / "CMU" / "s1"
+    data = write_amass_smplx(folder / "walk_stageii.npz", rng, frames=2, gender="male")
+    np.savez(folder / "male_stagei.npz", betas=np.zeros(16), gender=np.array("male"))
+    m = manifest(tmp_path, dataset="smplx_cmu", subset="CMU", subjects=[{"name": "s1"}],
+                 select={"split": {"train_count": 1}})
+    reader = open_reader(m, tmp_path / "raw", body_models=models)
+    assert [s["name"] for s in reader.all_sequences] == ["walk"] and reader.shape("s1")[2] == "smplx"
+    frame = list(reader)[1]
+    a = read_model_arrays(models / "smplx" / "male" / "model.npz")
+    full = np.zeros((1, 165))
+    full[0, :66] = data["poses"][1, :66]
+    verts, _ = lbs(torch.tensor(data["betas"])[None], torch.tensor(full), torch.tensor(a["v_template"]),
+                   torch.tensor(a["shapedirs"][..., :16]),
+                   torch.tensor(a["posedirs"].reshape(-1, 486).T.astype(np.float64)), torch.tensor(a["J_regressor"]),
+                   torch.tensor(np.r_[-1, a["kintree_table"][0, 1:]]), torch.tensor(a["weights"]))
+    body = len(a["v_template"]) - 12  # the eyeball shells come last in the synthetic model
+    expect = (verts[0, :body].numpy() + data["trans"][1]) @ Z_UP_TO_Y_UP.T
+    np.testing.assert_allclose(frame.vertices, expect, atol=2e-6)
+    assert frame.faces.max() == body - 1
