@@ -9,6 +9,8 @@
   logical one so the DataLoader's turn starts where the interrupted run stopped: the rest of the epoch is exactly
   the uninterrupted one.
 - Each frame's point subsample and eikonal points come from a generator seeded by (seed, epoch, store, frame).
+- With ``sdf_targets`` each eikonal point also gets the signed distance to the frame's nearest oriented surface
+  sample (``oriented_distance``), for the optional distance term of the loss.
 
 The store layout comes from ``pipeline.schema`` through ``pipeline.store.Store``; nothing here knows file names.
 """
@@ -96,6 +98,17 @@ def assigned_shards(n_shards: int, seed: int, epoch: int, rank: int, world: int,
     return list(order[rank::world][worker::workers])
 
 
+def oriented_distance(points: np.ndarray, normals: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Signed distance estimate of ``queries`` (Q, 3) from oriented surface samples: the distance to the nearest
+    sample, negative where the query lies behind that sample's normal. Exact for a closed surface up to the sample
+    spacing (the nearest surface point of an off-surface query lies along the normal there)."""
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(points).query(queries, k=1)
+    behind = np.einsum("qi,qi->q", queries - points[idx], normals[idx].astype(np.float32)) < 0
+    return np.where(behind, -dist, dist).astype(np.float32)
+
+
 class FrameStream(IterableDataset):
     """Batches of ``frames_per_step`` frames for one rank; use with ``DataLoader(batch_size=None)``.
 
@@ -105,8 +118,9 @@ class FrameStream(IterableDataset):
 
     def __init__(self, paths: Sequence[Path], *, points_per_frame: int, eikonal_per_frame: int, frames_per_step: int,
                  near_sigma: float = 0.03, bbox_margin: float = 0.1, shuffle_buffer: int = 64, seed: int = 0,
-                 rank: int = 0, world: int = 1, workers: int = 0) -> None:
+                 rank: int = 0, world: int = 1, workers: int = 0, sdf_targets: bool = False) -> None:
         self.stores = StoreSet(paths)
+        self.sdf_targets = sdf_targets
         self.points_per_frame, self.eikonal_per_frame = points_per_frame, eikonal_per_frame
         self.frames_per_step, self.near_sigma, self.bbox_margin = frames_per_step, near_sigma, bbox_margin
         self.shuffle_buffer, self.seed, self.rank, self.world = shuffle_buffer, seed, rank, world
@@ -162,11 +176,13 @@ class FrameStream(IterableDataset):
         uniform = rng.uniform(lo, hi, size=(n_uniform, 3))
         near = pts[rng.integers(0, len(pts), self.eikonal_per_frame - n_uniform)]
         near = near + rng.normal(0.0, self.near_sigma, size=near.shape)
-        return {
+        eikonal = np.concatenate([uniform, near]).astype(np.float32)
+        extra = {"eikonal_sdf": oriented_distance(pts, nrm, eikonal)} if self.sdf_targets else {}
+        return extra | {
             "points": p.astype(np.float32),
             "normals": nrm[idx].astype(np.float32),
             "labels": lab[idx].astype(np.int64),
-            "eikonal": np.concatenate([uniform, near]).astype(np.float32),
+            "eikonal": eikonal,
             "joint_transforms": arrays["pose/joint_transforms"].astype(np.float32),
             "subject": np.int64(self.stores.subject_maps[store][int(arrays["frame/subject"])]),
             "frame": np.array([store, frame], dtype=np.int64),

@@ -5,8 +5,9 @@
 - One sub-network per joint: 8 fully connected layers of 256, the input concatenated again before layer 4,
   softplus; input = (x, phi, beta) plus, for every joint but the root, the parent's output. Geometric
   initialisation (SAL/IGR): every sub-network starts as the SDF of a sphere.
-- Aggregation network: all sub-network outputs (with phi and beta) -> the final SDF. It is a linear mean of the
-  part SDFs plus an MLP residual whose last layer starts at zero, so the whole model starts as the sphere too.
+- Aggregation network: all sub-network outputs (with phi and beta) -> the final SDF. It is a learnt linear mean
+  of the part SDFs (or, with ``aggregation="softmin"``, their smooth minimum) plus an MLP residual whose last
+  layer starts at zero, so the whole model starts as the sphere too.
 
 The joints of one tree depth run together: their weights are stacked (J, in, out) and applied with batched matrix
 products; there is no Python loop over networks. Per-frame conditioning (phi, beta) enters the first and the skip
@@ -166,7 +167,12 @@ class HIPNet(nn.Module):
         h = F.softplus(self.agg_in(torch.cat([parts, c], dim=-1)), beta=self.cfg.softplus_beta)
         for layer in self.agg_hidden:
             h = F.softplus(layer(h), beta=self.cfg.softplus_beta)
-        return parts @ self.agg_mean + self.agg_out(h).squeeze(-1)
+        if self.cfg.aggregation == "softmin":  # smooth union; equals F when every part equals F
+            tau = self.cfg.softmin_tau
+            base = -tau * (torch.logsumexp(-parts / tau, dim=-1) - math.log(parts.shape[-1]))
+        else:
+            base = parts @ self.agg_mean
+        return base + self.agg_out(h).squeeze(-1)
 
     # ------------------------------------------------------------------------------------------ forward
 

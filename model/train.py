@@ -89,7 +89,7 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
     stream = FrameStream(paths, points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
                          frames_per_step=cfg.frames_per_step, near_sigma=cfg.eikonal_near_sigma,
                          bbox_margin=cfg.bbox_margin, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=rank,
-                         world=world, workers=cfg.loader_workers)
+                         world=world, workers=cfg.loader_workers, sdf_targets=cfg.lambda_sdf > 0)
     subjects, skeleton = stream.stores.subjects, stream.stores.skeleton
     torch.manual_seed(cfg.seed)
     model = build_model(skeleton, len(subjects), cfg.model).to(device)
@@ -136,7 +136,7 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
         csv_writer = csv.writer(log_file)
         if new:
             csv_writer.writerow(["step", "epoch", "total", "surface", "eikonal", "normal", "sub_surface",
-                                 "sub_normal", "points_per_s", "wall_s"])
+                                 "sub_normal", "sdf", "points_per_s", "wall_s"])
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -168,11 +168,11 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
                     break
                 ts = time.time()
                 batch = Batch(raw["points"], raw["normals"], raw["labels"], raw["eikonal"], raw["joint_transforms"],
-                              raw["subject"]).to(device)
+                              raw["subject"], raw.get("eikonal_sdf")).to(device)
                 with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu",
                                     dtype=torch.bfloat16, enabled=use_bf16):
                     loss, last = hipnet_loss(ddp, batch, cfg.lambda_eikonal, cfg.lambda_normal, cfg.subnet_losses,
-                                             forward=ddp)
+                                             forward=ddp, lambda_sdf=cfg.lambda_sdf)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -186,7 +186,7 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
                 if rank == 0:
                     if step % cfg.log_every == 0 or step == 1:
                         csv_writer.writerow([step, epoch] + [f"{last.get(k, float('nan')):.6g}" for k in
-                                            ("total", "surface", "eikonal", "normal", "sub_surface", "sub_normal")]
+                                            ("total", "surface", "eikonal", "normal", "sub_surface", "sub_normal", "sdf")]
                                             + [f"{rate:.0f}", f"{time.time() - t0:.1f}"])
                         log_file.flush()
                         if writer is not None:
