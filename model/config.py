@@ -47,6 +47,8 @@ class TrainConfig:
     frames_per_step: int = 4
     lr: float = 1e-4
     code_lr: float | None = None  # subject codes' learning rate (default: lr)
+    lr_schedule: str = "constant"  # or "cosine": from lr down to lr * lr_final over the planned steps
+    lr_final: float = 0.03
     lambda_eikonal: float = 0.1
     lambda_normal: float = 0.1
     subnet_losses: bool = True  # the per-joint terms of equation 2
@@ -61,6 +63,10 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 200  # steps
     amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or "bf16", "fp32"
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +96,8 @@ PRESETS = {
 PRESETS["fast"] = replace(
     PRESETS["small"],
     model=replace(PRESETS["small"].model, hidden=32, local_frames=True, aggregation="softmin"),
-    points_per_frame=500, eikonal_per_frame=1000, frames_per_step=8, lr=2e-3, lambda_sdf=1.0,
+    points_per_frame=500, eikonal_per_frame=1000, frames_per_step=8, lr=4e-3, lr_schedule="cosine", steps=500,
+    lambda_sdf=1.0,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -79,6 +80,14 @@ def model_from_checkpoint(ckpt: dict) -> HIPNet:
     return model
 
 
+def lr_factor(cfg: TrainConfig, step: int, planned: int) -> float:
+    """Learning-rate multiplier at ``step`` (a pure function of the step, so a resumed run continues the curve)."""
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    t = min(step / max(planned, 1), 1.0)  # cosine from 1 to lr_final
+    return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str = "cpu", resume: bool = False,
           progress: bool = True, max_seconds: float | None = None) -> Run:
     """Train (or continue) a run in ``out``. ``cfg.steps`` (or ``cfg.epochs``) bounds the run; ``max_seconds``
@@ -99,6 +108,7 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
     if code_params:
         groups.append({"params": code_params, "lr": cfg.code_lr or cfg.lr})
     opt = torch.optim.Adam(groups)
+    base_lrs = [g["lr"] for g in opt.param_groups]
     step, epoch, consumed = 0, 0, 0  # consumed: batches of the current epoch already trained on
     ckpt_path = out / CKPT
     if resume:
@@ -143,12 +153,12 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
             writer = SummaryWriter(str(out / "tb"))
         except ImportError:  # tensorboard is optional at run time
             writer = None
+    stream.set_epoch(epoch)
+    planned = total_steps if total_steps is not None else cfg.epochs * len(stream)  # epochs differ by a shard at most
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
-        stream.set_epoch(epoch)
-        planned = total_steps if total_steps is not None else cfg.epochs * len(stream)  # epochs differ by a shard at most
         bar = tqdm(total=planned, initial=step, desc="train", unit="step")
     t0 = time.time()
     last = {"total": float("nan")}
@@ -167,6 +177,8 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
                 if consumed >= steps_this_epoch or (total_steps is not None and step >= total_steps):
                     break
                 ts = time.time()
+                for g, base in zip(opt.param_groups, base_lrs, strict=True):
+                    g["lr"] = base * lr_factor(cfg, step, planned)
                 batch = Batch(raw["points"], raw["normals"], raw["labels"], raw["eikonal"], raw["joint_transforms"],
                               raw["subject"], raw.get("eikonal_sdf")).to(device)
                 with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu",
