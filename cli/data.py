@@ -166,6 +166,14 @@ def _report(summary) -> bool:
     return not summary.failures and summary.complete
 
 
+def _warn_counts(reader, root: Path) -> None:
+    """A warning naming the manifest when the raw data holds other counts than the manifest expects."""
+    mismatches = [m for _, m in reader.count_mismatches()] if hasattr(reader, "count_mismatches") else []
+    if mismatches:
+        click.echo(f"warning: manifest {reader.name}: {root} does not hold the expected counts: "
+                   + "; ".join(mismatches) + " (`hipnet-data manifest check` lists what is missing or extra)", err=True)
+
+
 @main.command("preprocess")
 @click.option("--dataset", required=True, help=_DATASET_HELP)
 @click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
@@ -206,8 +214,10 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
     chosen = tuple(splits.split(",")) if splits else SPLITS
     ok = True
     t0 = time.time()
-    for split in chosen:
+    for k, split in enumerate(chosen):
         reader = _open_reader(dataset, root, (split,), body_models)
+        if k == 0:
+            _warn_counts(reader, root)
         excluded = reader.excluded_refs() if hasattr(reader, "excluded_refs") else []
         if excluded:
             click.echo(f"{split}: {len(excluded)} frames left out as the manifest lists them unreadable:", err=True)

@@ -28,6 +28,23 @@ REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 
+AMASS_MODEL_HINT = ("AMASS motions need the body models from the AMASS download, with 16 shape coefficients: "
+                    "smplh/<gender>/model.npz (SMPL+H) or smplx/<gender>/model.npz (SMPL-X) under --body-models")
+
+
+def smplx_identity_count(n_shapedirs: int) -> tuple[int, str]:
+    """How many of an SMPL-X file's ``n_shapedirs`` blend shapes are identity (the rest are expression), and why.
+
+    The files do not say: v1.1 and the AMASS models hold 300 identity + 100 expression components, v1.0 holds
+    10 + 10. So 400 or more is read as 300 identity, anything else as 10."""
+    if n_shapedirs >= 400:
+        return 300, (f"its {n_shapedirs} blend shapes were read as 300 identity + {n_shapedirs - 300} expression, "
+                     "the SMPL-X v1.1 / AMASS layout")
+    return min(n_shapedirs, 10), (f"its {n_shapedirs} blend shapes were read as {min(n_shapedirs, 10)} identity + "
+                                  f"{max(n_shapedirs - 10, 0)} expression, the SMPL-X v1.0 layout (10 + 10), since "
+                                  "fewer than 400 means it is not the v1.1 / AMASS layout (300 + 100)")
+
+
 def read_model_arrays(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a body-model file (``.npz`` without pickle, or ``.pkl`` through the safe unpickler)."""
     path = Path(path)
@@ -130,6 +147,8 @@ class BodyModel:
     parents: np.ndarray  # (J,) int, parents[0] = -1
     faces: np.ndarray  # (F, 3) int32, into the kept vertices
     keep: np.ndarray  # (V,) bool: vertices of the kept component
+    source: str = "body model"  # the file (or description) it was read from, named in errors
+    shape_note: str = ""  # how num_shape was read from shapedirs (SMPL-X files do not say), named in errors
 
     @classmethod
     def load(cls, path: Path) -> BodyModel:
@@ -153,9 +172,8 @@ class BodyModel:
             got = a[key].shape
             if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=True)):
                 raise ValueError(f"{where}: {key} has shape {got}, expected {shape} for a {kind} model")
-        num_shape = a["shapedirs"].shape[-1]
-        if kind == "smplx":  # identity then expression components: 300 + 100 (v1.1) or 10 + 10 (v1.0)
-            num_shape = 300 if num_shape >= 400 else min(num_shape, 10)
+        num_shape, note = smplx_identity_count(a["shapedirs"].shape[-1]) if kind == "smplx" else (
+            a["shapedirs"].shape[-1], "")
         parents = a["kintree_table"][0].astype(np.int64)
         parents[0] = -1
         if np.any(parents[1:] >= np.arange(1, n_joints)) or np.any(parents[1:] < 0):
@@ -167,7 +185,8 @@ class BodyModel:
         return cls(kind, v.astype(np.float64), a["shapedirs"].astype(np.float64), num_shape,
                    np.ascontiguousarray(a["posedirs"].reshape(-1, a["posedirs"].shape[-1]).T, dtype=np.float64),
                    np.asarray(a["J_regressor"], dtype=np.float64),
-                   a["weights"].astype(np.float64), parents, new_index[kept_faces].astype(np.int32), keep)
+                   a["weights"].astype(np.float64), parents, new_index[kept_faces].astype(np.int32), keep,
+                   where, note)
 
     @property
     def num_joints(self) -> int:
@@ -187,7 +206,9 @@ class BodyModel:
 
         betas = np.asarray(betas, dtype=np.float64).reshape(-1)
         if len(betas) > self.num_shape:
-            raise ValueError(f"{len(betas)} shape coefficients given but this {self.kind} model has {self.num_shape}")
+            note = f" ({self.shape_note})" if self.shape_note else ""
+            raise ValueError(f"{self.source}: {len(betas)} shape coefficients given but this {self.kind} model has "
+                             f"{self.num_shape}{note}. {AMASS_MODEL_HINT}")
         return torch.from_numpy(betas)[None]
 
     def pose(self, betas: np.ndarray, pose: np.ndarray, transl: np.ndarray | None = None) -> Posed:
@@ -207,7 +228,8 @@ class BodyModel:
 
         pose = np.asarray(pose, dtype=np.float64)
         if pose.ndim != 2 or pose.shape[1] % 3 or pose.shape[1] // 3 > self.num_joints:
-            raise ValueError(f"pose must have shape (N, 3K) with K <= {self.num_joints}, got {pose.shape}")
+            raise ValueError(f"{self.source}: pose must have shape (N, 3K) with K <= {self.num_joints} joints of this "
+                             f"{self.kind} model, got {pose.shape}. {AMASS_MODEL_HINT}")
         n, k = len(pose), pose.shape[1] // 3
         full = np.zeros((n, self.num_joints * 3))
         full[:, : 3 * k] = pose

@@ -3,8 +3,9 @@
 Facts come from FORMATS.md and the papers in seeds/ (HIPNet section 4.1; SNARF's ``lib/dataset/dfaust_split.yml``
 and ``lib/dataset/jointlim.py``). Where a protocol names its sequences, the manifest lists them; where it gives
 a rule ("75% of sequences per subject", "3% of frames"), the manifest writes the rule down with its seed and the
-readers apply it to the sorted file names (``pipeline.selection``), so a given release always gives the same split.
-``write_manifests`` wrote the committed files; tests check that they still agree.
+readers apply it to each file name on its own (``pipeline.selection``), so a given release always gives the same
+split and a missing file moves no other sequence. ``write_manifests`` wrote the committed files; tests check that
+they still agree.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from hipnet.pipeline.selection import split_names
+from hipnet.pipeline.selection import named_rng, round_half_up
 
 DFAUST_GENDERS = {"50002": "male", "50004": "female", "50007": "male", "50009": "male", "50020": "female",
                   "50021": "female", "50022": "female", "50025": "female", "50026": "male", "50027": "male"}
@@ -57,6 +58,17 @@ CAPE_CORRUPT = [
 SEED = 0
 
 
+def _split_listed(names: list[str], fraction: float, seed: int, key: str) -> dict[str, str]:
+    """Exact split of a list known in full when the manifest is written (DFAUST's ten motions per subject): the
+    sorted names permuted by ``named_rng(seed, key)``, the first ``round_half_up(fraction * n)`` (at least one of
+    each) for training. The result is written into the manifest, so files on disk never change it."""
+    names = sorted(names)
+    n_train = min(max(round_half_up(fraction * len(names)), 1), len(names) - 1)
+    order = named_rng(seed, key).permutation(len(names))
+    train = {names[i] for i in order[:n_train]}
+    return {n: "train" if n in train else "test" for n in names}
+
+
 def _dfaust_subjects() -> list[dict]:
     return [{"name": s, "gender": g, "shape": f"DFaust/{s}"} for s, g in DFAUST_GENDERS.items()]
 
@@ -73,7 +85,7 @@ def dfaust() -> dict:
     rule = {"train_fraction": 0.75, "seed": SEED}
     seqs = []
     for s, motions in SNARF_MOTIONS.items():
-        split = split_names(motions, rule, key=f"dfaust/{s}")
+        split = _split_listed(motions, rule["train_fraction"], rule["seed"], key=f"dfaust/{s}")
         seqs += [{"subject": s, "name": m, "split": split[m]} for m in sorted(motions)]
     return {**_dfaust_common("dfaust", "DFAUST (AMASS DFaust_67 posed with SMPL+H, translation zeroed), HIPNet's "
                                        "split: 75% of each subject's sequences for training, 25% for test."),
@@ -110,18 +122,21 @@ def dfaust_poseprior() -> dict:
 
 def amass_transitions() -> dict:
     return {"dataset": "amass_transitions", "reader": "amass",
-            "description": "AMASS Transitions: one subject, 110 motions, 80 for training and 30 for test.",
-            "protocol": {"source": "HIPNet section 4.1 ('randomly selected 80 sequences for training')"},
+            "description": "AMASS Transitions: one subject, 110 motions, about 80 for training and 30 for test (each "
+                           "motion's split is drawn from its name, so a missing file moves no other motion).",
+            "protocol": {"source": "HIPNet section 4.1 ('randomly selected 80 sequences for training'; the draw "
+                                   "is not published): train_fraction 80 / 110"},
             "subset": "Transitions", "subjects": [{"name": "mazen_c3d", "shape": "Transitions/mazen_c3d"}],
             "sequences": [],
-            "select": {"split": {"train_count": 80, "seed": SEED}},
-            "expected": {"subjects": 1, "sequences": {"train": 80, "test": 30}}}
+            "select": {"split": {"train_fraction": round(80 / 110, 4), "seed": SEED}},
+            "expected": {"subjects": 1, "sequences_total": 110}}
 
 
 def amass_cmu() -> dict:
     return {"dataset": "amass_cmu", "reader": "amass",
-            "description": "AMASS CMU: subjects with at least 5 motions (89 of them), 75% of each subject's motions "
-                           "for training and 25% for test, 3% of the frames of every motion.",
+            "description": "AMASS CMU: subjects with at least 5 motions (89 of them), about 75% of the motions for "
+                           "training and 25% for test (each motion's split drawn from its name), 3% of the frames "
+                           "of every motion.",
             "protocol": {"source": "HIPNet section 4.1"},
             "subset": "CMU", "subjects": [], "sequences": [],
             "select": {"subjects": {"min_sequences": 5}, "split": {"train_fraction": 0.75, "seed": SEED}},
@@ -131,9 +146,9 @@ def amass_cmu() -> dict:
 
 def cape() -> dict:
     return {"dataset": "cape", "reader": "cape",
-            "description": "CAPE: 15 subjects in 41 subject-clothing combinations; 75% of the sequences of each "
-                           "subject-clothing combination for training, 25% for test; 50% of the frames of each "
-                           "sequence.",
+            "description": "CAPE: 15 subjects in 41 subject-clothing combinations; about 75% of the sequences of "
+                           "each subject-clothing combination for training, 25% for test (each sequence's split "
+                           "drawn from its name); 50% of the frames of each sequence.",
             "protocol": {"source": "HIPNet section 4.1"},
             "subjects": [{"name": s} for s in CAPE_SUBJECTS], "sequences": [],
             "select": {"split": {"per": "subject-clothing", "train_fraction": 0.75, "seed": SEED}},

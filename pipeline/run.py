@@ -108,10 +108,19 @@ def _frames(reader, refs: Sequence[FrameRef], mode: str):
 
 def _each_frame(reader, refs: Sequence[FrameRef], mode: str, fn) -> tuple[np.ndarray, list[FrameFailure]]:
     """Call ``fn(k, frame, geometry)`` for each readable frame; a frame that cannot be read or processed becomes a
-    FrameFailure naming its file and reason, and the others go on. Returns (done mask, failures)."""
+    FrameFailure naming its file and reason, and the others go on. Returns (done mask, failures).
+
+    Results are placed by position, so each one's key is checked against ``refs[k]``: a reader that yields out of
+    order or drops a ref stops the run with a RuntimeError naming the reader and both keys."""
     done = np.zeros(len(refs), dtype=bool)
     failures = []
+    k = -1
     for k, (ref, frame, geom) in enumerate(_frames(reader, refs, mode)):
+        if k >= len(refs) or ref.key != refs[k].key:
+            raise RuntimeError(
+                f"reader {type(reader).__name__} ({reader.dataset}) returned {ref.key!r} at position {k}, where "
+                f"{refs[k].key if k < len(refs) else 'nothing'!r} was expected: a reader must yield one result per "
+                "ref in the order given (pipeline/readers/base.py), or frames land in the wrong rows")
         if isinstance(frame, Exception):
             failures.append(FrameFailure(ref.key, ref.source, str(frame)))
             continue
@@ -121,6 +130,10 @@ def _each_frame(reader, refs: Sequence[FrameRef], mode: str, fn) -> tuple[np.nda
             failures.append(FrameFailure(ref.key, ref.source, f"{type(e).__name__}: {e}"))
             continue
         done[k] = True
+    if k + 1 != len(refs):
+        raise RuntimeError(f"reader {type(reader).__name__} ({reader.dataset}) returned {k + 1} results for "
+                           f"{len(refs)} refs; the first without one is {refs[k + 1].key!r} (a reader must yield one "
+                           "result per ref, pipeline/readers/base.py)")
     return done, failures
 
 

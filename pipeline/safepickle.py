@@ -47,11 +47,25 @@ _SPARSE = {fmt: _sparse_class(fmt) for fmt in ("csc", "csr", "coo")}
 _STAND_INS = (_ChumpyArray, *_SPARSE.values())
 
 
-def _reconstructor(cls, base, state):
-    """``copyreg._reconstructor`` (protocol 0/1 pickles) limited to our stand-ins on ``object``."""
-    if base is not object or cls not in _STAND_INS:
-        raise pickle.UnpicklingError(f"refused: copyreg._reconstructor({cls!r}, {base!r})")
-    return cls.__new__(cls)
+class _Reconstructor:
+    """``copyreg._reconstructor`` (protocol 0/1 pickles) limited to our stand-ins on ``object``.
+
+    An object, not a module function, so a pickle cannot give it state: BUILD on it (``__setstate__``) is refused,
+    and with no ``__dict__`` there is nothing to set attributes in, so one file cannot change how the next loads.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, cls, base, state):
+        if base is not object or cls not in _STAND_INS:
+            raise pickle.UnpicklingError(f"refused: copyreg._reconstructor({cls!r}, {base!r})")
+        return cls.__new__(cls)
+
+    def __setstate__(self, state) -> None:
+        raise pickle.UnpicklingError("refused: the pickle sets state on copyreg._reconstructor")
+
+
+_reconstructor = _Reconstructor()
 
 
 _NUMPY = {
@@ -129,4 +143,7 @@ def load_pickle(path: Path):
         return to_numpy(obj)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise ValueError(f"{path}: cannot read as a safe pickle ({e})") from e
+    except (MemoryError, RecursionError) as e:  # a huge array header, or nesting deeper than Python's stack
+        raise ValueError(f"{path}: cannot read as a safe pickle ({type(e).__name__}: the file asks for more memory "
+                         "or deeper nesting than a body-model pickle has; damaged or not a model file?)") from e
 

@@ -164,3 +164,57 @@ def test_smplx_model_kind_and_separate_eyeballs_dropped():
     bad = {**a, "posedirs": a["posedirs"][..., :100]}
     with pytest.raises(ValueError, match="posedirs"):
         BodyModel.from_arrays(bad, "bad")
+
+
+def test_shape_and_pose_errors_name_the_model_file_and_the_amass_models(tmp_path):
+    path = tmp_path / "smplh" / "SMPLH_FEMALE.npz"  # a 10-beta SMPL+H (MANO release) instead of AMASS's 16
+    path.parent.mkdir()
+    np.savez(path, **body_model_arrays("smplh", num_betas=10))
+    model = BodyModel.load(path)
+    with pytest.raises(ValueError, match=rf"{path}: 16 shape coefficients given but this smplh model has 10\. "
+                                         r"AMASS motions need .* smplh/<gender>/model\.npz"):
+        model.rest_vertices(np.zeros(16))
+    with pytest.raises(ValueError, match=rf"{path}: pose must have shape \(N, 3K\) with K <= 52 joints of this smplh "
+                                         r"model, got \(1, 165\)\. AMASS motions need .* smplh/<gender>/model\.npz"):
+        model.pose(np.zeros(10), np.zeros((1, 165)))
+
+
+def test_smplx_identity_count_is_stated_with_its_reason():
+    v10 = BodyModel.from_arrays(body_model_arrays("smplx", num_betas=20), "SMPLX_MALE.npz (v1.0)")
+    assert v10.num_shape == 10
+    with pytest.raises(ValueError, match=r"SMPLX_MALE.npz \(v1.0\): 16 shape coefficients given but this smplx model "
+                                         r"has 10 \(its 20 blend shapes were read as 10 identity \+ 10 expression, "
+                                         r"the SMPL-X v1.0 layout \(10 \+ 10\), since fewer than 400"):
+        v10.rest_vertices(np.zeros(16))
+    assert BodyModel.from_arrays(body_model_arrays("smplx"), "v1.1").shape_note.startswith(
+        "its 400 blend shapes were read as 300 identity + 100 expression")
+
+
+def test_a_pickle_cannot_give_state_to_the_reconstructor(tmp_path):
+    import hipnet.pipeline.safepickle as safepickle
+
+    head = b"\x80\x02ccopyreg\n_reconstructor\n"
+    x_is_1 = b"}X\x01\x00\x00\x00xK\x01s"  # {"x": 1}
+    for state in (x_is_1, b"N" + x_is_1 + b"\x86"):  # as __dict__ state, and as slot state (None, {"x": 1})
+        path = tmp_path / "build.pkl"
+        path.write_bytes(head + state + b"b.")
+        with pytest.raises(ValueError, match=rf"{path}: .*refused: the pickle sets state on copyreg._reconstructor"):
+            load_pickle(path)
+        assert not hasattr(safepickle._reconstructor, "x")
+
+
+def test_runaway_pickles_are_refused_naming_the_file(tmp_path, monkeypatch):
+    from hipnet.pipeline.safepickle import SafeUnpickler
+
+    deep = tmp_path / "deep.pkl"
+    deep.write_bytes(b"\x80\x02" + b"]" * 20_000 + b"a" * 19_999 + b".")  # lists nested 20,000 deep
+    with pytest.raises(ValueError, match=rf"{deep}: cannot read as a safe pickle \(RecursionError"):
+        load_pickle(deep)
+    (tmp_path / "big.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=2))
+
+    def exhausted(self):
+        raise MemoryError()
+
+    monkeypatch.setattr(SafeUnpickler, "load", exhausted)
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'big.pkl'}: cannot read as a safe pickle \(MemoryError"):
+        load_pickle(tmp_path / "big.pkl")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hipnet.pipeline.manifest import load_manifest, manifest_path
@@ -13,6 +14,7 @@ from hipnet.pipeline.published import MANIFESTS, SNARF_MOTIONS, manifest_text
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.amass import AmassReader
 from hipnet.pipeline.readers.cape import CapeReader
+from hipnet.pipeline.selection import split_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,10 +43,26 @@ def test_protocol_counts_and_held_out_motions():
         for split, n in m["expected"]["sequences"].items():
             assert sum(s["split"] == split for s in seqs) == n
         assert {s["name"]: s["gender"] for s in m["subjects"]}["50004"] == "female"
-    assert load_manifest("amass_transitions")["select"]["split"] == {"train_count": 80, "seed": 0}
+    assert load_manifest("amass_transitions")["select"]["split"] == {"train_fraction": 0.7273, "seed": 0}  # 80 / 110
     assert load_manifest("amass_cmu")["frames"] == {"fraction": 0.03, "seed": 0}
     cape = load_manifest("cape")
     assert len(cape["subjects"]) == 15 and cape["frames"]["fraction"] == 0.5 and len(cape["exclude_frames"]) == 7
+
+
+def test_split_rule_decides_each_name_on_its_own():
+    """A name's split does not depend on the other names present; over many names the fraction holds."""
+    rule = {"train_fraction": 0.75, "seed": 3}
+    names = [f"seq{i:04d}" for i in range(2000)]
+    full = split_names(names, rule, key="d/s")
+    assert abs(sum(v == "train" for v in full.values()) / len(names) - 0.75) < 0.03
+    rng = np.random.default_rng(0)
+    part = sorted(rng.choice(names, size=700, replace=False))
+    assert split_names(part + ["extra"], rule, key="d/s") == {**{n: full[n] for n in part},
+                                                             "extra": split_names(["extra"], rule, "d/s")["extra"]}
+    assert split_names(names, {**rule, "seed": 4}, key="d/s") != full  # the seed and key matter
+    assert split_names(names, rule, key="d/t") != full
+    with pytest.raises(ValueError, match="train_count is no longer supported"):
+        split_names(names, {"train_count": 80}, key="d/s")
 
 
 def test_manifest_names_resolve_to_their_readers(tmp_path):

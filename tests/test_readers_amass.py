@@ -56,7 +56,7 @@ def manifest(tmp_path, **m) -> str:
 def transitions(tmp_path, **extra) -> str:
     return manifest(tmp_path, dataset="tiny_transitions", subset="Transitions",
                     subjects=[{"name": "mazen_c3d", "shape": "Transitions/mazen_c3d"}],
-                    select={"split": {"train_count": 3, "seed": 0}}, **extra)
+                    select={"split": {"train_fraction": 0.6, "seed": 0}}, **extra)
 
 
 def test_frames_equal_an_independent_smplx_lbs_computation(tmp_path, raw, models):
@@ -99,7 +99,7 @@ def test_z_up_input_comes_out_y_up(tmp_path, raw, models):
     np.savez(path, poses=poses, trans=np.zeros((1, 3)), betas=np.zeros(16), gender=np.array("male"),
              mocap_framerate=np.array(120.0))
     m = manifest(tmp_path, dataset="stand", subset="Transitions", subjects=[{"name": "s1"}],
-                 select={"split": {"train_count": 1}})
+                 select={"split": {"train_fraction": 1.0}})
     frame = next(iter(open_reader(m, root, body_models=models)))
     jt = frame.joint_transforms
     np.testing.assert_allclose(jt[0, :3, :3], np.eye(3), atol=1e-6)  # R_zy @ Rx(90) = identity
@@ -117,7 +117,7 @@ def test_fingers_ignored_and_layout_read_from_the_width_of_poses(tmp_path, model
     b["poses"][:, 66:] = rng.normal(size=(2, 90))  # other finger rotations
     np.savez(root / "CMU" / "s1" / "b_poses.npz", **b)
     m = manifest(tmp_path, dataset="fingers", subset="CMU", subjects=[{"name": "s1"}],
-                 select={"split": {"train_count": 2}})
+                 select={"split": {"train_fraction": 1.0}})
     fa, fb = [f for f in open_reader(m, root, body_models=models)][::2]
     np.testing.assert_array_equal(fa.vertices, fb.vertices)
     np.testing.assert_array_equal(fa.joint_transforms, fb.joint_transforms)
@@ -224,7 +224,7 @@ def test_smplx_release_posed_with_an_smplx_model(tmp_path):
     data = write_amass_smplx(folder / "walk_stageii.npz", rng, frames=2, gender="male")
     np.savez(folder / "male_stagei.npz", betas=np.zeros(16), gender=np.array("male"))
     m = manifest(tmp_path, dataset="smplx_cmu", subset="CMU", subjects=[{"name": "s1"}],
-                 select={"split": {"train_count": 1}})
+                 select={"split": {"train_fraction": 1.0}})
     reader = open_reader(m, tmp_path / "raw", body_models=models)
     assert [s["name"] for s in reader.all_sequences] == ["walk"] and reader.shape("s1")[2] == "smplx"
     frame = list(reader)[1]
@@ -239,3 +239,111 @@ def test_smplx_release_posed_with_an_smplx_model(tmp_path):
     expect = (verts[0, :body].numpy() + data["trans"][1]) @ Z_UP_TO_Y_UP.T
     np.testing.assert_allclose(frame.vertices, expect, atol=2e-6)
     assert frame.faces.max() == body - 1
+
+
+def _copy_transitions(raw, root):
+    import shutil
+
+    shutil.copytree(raw / "Transitions_mocap", root / "Transitions_mocap")
+    return root / "Transitions_mocap" / "mazen_c3d"
+
+
+def test_a_motion_shorter_than_its_refs_gives_errors_in_place_and_frames_in_their_rows(tmp_path, raw, models):
+    """The refs are listed, then the motion file is cut to 2 of its 4 frames: frames 2 and 3 fail naming the file,
+    frames 0 and 1 land in rows 0 and 1 (a reader that yields the failures first would shift them)."""
+    from hipnet.pipeline.run import _each_frame
+
+    folder = _copy_transitions(raw, tmp_path / "raw")
+    m = transitions(tmp_path)
+    reader = open_reader(m, tmp_path / "raw", body_models=models)
+    refs = [r for r in reader.frame_refs() if r.sequence in ("crouch_run", "jump_turn")]
+    assert [r.index for r in refs] == [0, 1, 2, 3] * 2
+    intact = dict(zip([r.key for r in refs], [f for _, f in reader.load(refs)], strict=True))
+    path = folder / "crouch_run_poses.npz"
+    data = dict(np.load(path))
+    np.savez(path, **{k: v[:2] if k in ("poses", "trans", "dmpls") else v for k, v in data.items()})
+    rows = {}
+    done, failures = _each_frame(open_reader(m, tmp_path / "raw", body_models=models), refs, "per-frame",
+                                 lambda k, frame, geom: rows.setdefault(k, frame))
+    assert done.tolist() == [True, True, False, False, True, True, True, True]
+    assert [f.key for f in failures] == ["mazen_c3d/crouch_run/2", "mazen_c3d/crouch_run/3"]
+    assert all("crouch_run_poses.npz: has 2 frames, frame" in f.reason for f in failures)
+    for k, frame in rows.items():
+        assert frame.key == refs[k].key
+        np.testing.assert_array_equal(frame.vertices, intact[refs[k].key].vertices)
+
+
+class _ShuffledReader:
+    """A broken reader: yields one failure per ref, but in reverse order (or drops the last ref)."""
+
+    dataset = "broken"
+
+    def __init__(self, drop: bool = False) -> None:
+        self.drop = drop
+
+    def load(self, refs):
+        refs = list(refs)
+        out = refs[:-1] if self.drop else refs[::-1]
+        return ((r, ValueError(f"{r.source}: unreadable")) for r in out)
+
+
+def test_each_frame_refuses_results_out_of_order():
+    from hipnet.pipeline.frames import FrameRef
+    from hipnet.pipeline.run import _each_frame
+
+    refs = [FrameRef("s", "walk", i, "walk.npz") for i in range(3)]
+    with pytest.raises(RuntimeError, match=r"_ShuffledReader \(broken\) returned 's/walk/2' at position 0, where "
+                                           r"'s/walk/0' was expected"):
+        _each_frame(_ShuffledReader(), refs, "per-frame", lambda k, frame, geom: None)
+    with pytest.raises(RuntimeError, match=r"_ShuffledReader \(broken\) returned 2 results for 3 refs; the first "
+                                           r"without one is 's/walk/2'"):
+        _each_frame(_ShuffledReader(drop=True), refs, "per-frame", lambda k, frame, geom: None)
+
+
+def test_a_posing_error_becomes_that_frames_failure_naming_the_file(tmp_path, raw, models, monkeypatch):
+    from hipnet.pipeline.bodymodels import BodyModel
+
+    reader = open_reader(transitions(tmp_path), raw, body_models=models)
+    refs = [r for r in reader.frame_refs() if r.sequence == "sit_stand"]
+    reader.subject("mazen_c3d")  # the rest pose is posed before the failure is switched on
+
+    def fail(*args):
+        raise RuntimeError("singular batch")
+
+    monkeypatch.setattr(BodyModel, "pose", fail)
+    results = list(reader.load(refs))
+    assert [r.key for r, _ in results] == [r.key for r in refs]
+    for ref, err in results:
+        assert isinstance(err, ValueError) and str(err).startswith(ref.source)
+        assert "RuntimeError: singular batch" in str(err)
+
+
+def test_a_missing_or_extra_file_moves_no_other_sequence(tmp_path, models):
+    rng = np.random.default_rng(11)
+    folder = tmp_path / "raw" / "CMU" / "07"
+    for k in range(12):
+        write_amass_smplh(folder / f"07_{k:02d}_poses.npz", rng, frames=1, gender="male")
+    m = manifest(tmp_path, dataset="cmu_split", subset="CMU", subjects=[{"name": "07"}],
+                 select={"split": {"train_fraction": 0.5, "seed": 0}})
+
+    def splits():
+        return {s["name"]: s["split"] for s in open_reader(m, tmp_path / "raw", body_models=models).all_sequences}
+
+    before = splits()
+    assert set(before.values()) == {"train", "test"}
+    for gone in (next(n for n, s in before.items() if s == "train"), next(n for n, s in before.items() if s == "test")):
+        data = (folder / f"{gone}_poses.npz").read_bytes()
+        (folder / f"{gone}_poses.npz").unlink()
+        assert splits() == {n: s for n, s in before.items() if n != gone}
+        (folder / f"{gone}_poses.npz").write_bytes(data)
+    write_amass_smplh(folder / "07_99_poses.npz", rng, frames=1, gender="male")
+    after = splits()
+    assert {n: s for n, s in after.items() if n != "07_99"} == before
+
+
+def test_preprocess_warns_when_counts_differ_from_the_manifest(tmp_path, raw):
+    m = transitions(tmp_path, expected={"subjects": 1, "sequences_total": 6})
+    result = CliRunner().invoke(main, ["preprocess", "--dataset", m, "--root", str(raw), "--out",
+                                       str(tmp_path / "out"), "--workers", "1"])
+    assert f"warning: manifest {m}:" in result.output and "sequences: found 5, expected 6" in result.output
+    assert "subjects: found" not in result.output  # only what differs

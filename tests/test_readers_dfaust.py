@@ -1,6 +1,6 @@
 """DFAUST registrations route on an hdf5 in the published layout ((6890, 3, T) per ``{sid}_{seq}``, shared
 ``faces``): joints from the SMPL J_regressor, rotations recovered close to the pose that made the meshes, the
-registrations' frame turned into AMASS's, route detection, manifest check, and a valid store."""
+registrations' frame (Y up, facing +Z, as SMPL) kept, route detection, manifest check, and a valid store."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from synthetic import smpl_pkl_bytes
 
 from hipnet.cli.data import main
-from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP, BodyModel
+from hipnet.pipeline.bodymodels import BodyModel
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.amass import AmassReader
-from hipnet.pipeline.readers.dfaust import DfaustRegistrationsReader, rotation_x
+from hipnet.pipeline.readers.dfaust import DfaustRegistrationsReader
 from hipnet.pipeline.schema import validate
 from hipnet.pipeline.store import open_group
 
@@ -37,8 +37,7 @@ def setup(tmp_path_factory):
     pose[:, 3:66] = rng.normal(scale=0.25, size=(3, 63))  # the first frame too: the rest mesh is unposed from it
     pose[2, :3] = [0.3, 1.0, -0.2]
     posed = model.pose(betas, pose)
-    to_reg = np.linalg.inv(Z_UP_TO_Y_UP @ rotation_x(90.0))  # Y up -> the registrations' frame
-    reg = posed.vertices @ to_reg.T
+    reg = posed.vertices  # registrations are in SMPL's own frame (Y up, facing +Z), like the posed model
     raw = base / "raw"
     raw.mkdir()
     with h5py.File(raw / "registrations_m.hdf5", "w") as f:
@@ -61,7 +60,7 @@ def test_registrations_give_regressor_joints_and_recovered_rotations(setup):
     assert [f.index for f in frames] == [0, 1, 2]
     model, posed = setup["model"], setup["posed"]
     for k, f in enumerate(frames):
-        np.testing.assert_allclose(f.vertices, posed.vertices[k], atol=1e-5)  # back in the Y-up (AMASS) frame
+        np.testing.assert_allclose(f.vertices, posed.vertices[k], atol=1e-5)  # Y up stays Y up
         np.testing.assert_allclose(f.joint_transforms[:, :3, 3], (model.J_regressor @ posed.vertices[k])[:22],
                                    atol=1e-5)
         g_true = posed.joint_transforms[k, :22, :3, :3]
@@ -71,6 +70,64 @@ def test_registrations_give_regressor_joints_and_recovered_rotations(setup):
     subject = reader.subject("50002")
     np.testing.assert_allclose(subject.rest_vertices, model.rest_vertices(setup["betas"]), atol=3e-3)
     np.testing.assert_allclose(subject.rest_joints, posed.rest_joints[:22], atol=3e-3)
+
+
+def test_a_registration_standing_along_plus_y_comes_out_standing_along_plus_y(setup, tmp_path):
+    """Literal coordinates, no constant of the reader: DFAUST registrations share SMPL's frame (FORMATS.md: 90
+    degrees about x from AMASS's Z up, i.e. Y up; SMPL faces +Z with the body's left at +X). Frame 0 is the template
+    standing along +Y facing +Z; frame 1 the same body turned a quarter about +Y to face +X. Both must come out
+    so: the reader's registrations -> AMASS -> Y-up turns must cancel."""
+    model = setup["model"]
+    stand = model.v_template[model.keep]
+    turn = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # +Z -> +X, +X -> -Z, about +Y
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with h5py.File(raw / "registrations_m.hdf5", "w") as f:
+        f["50002_stand"] = np.stack([stand, stand @ turn.T]).transpose(1, 2, 0)
+        f["faces"] = model.faces
+    m = tmp_path / "stand.yaml"
+    m.write_text(yaml.safe_dump({"dataset": "stand", "reader": "dfaust", "registrations_rotation_x_deg": 90.0,
+                                 "subjects": [{"name": "50002", "gender": "male"}],
+                                 "sequences": [{"subject": "50002", "name": "stand", "split": "test"}]}))
+    first, turned = list(open_reader(str(m), raw, body_models=setup["models"]))
+    for frame, forward in ((first, [0.0, 0.0, 1.0]), (turned, [1.0, 0.0, 0.0])):
+        joints = frame.joint_transforms[:, :3, 3]
+        up = joints[15] - joints[0]  # pelvis -> head
+        left = joints[1] - joints[2]  # right hip -> left hip
+        np.testing.assert_allclose(up / np.linalg.norm(up), [0.0, 1.0, 0.0], atol=1e-6)
+        np.testing.assert_allclose(np.cross(left / np.linalg.norm(left), up / np.linalg.norm(up)), forward, atol=1e-6)
+    np.testing.assert_allclose(first.vertices, stand, atol=1e-6)
+    np.testing.assert_allclose(first.joint_transforms[:, :3, :3], np.broadcast_to(np.eye(3), (22, 3, 3)), atol=1e-5)
+    np.testing.assert_allclose(turned.joint_transforms[0, :3, :3], turn, atol=1e-5)
+
+
+def test_a_fitting_error_becomes_that_frames_failure_naming_the_file(setup, monkeypatch):
+    import hipnet.pipeline.readers.dfaust as dfaust
+
+    reader = open_reader(setup["manifest"], setup["raw"], body_models=setup["models"])
+    refs = reader.frame_refs()
+    reader.subject("50002")  # the rest mesh is fitted before the failure is switched on
+
+    def fail(*args):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(dfaust, "part_fits", fail)
+    results = list(reader.load(refs))
+    assert [r.key for r, _ in results] == [r.key for r in refs]
+    assert all(str(e).startswith(r.source) and "SVD did not converge" in str(e) for r, e in results)
+
+
+def test_frames_past_the_end_fail_in_place(setup):
+    from hipnet.pipeline.frames import FrameRef
+
+    reader = open_reader(setup["manifest"], setup["raw"], body_models=setup["models"])
+    src = reader.frame_refs()[0].source
+    refs = [FrameRef("50002", "hips", i, src) for i in (2, 5, 0, 2)]  # unsorted, repeated, one past the end
+    results = list(reader.load(refs))
+    assert [r.key for r, _ in results] == [r.key for r in refs]
+    assert isinstance(results[1][1], ValueError) and "has 3 frames, frame 5 requested" in str(results[1][1])
+    for k in (0, 2, 3):
+        np.testing.assert_allclose(results[k][1].vertices, setup["posed"].vertices[refs[k].index], atol=1e-5)
 
 
 def test_route_detection_and_manifest_check(setup, tmp_path):

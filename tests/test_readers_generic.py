@@ -98,3 +98,38 @@ def test_a_mesh_of_another_topology_is_reported_with_its_path(creature, tmp_path
     results = list(reader.load(reader.frame_refs()))
     errors = [f for _, f in results if isinstance(f, Exception)]
     assert len(errors) == 1 and "0001.ply: faces differ" in str(errors[0])
+
+
+def test_obj_vertices_keep_the_file_order(tmp_path):
+    """An OBJ whose corners carry different normals (``f v//vn``): trimesh's default splits and reorders vertices;
+    the reader keeps the file's four vertices in order."""
+    from hipnet.pipeline.readers.generic import read_mesh
+
+    path = tmp_path / "tet.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nvn 0 0 1\nvn 1 0 0\n"
+                    "f 4//1 2//2 3//1\nf 1//2 2//1 3//2\nf 1//1 4//2 2//1\nf 1//1 3//2 4//2\n")
+    v, f = read_mesh(path)
+    np.testing.assert_array_equal(v, [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(f, [[3, 1, 2], [0, 1, 2], [0, 3, 1], [0, 2, 3]])
+
+
+def test_manifest_check_lists_every_missing_file_and_refuses_stl(creature, tmp_path):
+    import shutil
+
+    root, _, _ = creature
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    crawl, curl = copy / "sequences" / "worm" / "crawl", copy / "sequences" / "worm" / "curl"
+    (crawl / "skeleton.npz").unlink()  # the first sequence's: the reader must not need it to start
+    (copy / "subjects" / "worm.npz").unlink()
+    for p in sorted((curl / "meshes").iterdir()):
+        mesh = trimesh.load(p, process=False, force="mesh")
+        mesh.export(p.with_suffix(".stl"))
+        p.unlink()
+    result = CliRunner().invoke(main, ["manifest", "check", "--dataset", "generic", "--root", str(copy)])
+    assert result.exit_code == 1 and "missing: 3" in result.output, result.output
+    for missing in (crawl / "skeleton.npz", copy / "subjects" / "worm.npz", curl / "meshes"):
+        assert str(missing) in result.output
+    assert "3 .stl files: STL has no shared vertices" in result.output
+    reader = open_reader("generic", copy, ("test",))
+    assert reader.frame_refs() == []  # .stl meshes are not frames

@@ -29,7 +29,7 @@ import numpy as np
 from hipnet.pipeline.bodymodels import GENDERS, Z_UP_TO_Y_UP, merge_weights
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.readers.base import group_by_source
-from hipnet.pipeline.readers.common import CheckReport, ManifestReader, as_float32_frame
+from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, as_float32_frame, frame_error
 from hipnet.pipeline.selection import select_frames, split_names
 
 SUBSET_ALIASES = {
@@ -39,7 +39,7 @@ SUBSET_ALIASES = {
     "Transitions": ("Transitions", "Transitions_mocap"),
 }
 MOTION_SUFFIXES = ("_poses", "_stageii")
-LAYOUTS = {156: ("smplh", "mocap_framerate"), 165: ("smplx", "mocap_frame_rate")}
+LAYOUTS = {156: "smplh", 165: "smplx"}  # width of poses -> layout (the frame rate is not used: frames are poses)
 BODY_POSE = 66  # root (3) + 21 body joints (63)
 BATCH = 64
 
@@ -117,7 +117,6 @@ class Motion:
     trans: np.ndarray  # (T, 3)
     betas: np.ndarray  # (B,)
     gender: str
-    fps: float
 
 
 def read_motion(path: Path) -> Motion:
@@ -130,12 +129,11 @@ def read_motion(path: Path) -> Motion:
             poses = z["poses"]
             if poses.ndim != 2 or poses.shape[1] not in LAYOUTS:
                 raise ValueError(f"{path}: poses has shape {poses.shape}; expected (T, 156) SMPL+H or (T, 165) SMPL-X")
-            layout, fps_key = LAYOUTS[poses.shape[1]]
+            layout = LAYOUTS[poses.shape[1]]
             missing = [k for k in ("trans", "betas", "gender") if k not in z.files]
             if missing:
                 raise ValueError(f"{path}: missing keys {missing}")
             trans, betas, gender = z["trans"], z["betas"].reshape(-1), _gender(z["gender"], path)
-            fps = float(z[fps_key]) if fps_key in z.files else float("nan")
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
     except ValueError as e:
@@ -143,7 +141,7 @@ def read_motion(path: Path) -> Motion:
     if trans.shape != (len(poses), 3):
         raise ValueError(f"{path}: trans has shape {trans.shape}, expected ({len(poses)}, 3)")
     return Motion(path, layout, poses[:, :BODY_POSE].astype(np.float64), trans.astype(np.float64),
-                  betas.astype(np.float64), gender, fps)
+                  betas.astype(np.float64), gender)
 
 
 def read_shape(folder: Path) -> tuple[np.ndarray, str, str, Path]:
@@ -262,8 +260,8 @@ class AmassReader(ManifestReader):
     # ---------------------------------------------------------------------------------------- frames
 
     def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
-        r4 = np.eye(4)
-        r4[:3, :3] = Z_UP_TO_Y_UP
+        """One result per ref, in the order given: a frame past the end of its file (a file shorter than when the
+        refs were listed) or one whose posing fails comes back as an error naming the file, in its place."""
         for group in group_by_source(refs):
             ref0 = group[0]
             try:
@@ -274,24 +272,36 @@ class AmassReader(ManifestReader):
                                      f"({shape_file}) is {layout}")
                 subj = self.subject(ref0.subject)
                 model = self.models.get(layout, gender)
-            except (OSError, ValueError) as e:
-                yield from ((r, e) for r in group)
+            except FRAME_ERRORS as e:
+                yield from ((r, frame_error(r.source, e)) for r in group)
                 continue
-            ok = [r for r in group if r.index < len(motion.poses)]
-            for r in group:
-                if r.index >= len(motion.poses):
-                    yield r, ValueError(f"{r.source}: has {len(motion.poses)} frames, frame {r.index} requested")
-            zero = self.manifest.get("translation", "keep") == "zero"
-            for start in range(0, len(ok), BATCH):
-                chunk = ok[start:start + BATCH]
-                idx = np.array([r.index for r in chunk])
-                trans = np.zeros((len(idx), 3)) if zero else motion.trans[idx]
-                posed = model.pose(betas, motion.poses[idx], trans)
+            for start in range(0, len(group), BATCH):
+                yield from self._pose_chunk(group[start:start + BATCH], motion, betas, model, subj)
+
+    def _pose_chunk(self, chunk: list[FrameRef], motion: Motion, betas: np.ndarray, model, subj: Subject):
+        """(ref, frame or error) for consecutive refs of one motion file, in their order; posed in one batch."""
+        n = len(motion.poses)
+        out: list[Frame | Exception] = [
+            ValueError(f"{r.source}: has {n} frames, frame {r.index} requested (the file changed after the frames "
+                       "were listed?)") for r in chunk]
+        inside = [k for k, r in enumerate(chunk) if 0 <= r.index < n]
+        try:
+            if inside:
+                idx = np.array([chunk[k].index for k in inside])
+                zero = self.manifest.get("translation", "keep") == "zero"
+                posed = model.pose(betas, motion.poses[idx], np.zeros((len(idx), 3)) if zero else motion.trans[idx])
                 verts = posed.vertices @ Z_UP_TO_Y_UP.T
+                r4 = np.eye(4)
+                r4[:3, :3] = Z_UP_TO_Y_UP
                 jt = r4 @ posed.joint_transforms[:, :22]
-                for k, r in enumerate(chunk):
-                    yield r, as_float32_frame(r.subject, r.sequence, r.index, verts[k], subj.faces, jt[k],
+                for row, k in enumerate(inside):
+                    r = chunk[k]
+                    out[k] = as_float32_frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
                                               subj.rest_joints, subj.skinning_weights)
+        except FRAME_ERRORS as e:
+            for k in inside:
+                out[k] = frame_error(chunk[k].source, e)
+        yield from zip(chunk, out, strict=True)
 
     # ---------------------------------------------------------------------------------------- check
 

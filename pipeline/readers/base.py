@@ -6,8 +6,9 @@ and offers:
 - ``dataset`` (str) and ``skeleton`` (``Skeleton``);
 - ``frame_refs() -> list[FrameRef]``: every frame of the chosen splits in a fixed order, without loading meshes;
 - ``subject_names() -> list[str]`` and ``subject(name) -> Subject``: rest poses;
-- ``load(refs) -> Iterator[(FrameRef, Frame | Exception)]``: the frames in the order given; a frame that cannot be
-  read comes back as the exception (its message names the file and the problem), never silently dropped.
+- ``load(refs) -> Iterator[(FrameRef, Frame | Exception)]``: exactly one result per ref, in the order given (the
+  runner writes result k into row k and checks its key); a frame that cannot be read or posed comes back, in its
+  place, as the exception (its message names the file and the problem), never silently dropped or moved.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import numpy as np
 from hipnet.pipeline.bodymodels import merge_weights, rigid_transforms
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.io import read_npz
-from hipnet.pipeline.readers.common import CheckReport, ManifestReader, as_float32_frame
+from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, as_float32_frame, frame_error
 from hipnet.pipeline.selection import select_frames, split_names
 
 FRAME_FILE = re.compile(r"^(?P<sequence>.+)\.(?P<frame>\d{6})\.npz$")
@@ -152,6 +152,21 @@ class CapeReader(ManifestReader):
             raise ValueError(f"{path}: minimal body has shape {v.shape}, expected (6890, 3)")
         return v.astype(np.float64)
 
+    @staticmethod
+    def faces(path: Path, n_vertices: int) -> np.ndarray:
+        """CAPE's ``misc/smpl_tris.npy``: (F, 3) integer triangles into the ``n_vertices`` of the SMPL mesh."""
+        try:
+            f = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{path}: cannot read the SMPL faces ({type(e).__name__}: {e})") from e
+        if f.ndim != 2 or f.shape[1] != 3 or not np.issubdtype(f.dtype, np.integer):
+            raise ValueError(f"{path}: faces have shape {f.shape} and dtype {f.dtype}, expected (F, 3) integers "
+                             "(13776 for SMPL)")
+        if f.size and (f.min() < 0 or f.max() >= n_vertices):
+            raise ValueError(f"{path}: face indices span [{f.min()}, {f.max()}], outside the {n_vertices} vertices "
+                             "of the minimal body")
+        return f.astype(np.int32)
+
     def _rest(self, name: str) -> tuple[Subject, np.ndarray, np.ndarray]:
         """(Subject, all SMPL rest joints (24, 3), SMPL parents)."""
         key = ("subject", name)
@@ -164,10 +179,8 @@ class CapeReader(ManifestReader):
             if len(rest) != int(model.keep.sum()):
                 raise ValueError(f"subject {name}: minimal body has {len(rest)} vertices, SMPL has {model.keep.sum()}")
             joints = model.J_regressor[:, model.keep] @ rest
-            faces = model.faces
             tris = self.base / "misc" / "smpl_tris.npy"
-            if tris.is_file():
-                faces = np.load(tris, allow_pickle=False).astype(np.int32)
+            faces = self.faces(tris, len(rest)) if tris.is_file() else model.faces
             weights = merge_weights(model.weights[model.keep], model.parents, 22)
             subj = Subject(name, joints[:22].astype(np.float32), faces, rest.astype(np.float32),
                            weights.astype(np.float32))
@@ -187,12 +200,13 @@ class CapeReader(ManifestReader):
                 if len(data["v_posed"]) != len(subj.rest_vertices):
                     raise ValueError(f"{r.source}: v_posed has {len(data['v_posed'])} vertices, expected "
                                      f"{len(subj.rest_vertices)}")
-            except (OSError, ValueError) as e:
-                yield r, e
+                jt = rigid_transforms(data["pose"][None], joints, parents)[0, :22]
+                frame = as_float32_frame(r.subject, r.sequence, r.index, data["v_posed"] - data["transl"],
+                                         subj.faces, jt, subj.rest_joints, subj.skinning_weights)
+            except FRAME_ERRORS as e:
+                yield r, frame_error(r.source, e)
                 continue
-            jt = rigid_transforms(data["pose"][None], joints, parents)[0, :22]
-            yield r, as_float32_frame(r.subject, r.sequence, r.index, data["v_posed"] - data["transl"], subj.faces,
-                                      jt, subj.rest_joints, subj.skinning_weights)
+            yield r, frame
 
     # ---------------------------------------------------------------------------------------- check
 
@@ -209,12 +223,10 @@ class CapeReader(ManifestReader):
                 report.missing.append(f"{self.base}: sequences of subject {name}")
                 continue
             report.extra += [str(p) for p in sorted(folder.iterdir()) if p.is_dir() and (name, p.name) not in listed]
-        n_frames = 0
         for seq in self.all_sequences:
             files = self._files(seq["subject"], seq["name"])
             if not files:
                 report.missing.append(f"{self.base}: frames of sequence {seq['subject']}/{seq['name']}")
-            n_frames += len(files)
             for path in files.values() if read_files else []:
                 try:
                     read_frame(path)
@@ -223,8 +235,12 @@ class CapeReader(ManifestReader):
                         report.notes.append(f"{path}: unreadable, excluded by the manifest")
                     else:
                         report.corrupt.append(str(e))
-        exp = self.manifest.get("expected", {})
-        if "frames_on_disk" in exp and n_frames != exp["frames_on_disk"]:
-            report.notes.append(f"frames on disk: found {n_frames}, the release has {exp['frames_on_disk']}")
         self.expected_counts(report)
         return report
+
+    def found_counts(self) -> dict[str, int]:
+        """The common counts plus subject-clothing combinations and frame files of the manifest's sequences."""
+        seqs = self.all_sequences
+        return {**super().found_counts(),
+                "subject_clothing": len({(s["subject"], s["name"].split("_")[0]) for s in seqs}),
+                "frames_on_disk": sum(len(self._files(s["subject"], s["name"])) for s in seqs)}

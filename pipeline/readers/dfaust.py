@@ -28,7 +28,7 @@ from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.manifest import SPLITS, load_manifest
 from hipnet.pipeline.readers.amass import AmassReader, subset_dir
 from hipnet.pipeline.readers.base import group_by_source
-from hipnet.pipeline.readers.common import CheckReport, ManifestReader, as_float32_frame
+from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, as_float32_frame, frame_error
 from hipnet.pipeline.selection import select_frames
 
 REGISTRATION_FILES = {"male": "registrations_m.hdf5", "female": "registrations_f.hdf5"}
@@ -166,6 +166,19 @@ class DfaustRegistrationsReader(ManifestReader):
             raise ValueError(f"{path}:{key}: cannot read ({e})") from e
         return v @ self._to_y_up().T, faces
 
+    def sequence_length(self, subject: str, sequence: str) -> int:
+        """Frames of one sequence in the file as it is now."""
+        import h5py
+
+        path, key = self.source(subject, sequence)
+        try:
+            with h5py.File(path, "r") as f:
+                if key not in f:
+                    raise ValueError(f"{path}: no sequence {key}")
+                return int(f[key].shape[-1])
+        except OSError as e:
+            raise ValueError(f"{path}:{key}: cannot read ({e})") from e
+
     def model(self, subject: str) -> BodyModel:
         return self.models.get("smpl", self.subject_entries[subject]["gender"])
 
@@ -185,30 +198,34 @@ class DfaustRegistrationsReader(ManifestReader):
         return self._cache[key]
 
     def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
+        """One result per ref, in the order given; a frame past the end of its sequence, or one whose reading or
+        fitting fails, comes back as an error naming the file, in its place."""
         for group in group_by_source(refs):
             r0 = group[0]
+            out: list[Frame | Exception] = []
+            inside: list[int] = []
             try:
                 subj, model = self.subject(r0.subject), self.model(r0.subject)
-                idx = np.array([r.index for r in group])
-                if idx.max() >= self._length(r0):
-                    raise ValueError(f"{r0.source}: has {self._length(r0)} frames, frame {idx.max()} requested")
-                verts, _ = self.read(r0.subject, r0.sequence, idx)
-            except (OSError, ValueError, StopIteration) as e:
-                yield from ((r, e) for r in group)
-                continue
-            reg = model.J_regressor[:, model.keep]
-            joints = np.einsum("jv,tva->tja", reg, verts)
-            g, _ = part_fits(model, np.asarray(subj.rest_vertices, dtype=np.float64), verts)
-            jt = np.zeros((len(group), 22, 4, 4))
-            jt[..., :3, :3], jt[..., :3, 3], jt[..., 3, 3] = g[:, :22], joints[:, :22], 1.0
-            for k, r in enumerate(group):
-                yield r, as_float32_frame(r.subject, r.sequence, r.index, verts[k], subj.faces, jt[k],
-                                          subj.rest_joints, subj.skinning_weights)
-
-    def _length(self, ref: FrameRef) -> int:
-        if ref.source not in self._lengths:
-            self._frame_refs_of({"subject": ref.subject, "name": ref.sequence})
-        return self._lengths[ref.source]
+                n = self.sequence_length(r0.subject, r0.sequence)  # now, not when the refs were listed
+                out = [ValueError(f"{r.source}: has {n} frames, frame {r.index} requested") for r in group]
+                inside = [k for k, r in enumerate(group) if 0 <= r.index < n]
+                if inside:
+                    # h5py reads increasing, unique indices: read those, then put each frame back at its ref
+                    wanted, rows = np.unique([group[k].index for k in inside], return_inverse=True)
+                    verts, _ = self.read(r0.subject, r0.sequence, wanted)
+                    verts = verts[rows]
+                    joints = np.einsum("jv,tva->tja", model.J_regressor[:, model.keep], verts)
+                    g, _ = part_fits(model, np.asarray(subj.rest_vertices, dtype=np.float64), verts)
+                    jt = np.zeros((len(inside), 22, 4, 4))
+                    jt[..., :3, :3], jt[..., :3, 3], jt[..., 3, 3] = g[:, :22], joints[:, :22], 1.0
+                    for row, k in enumerate(inside):
+                        r = group[k]
+                        out[k] = as_float32_frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
+                                                  subj.rest_joints, subj.skinning_weights)
+            except (*FRAME_ERRORS, StopIteration) as e:
+                failed = set(inside) if out else set(range(len(group)))  # past the end stays that frame's error
+                out = [frame_error(r.source, e) if k in failed else out[k] for k, r in enumerate(group)]
+            yield from zip(group, out, strict=True)
 
     def check(self, read_files: bool = True) -> CheckReport:
         import h5py

@@ -7,6 +7,7 @@ ROOT/
   sequences/<subject>/<sequence>/
       skeleton.npz                   names (J,) str, parents (J,) int, joint_transforms (T, J, 4, 4)
       meshes/<frame>.ply|.obj|.off   one mesh per frame, frames in file-name order, the rest mesh's topology
+                                     (vertices shared by faces and in the rest mesh's order: no .stl)
 ```
 
 ``joint_transforms[t, j] = [G_j | J_j]`` as in DESIGN.md section 3 (G_j global rotation relative to the rest
@@ -17,6 +18,7 @@ orientation, identity in the rest pose; J_j the posed joint position). ``up: z``
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +27,23 @@ from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.io import read_npz, read_yaml
 from hipnet.pipeline.manifest import SPLITS, check_split
-from hipnet.pipeline.readers.common import CheckReport, as_float32_frame
+from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, as_float32_frame, frame_error
 from hipnet.pipeline.skeleton import Skeleton
 
-MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl")
+MESH_SUFFIXES = (".ply", ".obj", ".off")  # not .stl: it stores every triangle's corners apart, no shared vertices
 UP = {"y": np.eye(3), "z": Z_UP_TO_Y_UP}
 
 
 def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices, faces) of a mesh file, vertex order kept (trimesh with ``process=False``)."""
+    """(vertices, faces) of a mesh file in the file's vertex order: trimesh with ``process=False`` (no merging),
+    and for OBJ ``maintain_order=True`` (else vertices with several normals or texture coordinates are split and
+    reordered, and vertices no face uses are dropped)."""
     import trimesh
 
+    path = Path(path)
+    options = {"maintain_order": True} if path.suffix.lower() == ".obj" else {}
     try:
-        mesh = trimesh.load(path, process=False, force="mesh")
+        mesh = trimesh.load(path, process=False, force="mesh", **options)
     except (OSError, ValueError, IndexError, KeyError) as e:
         raise ValueError(f"{path}: cannot read as a mesh ({type(e).__name__}: {e})") from e
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
@@ -70,7 +76,6 @@ class GenericReader:
             raise ValueError(f"{marker}: up must be y or z, got {up!r}")
         self.rotation = UP[up]
         self.scale = float(self.info.get("scale", 1.0))
-        self.skeleton = self._skeleton()
         self._cache: dict = {}
 
     def __getstate__(self) -> dict:
@@ -97,8 +102,15 @@ class GenericReader:
             raise ValueError(f"{path}: names, parents and joint_transforms disagree on the number of joints")
         return data
 
-    def _skeleton(self) -> Skeleton:
+    @cached_property
+    def skeleton(self) -> Skeleton:
+        """The dataset's skeleton: that of its first sequence (read on first use, so ``check`` can list every
+        missing file of a folder whose first ``skeleton.npz`` is absent)."""
         first = self.info["sequences"][0]
+        path = self.sequence_dir(first["subject"], first["name"]) / "skeleton.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the skeleton of the dataset's first sequence is missing (run "
+                                    "`hipnet-data manifest check --dataset generic` for everything that is missing)")
         data = self._skeleton_file(first["subject"], first["name"])
         return Skeleton(tuple(str(n) for n in data["names"]), tuple(int(p) for p in data["parents"]))
 
@@ -148,16 +160,19 @@ class GenericReader:
                     raise ValueError(f"{ref.source}: frame {ref.index} has no joint transforms (skeleton.npz has "
                                      f"{len(data['joint_transforms'])})")
                 verts, faces = read_mesh(Path(ref.source))
-                if not np.array_equal(faces, subj.faces):
-                    raise ValueError(f"{ref.source}: faces differ from the rest mesh subjects/{ref.subject}.npz")
-            except (OSError, ValueError) as e:
-                yield ref, e
+                if len(verts) != len(subj.rest_vertices) or not np.array_equal(faces, subj.faces):
+                    raise ValueError(f"{ref.source}: faces differ from the rest mesh subjects/{ref.subject}.npz "
+                                     f"({len(verts)} vertices and {len(faces)} faces against {len(subj.rest_vertices)} "
+                                     f"and {len(subj.faces)}; another topology or another vertex order)")
+                jt = np.array(data["joint_transforms"][ref.index], dtype=np.float64)
+                jt[:, :3, :3] = r @ jt[:, :3, :3] @ r.T
+                jt[:, :3, 3] = self._to_y_up(jt[:, :3, 3])
+                frame = as_float32_frame(ref.subject, ref.sequence, ref.index, self._to_y_up(verts), subj.faces, jt,
+                                         subj.rest_joints, subj.skinning_weights)
+            except FRAME_ERRORS as e:
+                yield ref, frame_error(ref.source, e)
                 continue
-            jt = np.array(data["joint_transforms"][ref.index], dtype=np.float64)
-            jt[:, :3, :3] = r @ jt[:, :3, :3] @ r.T
-            jt[:, :3, 3] = self._to_y_up(jt[:, :3, 3])
-            yield ref, as_float32_frame(ref.subject, ref.sequence, ref.index, self._to_y_up(verts), subj.faces, jt,
-                                        subj.rest_joints, subj.skinning_weights)
+            yield ref, frame
 
     def __iter__(self) -> Iterator[Frame]:
         for _, frame in self.load(self.frame_refs()):
@@ -166,19 +181,26 @@ class GenericReader:
             yield frame
 
     def check(self, read_files: bool = True) -> CheckReport:
+        """Every missing skeleton, mesh folder and subject file, unreadable files, and sequences whose mesh count
+        differs from their number of joint transforms."""
         report = CheckReport()
         for seq in self.info["sequences"]:
             folder = self.sequence_dir(seq["subject"], seq["name"])
+            files = self.meshes(seq["subject"], seq["name"])
+            if not files:
+                stl = sorted((folder / "meshes").glob("*.[sS][tT][lL]")) if (folder / "meshes").is_dir() else []
+                report.missing.append(f"{folder / 'meshes'}: no {'/'.join(MESH_SUFFIXES)} meshes"
+                                      + (f" ({len(stl)} .stl files: STL has no shared vertices, convert them to "
+                                         ".ply with the rest mesh's vertex order)" if stl else ""))
+            n = None
             if not (folder / "skeleton.npz").is_file():
                 report.missing.append(str(folder / "skeleton.npz"))
-                continue
-            try:
-                n = len(self._skeleton_file(seq["subject"], seq["name"])["joint_transforms"])
-            except ValueError as e:
-                report.corrupt.append(str(e))
-                continue
-            files = self.meshes(seq["subject"], seq["name"])
-            if len(files) != n:
+            else:
+                try:
+                    n = len(self._skeleton_file(seq["subject"], seq["name"])["joint_transforms"])
+                except ValueError as e:
+                    report.corrupt.append(str(e))
+            if files and n is not None and len(files) != n:
                 report.counts.append(f"{folder}: {len(files)} meshes but {n} frames of joint transforms")
             for p in files if read_files else []:
                 try:
