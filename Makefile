@@ -22,7 +22,8 @@ TRAIN_MINUTES ?= 15
 # evaluation of $(RUN) on the test store: EVAL_ARGS="--stride 16 --resolution 128" for a quick look
 EVAL_STORE ?= $(PROCESSED)/test.zarr
 EVAL_ARGS ?=
-# the demo: per-template geodesics (25 frames/s instead of 5), every 16th test frame scored, two meshes
+# the demo: per-template geodesics (25 frames/s instead of 5), no held-out subjects (`make preprocess` adds them),
+# every 16th test frame scored, two meshes
 DEMO_EVAL_ARGS ?= --stride 16 --mesh-frames 2 --resolution 128
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
@@ -52,7 +53,7 @@ test: setup
 demo: setup
 	@mkdir -p $(DATA)/demo && date +%s > $(DATA)/demo/.started
 	$(BIN)/hipnet-data anny --out $(DATA)/raw/anny --png $(DATA)/demo/anny_grid.png
-	$(MAKE) --no-print-directory preprocess DATASET=anny GEODESICS=per-template
+	$(MAKE) --no-print-directory preprocess DATASET=anny GEODESICS=per-template PREPROCESS_ARGS="--splits train,test"
 	$(MAKE) --no-print-directory train DATASET=anny
 	$(MAKE) --no-print-directory eval DATASET=anny EVAL_ARGS="$(DEMO_EVAL_ARGS)"
 	$(BIN)/hipnet-data inspect $(DATA)/processed/anny/train.zarr --frame 100 --png $(DATA)/demo/labels.png

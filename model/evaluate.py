@@ -79,15 +79,18 @@ class FrameScore:
     surface: SurfaceScore | None = None
 
 
-def model_sdf(model: HIPNet, joint_transforms: np.ndarray, code: torch.Tensor | None, device: str = "cpu") -> SDF:
+def model_sdf(model: HIPNet, joint_transforms: np.ndarray, code: torch.Tensor | None, device: str = "cpu",
+              phi: torch.Tensor | None = None) -> SDF:
     """The trained network for one frame as a function of points (N, 3) -> SDF (N,). ``code``: the subject code
-    (D,) (None in single-subject mode)."""
+    (D,) (None in single-subject mode); ``phi``: a pose encoding (pose_dim,) to use instead of the transforms'."""
     jt = torch.as_tensor(joint_transforms, dtype=torch.float32, device=device)[None]
+    code = None if code is None else code.to(device)[None]
+    phi = None if phi is None else phi.to(device)[None]
 
     @torch.no_grad()
     def sdf(points: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(points, dtype=torch.float32, device=device)[None]
-        return model(x, jt, code=None if code is None else code[None])[0][0].float().cpu().numpy()
+        return model(x, jt, code=code, phi=phi)[0][0].float().cpu().numpy()
 
     return sdf
 

@@ -140,11 +140,17 @@ class HIPNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------ pieces
 
+    def encode_pose(self, joint_transforms: torch.Tensor) -> torch.Tensor:
+        """phi = Phi(theta) (F, pose_dim) from canonical joint transforms (F, J, 4, 4)."""
+        return self.pose_encoder(joint_transforms[:, :, :3, :].flatten(1))
+
     def condition(self, joint_transforms: torch.Tensor, subject: torch.Tensor | None,
-                  code: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-frame conditioning (F, pose_dim + code_dim): phi = Phi(theta), then the subject code: row
-        ``subject`` of the table, or ``code`` (F, code_dim) given directly (fitting, sampling, blending)."""
-        phi = self.pose_encoder(joint_transforms[:, :, :3, :].flatten(1))
+                  code: torch.Tensor | None = None, phi: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame conditioning (F, pose_dim + code_dim): phi = Phi(theta) (or ``phi`` given directly, for
+        interpolation in the learnt pose space), then the subject code: row ``subject`` of the table, or ``code``
+        (F, code_dim) given directly (fitting, sampling, blending)."""
+        if phi is None:
+            phi = self.encode_pose(joint_transforms)
         if self.codes is None:
             return phi
         if code is None:
@@ -177,10 +183,12 @@ class HIPNet(nn.Module):
     # ------------------------------------------------------------------------------------------ forward
 
     def forward(self, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None,
-                code: torch.Tensor | None = None):
+                code: torch.Tensor | None = None, phi: torch.Tensor | None = None):
         """SDF of query points ``x`` (F, P, 3) for frames with canonical ``joint_transforms`` (F, J, 4, 4) and
-        subject ids (F,) or subject codes (F, code_dim). Returns (sdf (F, P), part SDFs (F, P, J))."""
-        cond = self.condition(joint_transforms, subject, code)
+        subject ids (F,) or subject codes (F, code_dim); ``phi`` (F, pose_dim) replaces the encoding of the joint
+        transforms (which then only place the joint frames, with ``local_frames``). Returns (sdf (F, P), part
+        SDFs (F, P, J))."""
+        cond = self.condition(joint_transforms, subject, code, phi)
         nf, npts, _ = x.shape
         outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
         zeros = x.new_zeros(1, nf, npts, 1)

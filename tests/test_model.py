@@ -27,10 +27,10 @@ def random_pose(n_frames: int, n_joints: int, gen: torch.Generator) -> torch.Ten
     return jt
 
 
-@pytest.mark.parametrize("local_frames", [False, True])
-def test_batched_network_equals_the_naive_per_joint_loop(local_frames):
+@pytest.mark.parametrize("local_frames, aggregation", [(False, "mean"), (True, "mean"), (True, "softmin")])
+def test_batched_network_equals_the_naive_per_joint_loop(local_frames, aggregation):
     gen = torch.Generator().manual_seed(1)
-    model = HIPNet(SMPL22, 6, replace(SMALL, local_frames=local_frames))
+    model = HIPNet(SMPL22, 6, replace(SMALL, local_frames=local_frames, aggregation=aggregation))
     with torch.no_grad():  # move every weight off its initial value (zeros included) so nothing hides
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
@@ -157,6 +157,77 @@ def test_loss_terms_are_zero_for_the_exact_sdf():
     shifted = Batch(0.3 * n + torch.tensor([0.05, 0, 0]), *list(batch.__dict__.values())[1:])
     _, terms = hipnet_loss(Sphere(), shifted, subnet_losses=False)
     assert terms["surface"] > 0.01
+
+
+def test_softmin_aggregation_is_a_smooth_union():
+    model = HIPNet(SMPL22, 1, replace(SMALL, aggregation="softmin", softmin_tau=0.01))
+    cond = torch.zeros(2, model.cfg.pose_dim)
+    equal = torch.full((2, 5, 22), 0.2)  # every part agrees: the union is that value (the MLP residual starts at 0)
+    torch.testing.assert_close(model.aggregate(equal, cond), torch.full((2, 5), 0.2))
+    parts = torch.rand(2, 5, 22) * 0.5
+    parts[..., 7] = -0.1  # one part well inside: the union follows it, within tau * log(J)
+    out = model.aggregate(parts, cond)
+    assert torch.all(out <= parts.min(-1).values + 0.01 * math.log(22) + 1e-6)
+    assert torch.all(out >= parts.min(-1).values - 1e-6)
+    with pytest.raises(ValueError, match="aggregation"):
+        replace(SMALL, aggregation="max")
+
+
+def test_distance_term_measures_the_offset_from_the_targets():
+    from hipnet.model.data import oriented_distance
+
+    # targets from oriented samples of the sphere |x| = 0.3, for an analytic sphere model: the term is the
+    # sampling error only; a model whose sphere is 0.02 larger is off by 0.02 everywhere
+    gen = np.random.default_rng(0)
+    n = gen.normal(size=(20_000, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    queries = gen.uniform(-0.6, 0.6, size=(2, 300, 3)).astype(np.float32)
+    targets = np.stack([oriented_distance((0.3 * n).astype(np.float32), n.astype(np.float16), q) for q in queries])
+
+    class Sphere(torch.nn.Module):
+        def __init__(self, r):
+            super().__init__()
+            self.r = r
+
+        def forward(self, x, jt, subject):
+            d = x.norm(dim=-1) - self.r
+            return d, d.unsqueeze(-1)
+
+    nt = torch.as_tensor(n[:100], dtype=torch.float32).expand(2, 100, 3)
+    batch = Batch(0.3 * nt, nt, torch.zeros(2, 100, dtype=torch.long), torch.as_tensor(queries),
+                  torch.eye(4).repeat(2, 1, 1, 1), torch.zeros(2, dtype=torch.long), torch.as_tensor(targets))
+    _, exact = hipnet_loss(Sphere(0.3), batch, subnet_losses=False, lambda_sdf=1.0)
+    _, larger = hipnet_loss(Sphere(0.32), batch, subnet_losses=False, lambda_sdf=1.0)
+    assert exact["sdf"] < 2e-3, exact  # sample spacing of 20k points on the sphere: ~4 mm
+    assert abs(larger["sdf"] - 0.02) < 2e-3, larger
+    with pytest.raises(ValueError, match="eikonal_sdf"):
+        hipnet_loss(Sphere(0.3), replace(batch, eikonal_sdf=None), subnet_losses=False, lambda_sdf=1.0)
+
+
+def test_oriented_distance_is_the_signed_distance_of_a_sphere():
+    from hipnet.model.data import oriented_distance
+
+    gen = np.random.default_rng(1)
+    n = gen.normal(size=(25_000, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    q = gen.uniform(-1, 1, size=(5000, 3))
+    d = oriented_distance((0.5 * n).astype(np.float32), n.astype(np.float16), q.astype(np.float32))
+    exact = np.linalg.norm(q, axis=1) - 0.5
+    off = np.abs(exact) > 0.01  # beyond the sample spacing (~6 mm) the sign is exact
+    assert np.all(np.sign(d[off]) == np.sign(exact[off]))
+    assert np.abs(d - exact).max() < 0.01
+
+
+def test_cosine_schedule_runs_from_lr_to_its_final_fraction():
+    from hipnet.model.train import lr_factor
+
+    cfg = replace(PRESETS["small"], lr_schedule="cosine", lr_final=0.05)
+    f = [lr_factor(cfg, s, 100) for s in range(0, 121)]
+    assert f[0] == 1.0 and math.isclose(f[100], 0.05) and f[120] == f[100]
+    assert all(a >= b for a, b in zip(f, f[1:], strict=False)) and math.isclose(f[50], 0.525)
+    assert lr_factor(PRESETS["small"], 70, 100) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        replace(cfg, lr_schedule="step")
 
 
 def test_config_files_override_a_preset(tmp_path):

@@ -93,8 +93,12 @@ def tiny_config(**kw):
                    checkpoint_every=1000, log_every=1, **kw)
 
 
-def test_resume_gives_the_same_parameters_as_a_straight_run(train_stores, tmp_path):
+@pytest.mark.parametrize("fast", [False, True], ids=["small", "fast"])
+def test_resume_gives_the_same_parameters_as_a_straight_run(train_stores, tmp_path, fast):
     cfg = tiny_config(steps=25, lr=1e-3)  # 72 train frames / 4 = 18 steps per epoch: crosses an epoch boundary
+    if fast:  # the fast preset's departures: local frames, soft-min union, distance term, cosine schedule
+        cfg = replace(cfg, model=replace(cfg.model, local_frames=True, aggregation="softmin"), lambda_sdf=1.0,
+                      lr_schedule="cosine")
     straight = train(train_stores[:1], cfg, tmp_path / "straight", progress=False)
     part = train(train_stores[:1], replace(cfg, steps=11), tmp_path / "resumed", progress=False)
     assert part.step == 11
