@@ -46,7 +46,8 @@ def mesh_grid_png(path, rows: list[list[tuple[np.ndarray, np.ndarray]]], row_lab
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     hx = max(np.abs(v[:, 0] - v[:, 0].mean()).max() for r in rows for v, _ in r) * 1.05
     hy = max(np.abs(v[:, 1] - v[:, 1].mean()).max() for r in rows for v, _ in r) * 1.05
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols * hx / hy, 2.2 * n_rows), squeeze=False)
+    width = max(2.2 * n_cols * hx / hy, 0.08 * len(title or ""), 1.6 * n_cols)  # room for the title and labels
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, 2.2 * n_rows), squeeze=False)
     for r, row in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r, c]
