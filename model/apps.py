@@ -62,6 +62,8 @@ def fit_code(model: HIPNet, points: np.ndarray, joint_transforms: np.ndarray, it
     """Optimise a subject code so the frozen network's surface passes through ``points`` (P, 3), canonical frame,
     posed by ``joint_transforms`` (J, 4, 4). Starts from ``init`` (default: the mean training code)."""
     start = code_table(model).mean(0) if init is None else init
+    if len(points) == 0:  # nothing observed: the starting code (the paper's "0 points" column)
+        return Fit(start.detach().clone().to(device), [])
     code = start.detach().clone().to(device).requires_grad_(True)
     x = torch.as_tensor(points, dtype=torch.float32, device=device)
     jt = torch.as_tensor(joint_transforms, dtype=torch.float32, device=device)

@@ -224,6 +224,10 @@ def test_fit_sample_animate_commands_end_to_end(balls, tmp_path):
     report = json.loads((tmp_path / "fit" / "fit.json").read_text())
     assert report["points"] == 500 and report["loss_last"] < report["loss_first"] and 0 <= report["uniform_iou"] <= 1
     assert (tmp_path / "fit" / "mesh.ply").exists() and np.load(tmp_path / "fit" / "code.npy").shape == (4,)
+    r = CliRunner().invoke(fit_main, [*ck, "--store", str(store.path), "--n-points", "0", "--out", str(tmp_path / "f0")])
+    assert r.exit_code == 0, r.output
+    mean = load_checkpoint(run / "ckpt.pt")["model"]["codes.weight"].mean(0).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "f0" / "code.npy"), mean, rtol=1e-6)  # 0 points: the mean code
     r = CliRunner().invoke(sample_main, [*ck, "--n", "3", "--pose", f"{store.path}:0", "--out", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "s").glob("sample_*.ply"))) == 3 and (tmp_path / "s" / "samples.png").exists()
