@@ -334,8 +334,8 @@ def sample_main(checkpoint, n, pose, shrinkage, out, seed, resolution, device) -
 @DEVICE
 def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, steps, out, resolution, device) -> None:
     """Retarget a motion onto a subject (that subject's code and bone lengths, the other sequence's joint
-    rotations), interpolate between keyframe poses, or blend two subjects. Writes a mesh per frame (PLY) and a
-    picture strip."""
+    rotations), interpolate between keyframe poses (carried onto the subject's bone lengths), or blend two subjects
+    (codes and bone lengths). Writes a mesh per frame (PLY) and a picture strip."""
     from tqdm import tqdm
 
     from hipnet.model.apps import interpolate_phi, interpolate_rotations, posed_mesh, retarget, subject_code
@@ -375,6 +375,9 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
             (sa, ia), (sb, ib) = frame_of(interpolate[0]), frame_of(interpolate[1])
             ja, jb = sa.read("pose/joint_transforms", ia), sb.read("pose/joint_transforms", ib)
             code = subject_code(model, names, subject)
+            rest = rest_joints_of(ck, subject, [sa, sb])
+            if rest is not None:  # keyframes of other subjects: the subject's own bone lengths
+                ja, jb = retarget(ja, parents, rest), retarget(jb, parents, rest)
             naive = interpolate_rotations(ja, jb, parents, t)
             phis = interpolate_phi(model, ja, jb, t)
             rows = [[], []]
@@ -392,8 +395,11 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
             a, b = (subject_code(model, names, s) for s in blend)
             store, i = frame_of(pose or default_pose(ck))
             jt = store.read("pose/joint_transforms", i)
+            rests = [rest_joints_of(ck, s, [store]) for s in blend]
             meshes = []
             for k, w in enumerate(tqdm(t, desc="blend", unit="mesh")):
+                if all(r is not None for r in rests):  # bone lengths blend with the codes
+                    jt = retarget(jt, parents, (1 - w) * rests[0] + w * rests[1])
                 mesh = posed_mesh(model, jt, (1 - w) * a + w * b, resolution, device=device)
                 save_mesh(out / f"blend_{k:02d}.ply", mesh)
                 meshes.append(mesh)
