@@ -89,8 +89,9 @@ def lr_factor(cfg: TrainConfig, step: int, planned: int) -> float:
 
 
 def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str = "cpu", resume: bool = False,
-          progress: bool = True, max_seconds: float | None = None) -> Run:
-    """Train (or continue) a run in ``out``. ``cfg.steps`` (or ``cfg.epochs``) bounds the run; ``max_seconds``
+          progress: bool = True, max_seconds: float | None = None, stop_at_step: int | None = None) -> Run:
+    """Train (or continue) a run in ``out``. ``cfg.steps`` (or ``cfg.epochs``) bounds the run; ``stop_at_step``
+    interrupts it at that step with a checkpoint, the learning-rate schedule still planned for the whole run; ``max_seconds``
     stops it early at a step boundary with a checkpoint (for time-boxed demos)."""
     rank, world = init_distributed(device)
     out = Path(out)
@@ -210,6 +211,9 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
                         bar.set_postfix(loss=f"{last['total']:.4f}", pts_s=f"{rate:,.0f}")
                 if step % cfg.checkpoint_every == 0 and rank == 0:
                     save_checkpoint(ckpt_path, payload())
+                if stop_at_step is not None and step >= stop_at_step:
+                    total_steps = step
+                    break
                 if max_seconds is not None:
                     stop = torch.tensor(float(time.time() - t0 > max_seconds), device=device)
                     if world > 1:  # every rank stops at the same step

@@ -100,7 +100,7 @@ def test_resume_gives_the_same_parameters_as_a_straight_run(train_stores, tmp_pa
         cfg = replace(cfg, model=replace(cfg.model, local_frames=True, aggregation="softmin"), lambda_sdf=1.0,
                       lr_schedule="cosine")
     straight = train(train_stores[:1], cfg, tmp_path / "straight", progress=False)
-    part = train(train_stores[:1], replace(cfg, steps=11), tmp_path / "resumed", progress=False)
+    part = train(train_stores[:1], cfg, tmp_path / "resumed", progress=False, stop_at_step=11)  # an interruption
     assert part.step == 11
     resumed = train(train_stores[:1], cfg, tmp_path / "resumed", resume=True, progress=False)
     assert straight.step == resumed.step == 25 and straight.epoch == resumed.epoch == 1
