@@ -50,7 +50,7 @@ def frame_of(spec: str) -> tuple[object, int]:
         if i >= store.n_frames:
             raise ValueError(f"{path}: frame {i} out of range (the store has {store.n_frames} frames)")
         return store, i
-    keys = [store.frame_key(i) for i in range(store.n_frames)]
+    keys = store.frame_keys()
     if what not in keys:
         raise ValueError(f"{path}: no frame {what!r} (keys look like {keys[0]!r})")
     return store, keys.index(what)
@@ -60,7 +60,7 @@ def motion_of(spec: str) -> tuple[object, list[int]]:
     """(store, frame indices in time order) of ``STORE:SUBJECT/SEQUENCE``."""
     path, what = _split_spec(spec)
     store = _open(path)
-    keys = [store.frame_key(i).rsplit("/", 1) for i in range(store.n_frames)]
+    keys = [key.rsplit("/", 1) for key in store.frame_keys()]
     frames = sorted((int(k), i) for i, (seq, k) in enumerate(keys) if seq == what)
     if not frames:
         names = sorted({seq for seq, _ in keys})

@@ -196,6 +196,12 @@ class Store:
         sl = self.shard_slice(i)
         return {name: self.read(name, sl) for name in names}
 
+    def frame_keys(self) -> list[str]:
+        """Every frame's ``subject/sequence/index``, reading the three id arrays once."""
+        s, q, k = (self.read(n) for n in ("frame/subject", "frame/sequence", "frame/index"))
+        subjects, sequences = self.subjects, self.sequences
+        return [f"{subjects[a]}/{sequences[b]}/{c}" for a, b, c in zip(s.tolist(), q.tolist(), k.tolist(), strict=True)]
+
     def frame_key(self, i: int) -> str:
         s, q, k = (int(self.group[n][i]) for n in ("frame/subject", "frame/sequence", "frame/index"))
         return f"{self.subjects[s]}/{self.sequences[q]}/{k}"

@@ -10,11 +10,11 @@ import numpy as np
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.io import read_npz, read_yaml
 from hipnet.pipeline.manifest import SPLITS
-from hipnet.pipeline.readers.base import group_by_source
+from hipnet.pipeline.readers.base import ReaderBase, group_by_source
 from hipnet.pipeline.skeleton import Skeleton
 
 
-class AnnyReader:
+class AnnyReader(ReaderBase):
     """The frames of a generated Anny dataset, in manifest order, for the chosen splits.
 
     Implements the reader protocol of ``pipeline.readers.base``: ``frame_refs()`` lists frames without loading
@@ -37,17 +37,12 @@ class AnnyReader:
             raise ValueError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
         self.splits = splits
         self.skeleton = Skeleton.from_attrs(self.info["skeleton"])
-        self._subject_cache: dict[str, dict[str, np.ndarray]] = {}
-
-    def __getstate__(self) -> dict:  # sent to worker processes: without the loaded arrays
-        return {**self.__dict__, "_subject_cache": {}}
+        self.all_sequences = self.info["sequences"]
+        self._cache: dict[str, dict[str, np.ndarray]] = {}  # subject arrays
 
     @property
     def dataset(self) -> str:
         return self.info["dataset"]
-
-    def sequences(self) -> list[dict]:
-        return [s for s in self.info["sequences"] if s["split"] in self.splits]
 
     def subject_names(self) -> list[str]:
         used = {s["subject"] for s in self.sequences()}
@@ -57,13 +52,13 @@ class AnnyReader:
         return self.root / "sequences" / subject / f"{sequence}.npz"
 
     def _arrays(self, name: str) -> dict[str, np.ndarray]:
-        if name not in self._subject_cache:
+        if name not in self._cache:
             v = self.info["num_vertices"]
-            self._subject_cache[name] = read_npz(
+            self._cache[name] = read_npz(
                 self.root / "subjects" / f"{name}.npz",
                 {"rest_vertices": (v, 3), "rest_joints": (22, 3), "skinning_weights": (v, 22), "faces": (None, 3)},
             )
-        return self._subject_cache[name]
+        return self._cache[name]
 
     def subject(self, name: str) -> Subject:
         a = self._arrays(name)

@@ -19,6 +19,21 @@ from itertools import groupby
 from hipnet.pipeline.frames import FrameRef
 
 
+class ReaderBase:
+    """What every reader shares: ``sequences()`` = the entries of ``all_sequences`` in the chosen splits, and a
+    per-process ``_cache`` that is not pickled to worker processes (each worker fills its own)."""
+
+    splits: tuple[str, ...]
+    all_sequences: list[dict]
+    _cache: dict
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": {}}
+
+    def sequences(self) -> list[dict]:
+        return [s for s in self.all_sequences if s["split"] in self.splits]
+
+
 def group_by_source(refs: Iterable[FrameRef]) -> list[list[FrameRef]]:
     """Consecutive refs from the same file, so each file is read once per run of frames."""
     return [list(g) for _, g in groupby(refs, key=lambda r: r.source)]

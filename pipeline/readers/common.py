@@ -11,6 +11,7 @@ import numpy as np
 
 from hipnet.pipeline.frames import Frame, FrameRef
 from hipnet.pipeline.manifest import SPLITS, check_split, load_manifest, manifest_hash, manifest_path
+from hipnet.pipeline.readers.base import ReaderBase
 from hipnet.pipeline.skeleton import SMPL22
 
 # What reading or posing one frame may raise (numpy's LinAlgError is a ValueError, torch's errors RuntimeErrors).
@@ -58,7 +59,7 @@ def as_float32_frame(subject: str, sequence: str, index: int, vertices, faces, j
     )
 
 
-class ManifestReader:
+class ManifestReader(ReaderBase):
     """Base of the readers driven by a manifest in ``data_manifests/`` (or a YAML path).
 
     Subclasses set ``reader_kind`` and implement ``resolve()`` (the sequences of the manifest, explicit or from its
@@ -100,9 +101,6 @@ class ManifestReader:
         self.info = {"dataset": self.dataset, "manifest_hash": manifest_hash(self.manifest)}
         self._cache: dict = {}
 
-    def __getstate__(self) -> dict:  # sent to worker processes: without loaded arrays
-        return {**self.__dict__, "_cache": {}}
-
     @property
     def dataset(self) -> str:
         return self.manifest["dataset"]
@@ -126,9 +124,6 @@ class ManifestReader:
     def is_excluded(self, source: str) -> bool:
         parts = Path(source).parts
         return any("/".join(parts[-len(Path(tail).parts):]) == tail for tail in self.excluded)
-
-    def sequences(self) -> list[dict]:
-        return [s for s in self.all_sequences if s["split"] in self.splits]
 
     def subject_names(self) -> list[str]:
         return list(dict.fromkeys(s["subject"] for s in self.sequences()))

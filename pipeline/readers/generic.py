@@ -27,6 +27,7 @@ from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.io import read_npz, read_yaml
 from hipnet.pipeline.manifest import SPLITS, check_split
+from hipnet.pipeline.readers.base import ReaderBase
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, as_float32_frame, frame_error
 from hipnet.pipeline.skeleton import Skeleton
 
@@ -49,7 +50,7 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
 
 
-class GenericReader:
+class GenericReader(ReaderBase):
     """Frames of a folder in the generic format. Implements the reader protocol of ``pipeline.readers.base``."""
 
     name = "generic"
@@ -76,17 +77,12 @@ class GenericReader:
             raise ValueError(f"{marker}: up must be y or z, got {up!r}")
         self.rotation = UP[up]
         self.scale = float(self.info.get("scale", 1.0))
+        self.all_sequences = self.info["sequences"]
         self._cache: dict = {}
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": {}}
 
     @property
     def dataset(self) -> str:
         return self.info["dataset"]
-
-    def sequences(self) -> list[dict]:
-        return [s for s in self.info["sequences"] if s["split"] in self.splits]
 
     def subject_names(self) -> list[str]:
         return list(dict.fromkeys(s["subject"] for s in self.sequences()))
