@@ -86,7 +86,7 @@ def rest_joints_of(ck: dict, name: str, extra=()) -> np.ndarray | None:
 
 
 def _mesh_png(path: Path, rows, row_labels=None, col_labels=None, title=None) -> None:
-    from hipnet.pipeline.render import mesh_grid_png
+    from hipnet.viz.render import mesh_grid_png
 
     mesh_grid_png(path, [[(m.vertices, m.faces) for m in row] for row in rows], row_labels, col_labels, title)
 

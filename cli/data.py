@@ -86,7 +86,7 @@ def preview_cmd(root: Path, png: Path, n_subjects: int, n_poses: int) -> None:
 
 def _preview(root: Path, png: Path, n_subjects: int = 6, n_poses: int = 6) -> None:
     from hipnet.pipeline.readers.anny import AnnyReader
-    from hipnet.pipeline.render import heading_free_view, mesh_grid_png
+    from hipnet.viz.render import heading_free_view, mesh_grid_png
 
     reader = AnnyReader(root)
     names = [s["name"] for s in reader.info["subjects"]]
@@ -323,7 +323,7 @@ def inspect_cmd(store, frame, png) -> None:
     if png is not None:
         if not 0 <= frame < s.n_frames:
             raise click.BadParameter(f"frame {frame} outside [0, {s.n_frames})", param_hint="--frame")
-        from hipnet.pipeline.render import labelled_points_png
+        from hipnet.viz.render import labelled_points_png
 
         jt = s.read("pose/joint_transforms", frame)
         png.parent.mkdir(parents=True, exist_ok=True)

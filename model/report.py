@@ -33,7 +33,7 @@ def histogram_png(path: Path, ev: Evaluation) -> None:
 
 
 def meshes_png(path: Path, ev: Evaluation, keys: dict[int, str]) -> None:
-    from hipnet.pipeline.render import mesh_grid_png
+    from hipnet.viz.render import mesh_grid_png
 
     rows, labels = [], []
     for i, (pred, truth) in sorted(ev.meshes.items()):

@@ -1,0 +1,2 @@
+"""Pictures: a small presentation layer that ``pipeline``, ``model`` and ``cli`` may all use (never imports
+``hipnet.model``)."""
