@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.pipeline.components import keep_vertices, largest_component
 from hipnet.pipeline.io import write_npz
 
 # What the number of pose-corrective blend shapes says about the model: posedirs.shape[-1] // 9 + 1 joints.
@@ -73,21 +74,6 @@ def convert_body_model(src: Path, dst: Path) -> dict[str, tuple]:
     BodyModel.from_arrays(arrays, where=str(src))  # refuse to write something we could not use
     write_npz(dst, arrays, compress=False)  # large float arrays barely compress; zlib would take seconds
     return {k: v.shape for k, v in arrays.items()}
-
-
-def largest_component(n_vertices: int, faces: np.ndarray) -> np.ndarray:
-    """Bool mask (V,) of the vertices in the largest face-connected component (SMPL-X's eyeballs are separate)."""
-    import scipy.sparse
-    import scipy.sparse.csgraph
-
-    f = np.asarray(faces, dtype=np.int64)
-    rows, cols = np.concatenate([f[:, 0], f[:, 1], f[:, 2]]), np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
-    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))
-    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
-    used = np.zeros(n_vertices, dtype=bool)
-    used[f.ravel()] = True
-    biggest = np.bincount(labels[used]).argmax()
-    return used & (labels == biggest)
 
 
 def merge_weights(weights: np.ndarray, parents: np.ndarray, n_keep: int) -> np.ndarray:
@@ -180,12 +166,10 @@ class BodyModel:
             raise ValueError(f"{where}: kintree_table does not list parents before children")
         faces = a["f"].astype(np.int64)
         keep = largest_component(n_v, faces)
-        new_index = np.cumsum(keep) - 1
-        kept_faces = faces[keep[faces].all(axis=1)]
         return cls(kind, v.astype(np.float64), a["shapedirs"].astype(np.float64), num_shape,
                    np.ascontiguousarray(a["posedirs"].reshape(-1, a["posedirs"].shape[-1]).T, dtype=np.float64),
                    np.asarray(a["J_regressor"], dtype=np.float64),
-                   a["weights"].astype(np.float64), parents, new_index[kept_faces].astype(np.int32), keep,
+                   a["weights"].astype(np.float64), parents, keep_vertices(keep, faces), keep,
                    where, note)
 
     @property

@@ -8,8 +8,8 @@ connected component first (``check_single_shell``) and rejected with a clear mes
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.csgraph
+
+from hipnet.pipeline.components import count_components
 
 
 def weld(vertices: np.ndarray, faces: np.ndarray, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -18,17 +18,6 @@ def weld(vertices: np.ndarray, faces: np.ndarray, tol: float = 1e-7) -> tuple[np
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     return np.asarray(vertices)[first], inverse[np.asarray(faces)], inverse
-
-
-def count_components(n_vertices: int, faces: np.ndarray) -> int:
-    f = np.asarray(faces, dtype=np.int64)
-    rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
-    cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
-    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))
-    used = np.zeros(n_vertices, dtype=bool)
-    used[f.ravel()] = True
-    n, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
-    return len(np.unique(labels[used]))
 
 
 def require_one_component(n_vertices: int, faces: np.ndarray, where: str, what: str = "mesh") -> None:
