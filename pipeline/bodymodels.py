@@ -5,9 +5,10 @@ user's copies. ``.npz`` files are read without pickle (only the keys we need, so
 do no harm); SMPL v1.0 ``.pkl`` files are read with ``pipeline.safepickle`` (no chumpy, no code execution);
 ``hipnet-data convert-body-model`` writes a clean ``.npz`` once.
 
-Posing (``BodyModel.pose``) is smplx's own math: ``smplx.lbs.lbs`` for the vertices and
-``smplx.lbs.batch_rigid_transform`` for the joint transforms, returned in the convention of DESIGN.md section 3:
-``[G_j | J_j]`` with G_j the global rotation relative to the rest orientation and J_j the posed joint.
+Posing (``BodyModel.pose``) is smplx's own math: the steps of ``smplx.lbs.lbs`` (blend shapes, joint regression,
+pose correctives, ``batch_rigid_transform``, skinning) with the kinematic chain run once, its transforms both
+skinning the vertices and returned in the convention of DESIGN.md section 3: ``[G_j | J_j]`` with G_j the global
+rotation relative to the rest orientation and J_j the posed joint.
 """
 
 from __future__ import annotations
@@ -208,27 +209,36 @@ class BodyModel:
             ``Posed`` with vertices (N, V_kept, 3) and joint transforms (N, J, 4, 4) for all J model joints.
         """
         import torch
-        from smplx.lbs import blend_shapes, lbs, vertices2joints
+        from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints
 
         pose = np.asarray(pose, dtype=np.float64)
         if pose.ndim != 2 or pose.shape[1] % 3 or pose.shape[1] // 3 > self.num_joints:
             raise ValueError(f"{self.source}: pose must have shape (N, 3K) with K <= {self.num_joints} joints of this "
                              f"{self.kind} model, got {pose.shape}. {AMASS_MODEL_HINT}")
-        n, k = len(pose), pose.shape[1] // 3
-        full = np.zeros((n, self.num_joints * 3))
+        n, k, n_j = len(pose), pose.shape[1] // 3, self.num_joints
+        full = np.zeros((n, n_j * 3))
         full[:, : 3 * k] = pose
-        full_t = torch.from_numpy(full)
         b = self._betas(betas)
         shapedirs = torch.from_numpy(self.shapedirs[..., : b.shape[1]])
-        v_template, j_regressor = torch.from_numpy(self.v_template), torch.from_numpy(self.J_regressor)
-        parents = torch.from_numpy(self.parents)
-        posedirs = torch.from_numpy(self.posedirs)
         with torch.no_grad():
-            verts, _ = lbs(b.expand(n, -1), full_t, v_template, shapedirs, posedirs, j_regressor, parents,
-                           torch.from_numpy(self.weights))
-            rest = vertices2joints(j_regressor, v_template + blend_shapes(b, shapedirs))[0].numpy()  # J x 3
-        jt = rigid_transforms(full, rest, self.parents)
+            # the steps of smplx.lbs.lbs, with the kinematic chain run once and its transforms kept
+            v_shaped = torch.from_numpy(self.v_template) + blend_shapes(b, shapedirs)  # 1 x V x 3, shared by the batch
+            rest = vertices2joints(torch.from_numpy(self.J_regressor), v_shaped)  # 1 x J x 3
+            rot = batch_rodrigues(torch.from_numpy(full).reshape(-1, 3)).view(n, n_j, 3, 3)  # N x J x 3 x 3
+            pose_feature = (rot[:, 1:] - torch.eye(3, dtype=torch.float64)).view(n, -1)  # N x 9(J-1)
+            v_posed = v_shaped + (pose_feature @ torch.from_numpy(self.posedirs)).view(n, -1, 3)  # N x V x 3
+            # A_j = [G_j | J_j - G_j J_rest_j]; posed = J_j
+            posed, a = batch_rigid_transform(rot, rest.expand(n, -1, -1), torch.from_numpy(self.parents),
+                                             dtype=torch.float64)
+            skin = (torch.from_numpy(self.weights) @ a.view(n, n_j, 16)).view(n, -1, 4, 4)  # N x V x 4 x 4
+            v_homo = torch.cat([v_posed, torch.ones_like(v_posed[..., :1])], dim=2)  # N x V x 4
+            verts = torch.matmul(skin, v_homo[..., None])[:, :, :3, 0]
+        jt = np.zeros((n, n_j, 4, 4))
+        jt[..., :3, :3] = a[..., :3, :3].numpy()
+        jt[..., :3, 3] = posed.numpy()
+        jt[..., 3, 3] = 1.0
         v = verts.numpy()[:, self.keep]
+        rest = rest[0].numpy()
         if transl is not None:
             t = np.asarray(transl, dtype=np.float64).reshape(n, 1, 3)
             v = v + t

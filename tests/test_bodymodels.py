@@ -139,6 +139,36 @@ def test_pose_equals_smplx_lbs_and_numpy_kinematics(smplh_dir):
     np.testing.assert_allclose(rest.vertices[0], model.rest_vertices(betas), atol=1e-12)
 
 
+def test_pose_runs_the_kinematic_chain_once_and_returns_smplx_transforms(smplh_dir, monkeypatch):
+    import smplx.lbs
+    from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+    path = smplh_dir / "smplh" / "female" / "model.npz"
+    model, raw = BodyModel.load(path), read_model_arrays(path)
+    rng = np.random.default_rng(2)
+    betas, pose = rng.normal(size=16), rng.normal(scale=0.4, size=(4, 66))
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return batch_rigid_transform(*args, **kwargs)
+
+    monkeypatch.setattr(smplx.lbs, "batch_rigid_transform", counted)
+    monkeypatch.setattr(smplx.lbs, "lbs", None)  # the posing must not run smplx.lbs.lbs (a second chain) at all
+    posed = model.pose(betas, pose)
+    assert len(calls) == 1
+    # independent: the rest joints from the raw file arrays, then smplx's batch_rigid_transform
+    full = np.zeros((4, 156))
+    full[:, :66] = pose
+    rest = raw["J_regressor"] @ (raw["v_template"] + raw["shapedirs"] @ betas)
+    rot = batch_rodrigues(torch.tensor(full).reshape(-1, 3)).view(4, 52, 3, 3)
+    joints, a = batch_rigid_transform(rot, torch.tensor(rest)[None].expand(4, -1, -1), torch.tensor(model.parents),
+                                      dtype=torch.float64)
+    np.testing.assert_allclose(posed.joint_transforms[..., :3, :3], a[..., :3, :3].numpy(), atol=1e-12)
+    np.testing.assert_allclose(posed.joint_transforms[..., :3, 3], joints.numpy(), atol=1e-12)
+    np.testing.assert_allclose(posed.rest_joints, rest, atol=1e-12)
+
+
 def test_all_sixteen_betas_change_the_mesh(smplh_dir):
     model = BodyModel.load(smplh_dir / "smplh" / "female" / "model.npz")
     betas = np.zeros(16)
