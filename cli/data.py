@@ -271,9 +271,14 @@ def geodesics_cmd(stores, mode, root, body_models, workers, scheduler) -> None:
 @click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--max-disagreement", default=0.05, show_default=True,
               help="Largest fraction of a frame's evaluation points where winding number and ray parity may differ.")
-def validate_cmd(stores, max_disagreement) -> None:
-    """Check stores against the schema: arrays, dtypes, shapes, NaN/inf, normal lengths, label range, done mask,
-    completion marker and occupancy cross-check statistics. Exit code 1 naming the array and frame on a problem."""
+@click.option("--quick", is_flag=True,
+              help="Read no array content: attrs, dtypes, shapes, done mask, and each shard file's presence and size "
+                   "against the shard index (a shard rewritten to the same size passes; the full check hashes it).")
+def validate_cmd(stores, max_disagreement, quick) -> None:
+    """Check stores against the schema: arrays, dtypes, shapes, done mask, completion marker, every shard file
+    against the store's shard index (present, size, content hash), NaN/inf, normal lengths, label range and
+    occupancy cross-check statistics. Exit code 1 naming the array and frame (or shard and its frames) on a
+    problem."""
     from tqdm import tqdm
 
     from hipnet.pipeline.schema import validate
@@ -284,14 +289,16 @@ def validate_cmd(stores, max_disagreement) -> None:
         group = open_group(path)
         n = group["done"].shape[0] if "done" in group else 0
         with tqdm(total=n, desc=f"validate {path.name}", unit="frame", leave=False) as bar:
-            rep = validate(group, progress=bar.update, max_disagreement=max_disagreement)
+            rep = validate(group, progress=bar.update, max_disagreement=max_disagreement, quick=quick)
+        for note in rep.notes:
+            click.echo(f"{path}: {note}")
         for kind in ("uniform", "near"):
             st = rep.stats.get(f"{kind}_disagreement")
             if st:
                 click.echo(f"{path}: {kind} occupancy cross-check: mean {st['mean']:.4%}, max {st['max']:.4%} of "
                            f"points disagree; {st['frames_with_any']} frames with any")
         if rep.ok:
-            click.echo(f"{path}: ok ({rep.stats.get('frames', 0)} frames)")
+            click.echo(f"{path}: ok ({rep.stats.get('frames', 0)} frames{', quick check' if quick else ''})")
         for p in rep.problems:
             click.echo(f"{path}: {p}", err=True)
         bad += not rep.ok

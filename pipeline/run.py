@@ -19,31 +19,19 @@ import numpy as np
 
 from hipnet.pipeline.frames import FrameRef
 from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, nearest_labels, process_frame, relabel_frame
-from hipnet.pipeline.schema import SPECS, Dims, shard_slice, specs_for
+from hipnet.pipeline.schema import ATTR, CONVENTIONS, DONE, GEODESICS_DONE, SPECS, Dims, shard_slice, specs_for
 from hipnet.pipeline.store import (
     create_store,
     frames_digest,
     mark_complete,
+    mark_incomplete,
     open_group,
     shards_todo,
+    store_dims,
     write_shard,
 )
 
 PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "open3d-cpu", "trimesh")
-
-ATTRS = {
-    "units": "metres",
-    "up_axis": "+Y",
-    "canonicalisation": "pelvis at the origin, heading about +Y removed (pipeline.stages.canonical); "
-                        "pose/world_from_canonical maps back",
-    "normals": "interpolated area-weighted vertex normals, unit, outward",
-    "occupancy_method": "generalised winding number > 0.5 (libigl fast_winding_number) on the stored float32 "
-                        "points; cross-check: open3d RaycastingScene.compute_occupancy (ray parity), "
-                        "disagreements counted per frame",
-    "geodesic_labels": "argmin over joints of heat-method distance (potpourri3d, use_robust) from each joint's proxy "
-                       "vertex (nearest to the rest joint, tracked by index), interpolated by barycentrics",
-}
-
 
 @dataclass
 class FrameFailure:
@@ -141,7 +129,7 @@ def preprocess_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRe
                      sections: tuple[str, ...]) -> ShardResult:
     """Compute and write one shard (runs in a worker process)."""
     group = open_group(Path(store_path), mode="r+")
-    dims = _dims_of(group)
+    dims = store_dims(group)
     names = [s.name for s in specs_for(sections) if s.per_frame and not s.name.startswith("frame/") and s.name != "done"]
     blocks = {name: np.zeros((len(refs), *dims.shape(SPECS[name])[1:]), dtype=SPECS[name].dtype) for name in names}
 
@@ -158,11 +146,11 @@ def preprocess_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRe
 def relabel_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRef], cfg: PreprocessConfig) -> ShardResult:
     """Recompute ``surface/labels`` (and ``eval/near_labels``) of one shard in mode ``cfg.geodesics``."""
     group = open_group(Path(store_path), mode="r+")
-    n = group["done"].shape[0]
-    sl = shard_slice(shard, n, int(group.attrs["shard_frames"]))
+    n = group[DONE].shape[0]
+    sl = shard_slice(shard, n, int(group.attrs[ATTR.shard_frames]))
     points = np.asarray(group["surface/points"][sl])
     blocks = {"surface/labels": np.asarray(group["surface/labels"][sl])}
-    has_eval = "eval" in group.attrs["sections"]
+    has_eval = "eval" in group.attrs[ATTR.sections]
     if has_eval:
         near = np.asarray(group["eval/near_points"][sl])
         blocks["eval/near_labels"] = np.asarray(group["eval/near_labels"][sl])
@@ -174,19 +162,8 @@ def relabel_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRef],
             blocks["eval/near_labels"][k] = nearest_labels(points[k], labels, near[k])
 
     done, failures = _each_frame(reader, refs, cfg.geodesics, relabel)
-    write_shard(group, shard, blocks, done, done_name="geodesics_done")
+    write_shard(group, shard, blocks, done, done_name=GEODESICS_DONE.name)
     return ShardResult(shard, int(done.sum()), failures)
-
-
-def _dims_of(group) -> Dims:
-    g = group
-    sections = g.attrs["sections"]
-    f, s = g["surface/points"].shape[:2]
-    p, j = g["subject/rest_joints"].shape[:2]
-    u = g["eval/uniform_points"].shape[1] if "eval" in sections else 0
-    nn = g["eval/near_points"].shape[1] if "eval" in sections else 0
-    v, fc = (g["mesh/vertices"].shape[1], g["mesh/faces"].shape[0]) if "mesh" in sections else (0, 0)
-    return Dims(F=f, S=s, J=j, P=p, U=u, N=nn, V=v, Fc=fc)
 
 
 # ------------------------------------------------------------------------------------------------ driver side
@@ -263,17 +240,17 @@ def prepare_store(reader, out: Path, cfg: PreprocessConfig, split: str):
         "frame/index": np.array([r.index for r in refs]),
     }
     attrs = {
-        "dataset": reader.dataset,
-        "split": split,
-        "config": cfg.to_attrs(),
-        "skeleton": reader.skeleton.to_attrs(),
-        "subjects": subjects,
-        "sequences": sequences,
-        "frames_sha": frames_digest([r.key for r in refs]),
-        "source": {"reader": reader.name, "root": str(Path(reader.root).resolve())},
-        "manifest_hash": getattr(reader, "info", {}).get("manifest_hash"),
-        "versions": versions(),
-        **ATTRS,
+        ATTR.dataset: reader.dataset,
+        ATTR.split: split,
+        ATTR.config: cfg.to_attrs(),
+        ATTR.skeleton: reader.skeleton.to_attrs(),
+        ATTR.subjects: subjects,
+        ATTR.sequences: sequences,
+        ATTR.frames_sha: frames_digest([r.key for r in refs]),
+        ATTR.source: {"reader": reader.name, "root": str(Path(reader.root).resolve())},
+        ATTR.manifest_hash: getattr(reader, "info", {}).get("manifest_hash"),
+        ATTR.versions: versions(),
+        **CONVENTIONS,
     }
     path = Path(out) / f"{split}.zarr"
     create_store(path, dims=dims, sections=sections, shard_frames=cfg.shard_frames, attrs=attrs, ids=ids,
@@ -327,26 +304,26 @@ def relabel_store(reader, path: Path, mode: str, workers: int = 1, scheduler: st
 
     group = open_group(path, mode="r+")
     attrs = dict(group.attrs)
-    if not np.asarray(group["done"][:]).all():
+    if not np.asarray(group[DONE][:]).all():
         raise ValueError(f"{path}: frames are missing; finish `hipnet-data preprocess` first")
     refs = reader.frame_refs()
-    if frames_digest([r.key for r in refs]) != attrs["frames_sha"]:
-        raise ValueError(f"{path}: the frames of {reader.root} ({attrs['split']}) are not the frames of this store")
-    cfg = replace(PreprocessConfig.from_attrs(attrs["config"]), geodesics=mode)
+    if frames_digest([r.key for r in refs]) != attrs[ATTR.frames_sha]:
+        raise ValueError(f"{path}: the frames of {reader.root} ({attrs[ATTR.split]}) are not the frames of this store")
+    cfg = replace(PreprocessConfig.from_attrs(attrs[ATTR.config]), geodesics=mode)
     n, k = len(refs), cfg.shard_frames
-    if attrs.get("relabel") != mode or "geodesics_done" not in group:
-        group.attrs["complete"] = False
-        group.create_array("geodesics_done", shape=(n,), dtype="bool", chunks=(1,), shards=(min(k, n),),
-                           fill_value=False, overwrite=True)
-        group.attrs["relabel"] = mode
+    if attrs.get(ATTR.relabel) != mode or GEODESICS_DONE.name not in group:
+        mark_incomplete(group)
+        group.create_array(GEODESICS_DONE.name, shape=(n,), dtype=GEODESICS_DONE.dtype, chunks=(1,),
+                           shards=(min(k, n),), fill_value=False, overwrite=True)
+        group.attrs[ATTR.relabel] = mode
     task = delayed(relabel_shard, pure=False)
-    summary = _run_shards(path, shards_todo(group, "geodesics_done"), n, k,
+    summary = _run_shards(path, shards_todo(group, GEODESICS_DONE.name), n, k,
                           lambda i, sl: task(reader, str(path), i, refs[sl], cfg), workers, scheduler, progress,
                           on_start)
-    if np.asarray(group["geodesics_done"][:]).all():
-        group.attrs["config"] = cfg.to_attrs()
-        del group.attrs["relabel"]
-        del group["geodesics_done"]
+    if np.asarray(group[GEODESICS_DONE.name][:]).all():
+        group.attrs[ATTR.config] = cfg.to_attrs()
+        del group.attrs[ATTR.relabel]
+        del group[GEODESICS_DONE.name]
         summary.complete = mark_complete(group)
     return summary
 

@@ -1,17 +1,22 @@
-"""The store contract (DESIGN.md section 4): array names, dtypes, shapes, chunking, SCHEMA_VERSION, validate().
+"""The store contract (DESIGN.md section 4): array names, dtypes, shapes, chunking, root attributes, the shard
+index, SCHEMA_VERSION. ``python -m hipnet.pipeline.schema --markdown`` prints the README's tables.
 
 This is the only place the layout of a store is written down in code. The writer (``pipeline.store``), the
-streaming loader and the evaluation all import it, so a change here is a change everywhere (and a new
-``SCHEMA_VERSION``).
+validator (``pipeline.validate``), the streaming loader and the evaluation all import it, so a change here is a
+change everywhere (and a new ``SCHEMA_VERSION`` when old stores can no longer be read).
 
 Frame-major arrays have one chunk per frame and ``shard_frames`` frames per shard (Zarr v3 sharding): a shard is
-the unit of writing (one task, one slice assignment) and of coarse shuffling in the loader.
+the unit of writing (one task, one slice assignment), of hashing, and of coarse shuffling in the loader. Shard
+``i`` of array ``a`` is the file ``a/c/i/0/...`` (``shard_key``); a shard whose frames are all fill value has no
+file (Zarr does not write empty chunks), which the shard index records as 0 bytes.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -38,6 +43,8 @@ class ArraySpec:
         return self.dims[:1] == ("F",)
 
 
+DONE = "done"  # the frame-done mask; not hashed (it is written after its shard's hash record)
+
 ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("surface/points", "float32", ("F", "S", 3), "train", "area-weighted surface samples, canonical frame"),
     ArraySpec("surface/normals", "float16", ("F", "S", 3), "train",
@@ -49,7 +56,7 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("frame/sequence", "int32", ("F",), "train", "sequence id; names in attrs['sequences']"),
     ArraySpec("frame/index", "int32", ("F",), "train", "frame index within its sequence"),
     ArraySpec("subject/rest_joints", "float32", ("P", "J", 3), "train", "rest-pose joint positions per subject"),
-    ArraySpec("done", "bool", ("F",), "train", "frame finished; a rerun skips shards whose frames are all done"),
+    ArraySpec(DONE, "bool", ("F",), "train", "frame finished; a rerun skips shards whose frames are all done"),
     ArraySpec("eval/uniform_points", "float32", ("F", "U", 3), "eval", "uniform in the bbox stretched 10% (diagonal)"),
     ArraySpec("eval/uniform_occupancy", "bool", ("F", "U"), "eval", "inside: generalised winding number > 0.5"),
     ArraySpec("eval/uniform_disagreements", "int32", ("F",), "eval", "points where ray parity disagrees"),
@@ -68,18 +75,25 @@ ARRAYS: tuple[ArraySpec, ...] = (
 SPECS = {a.name: a for a in ARRAYS}
 
 
+DIM_DOCS = {
+    "F": "frames", "S": "surface samples per frame", "J": "joints", "P": "subjects",
+    "U": "uniform evaluation points per frame", "N": "near-surface evaluation points per frame",
+    "V": "mesh vertices", "Fc": "mesh faces",
+}
+
+
 @dataclass(frozen=True)
 class Dims:
-    """Sizes of the symbolic dimensions of one store."""
+    """Sizes of the symbolic dimensions of one store (``DIM_DOCS``), kept in its ``dims`` attr."""
 
-    F: int  # frames
-    S: int  # surface samples per frame
-    J: int  # joints
-    P: int  # subjects
-    U: int = 0  # uniform evaluation points per frame
-    N: int = 0  # near-surface evaluation points per frame
-    V: int = 0  # mesh vertices
-    Fc: int = 0  # mesh faces
+    F: int
+    S: int
+    J: int
+    P: int
+    U: int = 0
+    N: int = 0
+    V: int = 0
+    Fc: int = 0
 
     def shape(self, spec: ArraySpec) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else getattr(self, d) for d in spec.dims)
@@ -121,32 +135,167 @@ def shard_slice(i: int, n_frames: int, shard_frames: int) -> slice:
     return slice(i * shard_frames, min((i + 1) * shard_frames, n_frames))
 
 
-# --------------------------------------------------------------------------------------------------- validation
+
+def frames_text(i: int, n_frames: int, shard_frames: int) -> str:
+    """``frames 32-63`` (inclusive) or ``frame 7``: what shard ``i`` holds, for messages."""
+    sl = shard_slice(i, n_frames, shard_frames)
+    return f"frame {sl.start}" if sl.stop - sl.start == 1 else f"frames {sl.start}-{sl.stop - 1}"
 
 
-@dataclass
-class Problem:
-    array: str
-    frame: int | None
-    message: str
+def array_problem(spec: ArraySpec, dtype, shape: tuple[int, ...], dims: Dims) -> str | None:
+    """What is wrong with an array of ``dtype`` and ``shape`` under ``spec`` in a store of ``dims`` (None if
+    nothing): a one-line description with the expected and the found value."""
+    if str(dtype) != spec.dtype:
+        return f"dtype {dtype}, the schema says {spec.dtype}"
+    expected = dims.shape(spec)
+    if tuple(shape) != expected:
+        sizes = ", ".join(f"{d}={getattr(dims, d)}" for d in spec.dims if isinstance(d, str))
+        return f"shape {tuple(shape)}, expected {expected} ({' x '.join(map(str, spec.dims))} with {sizes})"
+    return None
 
-    def __str__(self) -> str:
-        where = self.array if self.frame is None else f"{self.array} frame {self.frame}"
-        return f"{where}: {self.message}"
+
+# ------------------------------------------------------------------------------------------------ relabelling
+
+#: The mask ``hipnet-data geodesics`` (``run.relabel_store``) adds while it relabels; removed when it finishes.
+GEODESICS_DONE = ArraySpec("geodesics_done", "bool", ("F",), "relabel",
+                           "frame relabelled (exists only while `hipnet-data geodesics` runs)")
 
 
-@dataclass
-class Report:
-    problems: list[Problem] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
+# ------------------------------------------------------------------------------------------------ root attributes
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
-    def add(self, array: str, frame: int | None, message: str) -> None:
-        self.problems.append(Problem(array, frame, message))
+@dataclass(frozen=True)
+class AttrNames:
+    """The names of the root attributes: write ``group.attrs[ATTR.complete]``, never the string."""
 
+    schema_version: str = "schema_version"
+    dataset: str = "dataset"
+    split: str = "split"
+    sections: str = "sections"
+    shard_frames: str = "shard_frames"
+    config: str = "config"
+    frames_sha: str = "frames_sha"
+    skeleton: str = "skeleton"
+    dims: str = "dims"
+    subjects: str = "subjects"
+    sequences: str = "sequences"
+    source: str = "source"
+    manifest_hash: str = "manifest_hash"
+    versions: str = "versions"
+    units: str = "units"
+    up_axis: str = "up_axis"
+    canonicalisation: str = "canonicalisation"
+    normals: str = "normals"
+    occupancy_method: str = "occupancy_method"
+    geodesic_labels: str = "geodesic_labels"
+    relabel: str = "relabel"
+    shard_index: str = "shard_index"
+    complete: str = "complete"
+
+
+ATTR = AttrNames()
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """One root attribute. ``required``: a store without it fails validation; ``identity``: a rerun into an
+    existing store must match it, or it is refused (``store.create_store``)."""
+
+    name: str
+    doc: str
+    required: bool = False
+    identity: bool = False
+
+
+ROOT_ATTRS: tuple[AttrSpec, ...] = (
+    AttrSpec(ATTR.schema_version, "SCHEMA_VERSION of the writer", True, True),
+    AttrSpec(ATTR.dataset, "dataset name (manifest or reader)", True, True),
+    AttrSpec(ATTR.split, "train, test or heldout", True, True),
+    AttrSpec(ATTR.sections, "sections written: train, eval, mesh, snarf", True, True),
+    AttrSpec(ATTR.shard_frames, "frames per shard", True, True),
+    AttrSpec(ATTR.config, "the resolved PreprocessConfig", True, True),
+    AttrSpec(ATTR.frames_sha, "sha256 (16 hex digits) of the frame keys in store order", True, True),
+    AttrSpec(ATTR.skeleton, "joint names and parents", True, True),
+    AttrSpec(ATTR.dims, "sizes of the dimension symbols F, S, J, P, U, N, V, Fc (absent in older stores)"),
+    AttrSpec(ATTR.subjects, "subject names; frame/subject indexes them", True),
+    AttrSpec(ATTR.sequences, "sequence names; frame/sequence indexes them", True),
+    AttrSpec(ATTR.source, "reader name and raw root"),
+    AttrSpec(ATTR.manifest_hash, "hash of the dataset manifest (null without one)"),
+    AttrSpec(ATTR.versions, "versions of the packages that shaped the content"),
+    AttrSpec(ATTR.units, "length unit"),
+    AttrSpec(ATTR.up_axis, "up axis"),
+    AttrSpec(ATTR.canonicalisation, "how frames were canonicalised"),
+    AttrSpec(ATTR.normals, "how normals were computed"),
+    AttrSpec(ATTR.occupancy_method, "how occupancy was computed and cross-checked"),
+    AttrSpec(ATTR.geodesic_labels, "how joint labels were computed"),
+    AttrSpec(ATTR.relabel, "geodesic mode of an unfinished `hipnet-data geodesics` run (absent otherwise)"),
+    AttrSpec(ATTR.shard_index, "per array, per shard: [file bytes, content hash] (written at completion; absent "
+                               "in older stores)"),
+    AttrSpec(ATTR.complete, "true: every frame done and the shard index written; set last"),
+)
+
+REQUIRED_ATTRS = tuple(a.name for a in ROOT_ATTRS if a.required)
+IDENTITY_ATTRS = tuple(a.name for a in ROOT_ATTRS if a.identity)
+
+#: Conventions every store states in its root attributes (DESIGN.md sections 3 and 5).
+CONVENTIONS = {
+    ATTR.units: "metres",
+    ATTR.up_axis: "+Y",
+    ATTR.canonicalisation: "pelvis at the origin, heading about +Y removed (pipeline.stages.canonical); "
+                           "pose/world_from_canonical maps back",
+    ATTR.normals: "interpolated area-weighted vertex normals, unit, outward",
+    ATTR.occupancy_method: "generalised winding number > 0.5 (libigl fast_winding_number) on the stored float32 "
+                           "points; cross-check: open3d RaycastingScene.compute_occupancy (ray parity), "
+                           "disagreements counted per frame",
+    ATTR.geodesic_labels: "argmin over joints of heat-method distance (potpourri3d, use_robust) from each joint's "
+                          "proxy vertex (nearest to the rest joint, tracked by index), interpolated by barycentrics",
+}
+
+
+# ------------------------------------------------------------------------------------------------ shard index
+
+#: Zarr group holding one hash record per shard (``hashes/<i>``, attributes ``{"arrays": {name: [bytes, hash]}}``)
+#: and one for the arrays written once at creation (``hashes/static``). Each shard task writes its own record
+#: before its ``done`` slice; ``mark_complete`` collects them into the ``shard_index`` attribute.
+HASH_GROUP = "hashes"
+STATIC_RECORD = "static"
+HASH_ALGORITHM = "blake2b-128 of the shard's C-contiguous array bytes (native numpy layout, dtype of the schema)"
+
+
+def content_hash(block: np.ndarray) -> str:
+    """Hash of an array's content, independent of chunking and codecs: 32 hex digits."""
+    return hashlib.blake2b(np.ascontiguousarray(block).data, digest_size=16).hexdigest()
+
+
+def shard_key(spec: ArraySpec, shard: int) -> str:
+    """Path of shard ``shard`` of an array inside the store (Zarr v3 default chunk keys, ``/`` separated): frame
+    shards are ``c/<shard>/0/...``; an array written once is one chunk, ``c/0/0/...``."""
+    return "/".join([spec.name, "c", str(shard), *["0"] * (len(spec.dims) - 1)])
+
+
+# ------------------------------------------------------------------------------------------------ documentation
+
+
+def markdown() -> str:
+    """The README's tables: arrays, then root attributes."""
+    lines = ["| array | dtype | shape | section | notes |", "|---|---|---|---|---|"]
+    for a in (*ARRAYS, GEODESICS_DONE):
+        shape = "(" + ", ".join(map(str, a.dims)) + ("," if len(a.dims) == 1 else "") + ")"
+        lines.append(f"| `{a.name}` | {a.dtype} | {shape} | {a.section} | {_cell(a.doc)} |")
+    lines += ["", "| root attribute | required | identity | meaning |", "|---|---|---|---|"]
+    for s in ROOT_ATTRS:
+        lines.append(f"| `{s.name}` | {'yes' if s.required else ''} | {'yes' if s.identity else ''} | "
+                     f"{_cell(s.doc)} |")
+    dims = ", ".join(f"{f.name} {DIM_DOCS[f.name]}" for f in fields(Dims))
+    lines += ["", f"Schema version {SCHEMA_VERSION}. Dimensions: {dims}."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+# ------------------------------------------------------------------------------------------------ validation limits
 
 NORMAL_TOLERANCE = 1e-2  # float16 normals: |n| within 1% of 1
 # fraction of a frame's evaluation points where winding number and ray parity may disagree: self-intersections
@@ -155,130 +304,23 @@ NORMAL_TOLERANCE = 1e-2  # float16 normals: |n| within 1% of 1
 MAX_DISAGREEMENT = 0.05
 
 
-def validate(group, progress: Callable[[int], None] | None = None, max_disagreement: float = MAX_DISAGREEMENT) -> Report:
-    """Check an open store (a ``zarr.Group``) against the schema, shard by shard.
+def validate(group, progress: Callable[[int], None] | None = None, max_disagreement: float = MAX_DISAGREEMENT,
+             quick: bool = False):
+    """Check an open store against this schema (``pipeline.validate.validate_store``, which has the details;
+    kept here because callers import the check with the contract). Returns a ``pipeline.validate.Report``."""
+    from hipnet.pipeline.validate import validate_store
 
-    Checks: schema version and required attrs; every array of the written sections present with the right dtype and
-    shape; no NaN/inf; normal lengths; labels below the joint count; subject/sequence ids inside their tables; the
-    done mask and the completion marker; the occupancy cross-check disagreement rate. ``progress(k)`` is called
-    with the number of frames checked after each shard.
-    """
-    rep = Report()
-    attrs = dict(group.attrs)
-    version = attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
-        rep.add("attrs", None, f"schema_version is {version!r}, this code reads {SCHEMA_VERSION}")
-        return rep
-    for key in ("dataset", "split", "skeleton", "subjects", "sequences", "sections", "shard_frames", "config"):
-        if key not in attrs:
-            rep.add("attrs", None, f"missing attribute {key!r}")
-    if not rep.ok:
-        return rep
-    n_joints = len(attrs["skeleton"]["names"])
-    sections = attrs["sections"]
-    specs = specs_for(sections)
-    arrays = {}
-    for spec in specs:
-        try:
-            arr = group[spec.name]
-        except KeyError:
-            rep.add(spec.name, None, "missing")
-            continue
-        if str(arr.dtype) != spec.dtype:
-            rep.add(spec.name, None, f"dtype {arr.dtype}, schema says {spec.dtype}")
-            continue
-        arrays[spec.name] = arr
-    if not rep.ok:
-        return rep
-    n = arrays["done"].shape[0]
-    for name, arr in arrays.items():
-        if SPECS[name].per_frame and arr.shape[0] != n:
-            rep.add(name, None, f"{arr.shape[0]} frames, done mask has {n}")
-    if arrays["subject/rest_joints"].shape != (len(attrs["subjects"]), n_joints, 3):
-        rep.add("subject/rest_joints", None,
-                f"shape {arrays['subject/rest_joints'].shape}, expected ({len(attrs['subjects'])}, {n_joints}, 3)")
-    if not rep.ok:
-        return rep
-
-    done = np.asarray(arrays["done"][:])
-    missing = np.flatnonzero(~done)
-    if len(missing):
-        rep.add("done", int(missing[0]), f"{len(missing)} of {n} frames not done (first shown)")
-    if attrs.get("complete") and len(missing):
-        rep.add("attrs", None, "store is marked complete but frames are missing")
-    if not attrs.get("complete"):
-        rep.add("attrs", None, "store is not marked complete (an interrupted or failed run: rerun the same command)")
-
-    _check_finite(rep, "subject/rest_joints", np.asarray(arrays["subject/rest_joints"][:]), 0)
-    if "mesh/faces" in arrays:
-        faces = np.asarray(arrays["mesh/faces"][:])
-        n_vertices = arrays["mesh/vertices"].shape[1]
-        if faces.size and (faces.min() < 0 or faces.max() >= n_vertices):
-            rep.add("mesh/faces", None, f"indices outside [0, {n_vertices})")
-
-    dis = {"uniform": [], "near": []}
-    n_points = {"uniform": arrays["eval/uniform_points"].shape[1] if "eval/uniform_points" in arrays else 0,
-                "near": arrays["eval/near_points"].shape[1] if "eval/near_points" in arrays else 0}
-    shard_frames = int(attrs["shard_frames"])
-    for s in range(n_shards(n, shard_frames)):
-        sl = shard_slice(s, n, shard_frames)
-        ok = done[sl]
-        for name, arr in arrays.items():
-            if not SPECS[name].per_frame:
-                continue
-            block = np.asarray(arr[sl])[ok]
-            frames = np.arange(sl.start, sl.stop)[ok]
-            if block.dtype.kind == "f":
-                _check_finite(rep, name, block, frames)
-            if name == "surface/normals":
-                length = np.linalg.norm(block.astype(np.float32), axis=-1)
-                bad = np.abs(length - 1).max(axis=1) > NORMAL_TOLERANCE if block.size else np.zeros(0, bool)
-                _first(rep, name, frames, bad, "normal length differs from 1 by more than 1%")
-            if name in ("surface/labels", "eval/near_labels") and block.size:
-                bad = block.max(axis=1) >= n_joints
-                _first(rep, name, frames, bad, f"label >= {n_joints} joints")
-            if name == "frame/subject":
-                _first(rep, name, frames, (block < 0) | (block >= len(attrs["subjects"])), "subject id outside table")
-            if name == "frame/sequence":
-                _first(rep, name, frames, (block < 0) | (block >= len(attrs["sequences"])), "sequence id outside table")
-            if name in ("eval/uniform_disagreements", "eval/near_disagreements"):
-                dis[name.split("/")[1].split("_")[0]].append(block)
-        if progress is not None:
-            progress(sl.stop - sl.start)
-
-    for kind, blocks in dis.items():
-        if not blocks or not n_points[kind]:
-            continue
-        counts = np.concatenate(blocks)
-        if not len(counts):
-            continue
-        frac = counts / n_points[kind]
-        rep.stats[f"{kind}_disagreement"] = {
-            "mean": float(frac.mean()), "max": float(frac.max()), "frames_with_any": int(np.count_nonzero(counts))
-        }
-        worst = int(np.argmax(frac))
-        if frac[worst] > max_disagreement:
-            frame = int(np.flatnonzero(done)[worst])
-            rep.add(f"eval/{kind}_disagreements", frame,
-                    f"winding number and ray parity disagree on {frac[worst]:.2%} of points (limit {max_disagreement:.0%})")
-    rep.stats["frames"] = n
-    rep.stats["done"] = int(done.sum())
-    return rep
+    return validate_store(group, progress=progress, max_disagreement=max_disagreement, quick=quick)
 
 
-def _check_finite(rep: Report, name: str, block: np.ndarray, frames) -> None:
-    finite = np.isfinite(block.astype(np.float32))
-    if finite.all():
-        return
-    if np.ndim(frames) == 0:
-        rep.add(name, None, "contains NaN or inf")
-        return
-    bad = ~finite.reshape(len(block), -1).all(axis=1)
-    _first(rep, name, frames, bad, "contains NaN or inf")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hipnet.pipeline.schema", description=__doc__.split("\n")[0])
+    parser.add_argument("--markdown", action="store_true", help="print the README's schema tables")
+    args = parser.parse_args(argv)
+    if not args.markdown:
+        parser.error("nothing to do: pass --markdown")
+    print(markdown(), end="")
 
 
-def _first(rep: Report, name: str, frames: np.ndarray, bad: np.ndarray, message: str) -> None:
-    idx = np.flatnonzero(bad)
-    if len(idx):
-        more = f" ({len(idx)} frames in this shard)" if len(idx) > 1 else ""
-        rep.add(name, int(frames[idx[0]]), message + more)
+if __name__ == "__main__":
+    main()

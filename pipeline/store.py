@@ -4,38 +4,45 @@ Write protocol (what makes a run resumable and a killed run harmless):
 
 1. ``create_store`` builds the group with every array pre-sized in a temporary folder and renames it into place,
    so a store folder either does not exist or has all its arrays. Reopening an existing store checks that it was
-   made by the same schema, dataset, split, config and frame list, and refuses otherwise.
+   made by the same schema, dataset, split, config and frame list (``schema.IDENTITY_ATTRS``), and refuses
+   otherwise.
 2. ``write_shard`` writes one shard with one slice assignment per array (zarr writes each shard file atomically),
-   then the shard's slice of ``done``: a shard is done only after its data is on disk.
-3. ``mark_complete`` sets the ``complete`` attr, last, and only when every frame is done.
+   then the shard's hash record (``pipeline.integrity``), then the shard's slice of ``done``: a shard is done only
+   after its data and its hashes are on disk.
+3. ``mark_complete`` collects the hash records into the ``shard_index`` attr, then sets ``complete``, last, and
+   only when every frame is done.
 
-Every frame's content is a pure function of its seed, so rewriting a shard gives the same bytes.
+Every frame's content is a pure function of its seed, so rewriting a shard gives the same bytes (and hashes).
+``Store.open`` checks what it reads against the schema and the shard index before anyone trains on it.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
+from hipnet.pipeline.integrity import check_files, collect_index, hashed_arrays, record_shard, record_static
 from hipnet.pipeline.schema import (
+    ATTR,
+    DONE,
+    IDENTITY_ATTRS,
     SCHEMA_VERSION,
     SPECS,
     Dims,
+    array_problem,
     compressors,
+    frames_text,
     layout,
     n_shards,
     shard_slice,
     specs_for,
 )
 from hipnet.pipeline.skeleton import Skeleton
-
-# attrs that must match for a rerun to continue an existing store
-_IDENTITY = ("schema_version", "dataset", "split", "sections", "shard_frames", "config", "frames_sha", "skeleton")
 
 
 def frames_digest(keys: Sequence[str]) -> str:
@@ -57,15 +64,17 @@ def create_store(
 ) -> zarr.Group:
     """Create a store (or reopen a matching unfinished one) with all arrays allocated.
 
-    ``attrs`` must hold the identity keys (``dataset``, ``split``, ``config``, ``skeleton``, ``frames_sha`` ...);
-    ``ids`` the ``frame/subject``, ``frame/sequence``, ``frame/index`` columns, written at creation.
+    ``attrs`` must hold the identity keys (``schema.IDENTITY_ATTRS``: ``dataset``, ``split``, ``config``,
+    ``skeleton``, ``frames_sha`` ...); ``ids`` the ``frame/subject``, ``frame/sequence``, ``frame/index`` columns,
+    written at creation with the arrays that are not frame-major (and their hash record).
     """
     path = Path(path)
-    attrs = {"schema_version": SCHEMA_VERSION, "sections": list(sections), "shard_frames": shard_frames, **attrs}
+    attrs = {ATTR.schema_version: SCHEMA_VERSION, ATTR.sections: list(sections), ATTR.shard_frames: shard_frames,
+             ATTR.dims: asdict(dims), **attrs}
     if path.exists():
         group = open_group(path, mode="r+")
         old = dict(group.attrs)
-        diff = [k for k in _IDENTITY if old.get(k) != attrs.get(k)]
+        diff = [k for k in IDENTITY_ATTRS if old.get(k) != attrs.get(k)]
         if diff:
             raise FileExistsError(
                 f"{path} exists and was written with a different {', '.join(diff)}; "
@@ -88,6 +97,7 @@ def create_store(
     if "mesh" in sections:
         group["mesh/faces"][:] = np.asarray(faces, dtype=np.int32)
     group.attrs.update(attrs)
+    record_static(group)
     tmp.rename(path)
     return open_group(path, mode="r+")
 
@@ -99,60 +109,147 @@ def open_group(path: Path, mode: str = "r") -> zarr.Group:
     return zarr.open_group(path, mode=mode, zarr_format=3)
 
 
-def done_mask(group: zarr.Group, name: str = "done") -> np.ndarray:
+def store_dims(group: zarr.Group) -> Dims:
+    """The sizes of a store's dimension symbols: its ``dims`` attr, or for stores written before it, the
+    attributes and the mesh arrays."""
+    attrs = group.attrs
+    if ATTR.dims in attrs:
+        return Dims(**attrs[ATTR.dims])
+    cfg, sections = attrs[ATTR.config], attrs[ATTR.sections]
+    n_eval = cfg["eval_points"] if "eval" in sections else 0
+    v, fc = (group["mesh/vertices"].shape[1], group["mesh/faces"].shape[0]) if "mesh" in sections else (0, 0)
+    return Dims(F=group[DONE].shape[0], S=cfg["surface_points"], J=len(attrs[ATTR.skeleton]["names"]),
+                P=len(attrs[ATTR.subjects]), U=n_eval, N=n_eval, V=v, Fc=fc)
+
+
+def done_mask(group: zarr.Group, name: str = DONE) -> np.ndarray:
     return np.asarray(group[name][:], dtype=bool)
 
 
-def shards_todo(group: zarr.Group, name: str = "done") -> list[int]:
+def shards_todo(group: zarr.Group, name: str = DONE) -> list[int]:
     """Shards with at least one frame not done (they are recomputed whole)."""
     done = done_mask(group, name)
-    k = int(group.attrs["shard_frames"])
+    k = int(group.attrs[ATTR.shard_frames])
     return [i for i in range(n_shards(len(done), k)) if not done[shard_slice(i, len(done), k)].all()]
 
 
 def write_shard(group: zarr.Group, shard: int, arrays: Mapping[str, np.ndarray], done: np.ndarray,
-                done_name: str = "done") -> None:
-    """Write shard ``shard`` of the frame-major ``arrays`` (each holding exactly that shard's frames), then its
-    ``done`` slice. One slice assignment per array: shard-aligned, never shared with another task."""
+                done_name: str = DONE) -> None:
+    """Write shard ``shard`` of the frame-major ``arrays`` (each holding exactly that shard's frames), then the
+    shard's hash record, then its ``done`` slice. One slice assignment per array: shard-aligned, never shared with
+    another task."""
     n = group[done_name].shape[0]
-    sl = shard_slice(shard, n, int(group.attrs["shard_frames"]))
+    sl = shard_slice(shard, n, int(group.attrs[ATTR.shard_frames]))
+    written = {}
     for name, block in arrays.items():
         if not SPECS[name].per_frame:
             raise ValueError(f"{name} is not frame-major; it is written once at creation")
         if len(block) != sl.stop - sl.start:
             raise ValueError(f"{name}: {len(block)} frames for shard {shard} of {sl.stop - sl.start}")
-        group[name][sl] = block
+        written[name] = np.ascontiguousarray(block, dtype=SPECS[name].dtype)  # hashed as written
+        group[name][sl] = written[name]
+    record_shard(group, shard, written)
     group[done_name][sl] = np.asarray(done, dtype=bool)
 
 
 def mark_complete(group: zarr.Group) -> bool:
-    """Set the completion marker when every frame is done; returns whether the store is complete."""
+    """When every frame is done: write the shard index, then the completion marker. Returns whether the store
+    is complete."""
     if not done_mask(group).all():
         return False
-    group.attrs["complete"] = True
+    group.attrs[ATTR.shard_index] = collect_index(group)
+    group.attrs[ATTR.complete] = True
     return True
+
+
+def mark_incomplete(group: zarr.Group) -> None:
+    """Before rewriting a finished store in place: clear the completion marker and drop the shard index (the
+    per-shard records stay and are updated shard by shard)."""
+    group.attrs[ATTR.complete] = False
+    if ATTR.shard_index in group.attrs:
+        del group.attrs[ATTR.shard_index]
 
 
 @dataclass
 class Store:
-    """Read side of a store: attrs, name tables and whole-shard reads. ``open`` refuses unfinished stores unless
-    ``allow_incomplete``."""
+    """Read side of a store: attrs, name tables and whole-shard reads, opened through ``Store.open``, which checks
+    the store before anyone reads it."""
 
     path: Path
     group: zarr.Group
 
     @classmethod
-    def open(cls, path: Path, allow_incomplete: bool = False) -> Store:
+    def open(cls, path: Path, arrays: Sequence[str] | None = None, allow_incomplete: bool = False) -> Store:
+        """Open a store, refusing with a one-line ValueError that names the store, the array and, for a shard
+        file, the shard and its frames.
+
+        Checks: the schema version; that ``arrays`` (default: every array of the store's sections) exist with the
+        schema's dtype and the shape the store's dims give. Unless ``allow_incomplete``: the ``complete`` marker,
+        the ``done`` mask (all true), and, when the store has a shard index, that every shard file of those arrays
+        is present with its recorded size (a ``stat`` per file; a shard rewritten to the same size is found only
+        by ``hipnet-data validate``, which hashes the content). A store written before shard indexes existed
+        opens without the file check.
+        """
+        path = Path(path)
         group = open_group(path)
-        version = group.attrs.get("schema_version")
+        version = group.attrs.get(ATTR.schema_version)
         if version != SCHEMA_VERSION:
             raise ValueError(f"{path}: schema_version {version!r}; this code reads version {SCHEMA_VERSION}")
-        if not allow_incomplete and not group.attrs.get("complete"):
+        store = cls(path, group)
+        names = [s.name for s in specs_for(store.sections)] if arrays is None else list(arrays)
+        store._check_arrays(names)
+        if allow_incomplete:
+            return store
+        if not group.attrs.get(ATTR.complete):
             raise ValueError(
                 f"{path}: store is not complete (interrupted or failed run); rerun `hipnet-data preprocess` with the "
                 "same arguments to finish it"
             )
-        return cls(Path(path), group)
+        done = store.read(DONE)
+        if not done.all():
+            first = int(np.flatnonzero(~done)[0])
+            shard = first // store.shard_frames
+            raise ValueError(
+                f"{path}: marked complete but {int((~done).sum())} frames are not done (first: frame {first}, shard "
+                f"{shard}, {frames_text(shard, store.n_frames, store.shard_frames)}); rerun `hipnet-data "
+                "preprocess` with the same arguments to redo them"
+            )
+        index = store.shard_index
+        if index is not None:
+            per_shard, static = hashed_arrays(store.sections)
+            problems = check_files(path, index, [n for n in names if n in per_shard or n in static],
+                                   store.n_frames, store.shard_frames)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise ValueError(f"{path}: {problems[0]}{more}; the store is damaged: `hipnet-data validate` "
+                                 "lists every problem, rebuilding the store repairs it")
+        return store
+
+    def _check_arrays(self, names: Sequence[str]) -> None:
+        dims = self.dims
+        for name in names:
+            spec = SPECS.get(name)
+            if spec is None:
+                raise ValueError(f"{self.path}: {name!r} is not an array of the store schema")
+            if spec.section not in self.sections:
+                raise ValueError(f"{self.path}: no array {name} (section {spec.section}; the store has sections "
+                                 f"{', '.join(self.sections)})")
+            try:
+                arr = self.group[name]
+            except KeyError:
+                raise ValueError(f"{self.path}: array {name} is missing") from None
+            problem = array_problem(spec, arr.dtype, arr.shape, dims)
+            if problem:
+                raise ValueError(f"{self.path}: {name} has {problem}")
+
+    @property
+    def dims(self) -> Dims:
+        return store_dims(self.group)
+
+    @property
+    def shard_index(self) -> dict | None:
+        """The ``shard_index`` attr (``pipeline.integrity``); None for a store written before it existed."""
+        return self.group.attrs.get(ATTR.shard_index)
 
     @property
     def attrs(self) -> dict:
@@ -160,11 +257,11 @@ class Store:
 
     @property
     def n_frames(self) -> int:
-        return self.group["done"].shape[0]
+        return self.group[DONE].shape[0]
 
     @property
     def shard_frames(self) -> int:
-        return int(self.group.attrs["shard_frames"])
+        return int(self.group.attrs[ATTR.shard_frames])
 
     @property
     def n_shards(self) -> int:
@@ -172,19 +269,19 @@ class Store:
 
     @property
     def skeleton(self) -> Skeleton:
-        return Skeleton.from_attrs(self.group.attrs["skeleton"])
+        return Skeleton.from_attrs(self.group.attrs[ATTR.skeleton])
 
     @property
     def subjects(self) -> list[str]:
-        return list(self.group.attrs["subjects"])
+        return list(self.group.attrs[ATTR.subjects])
 
     @property
     def sequences(self) -> list[str]:
-        return list(self.group.attrs["sequences"])
+        return list(self.group.attrs[ATTR.sequences])
 
     @property
     def sections(self) -> list[str]:
-        return list(self.group.attrs["sections"])
+        return list(self.group.attrs[ATTR.sections])
 
     def shard_slice(self, i: int) -> slice:
         return shard_slice(i, self.n_frames, self.shard_frames)

@@ -21,7 +21,7 @@ from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, process_f
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.run import preprocess_split
 from hipnet.pipeline.schema import SCHEMA_VERSION, validate
-from hipnet.pipeline.store import Store, open_group
+from hipnet.pipeline.store import Store, mark_complete, open_group, write_shard
 
 SMALL = dict(surface_points=600, eval_points=500)
 
@@ -75,13 +75,16 @@ def test_validate_names_an_injected_nan_and_an_out_of_range_label(small_store, t
     path = tmp_path / "broken.zarr"
     shutil.copytree(src, path)
     assert validate(open_group(path)).ok
+    # a writer that produced a NaN and an out-of-range label: written through write_shard, so the shard hashes
+    # match the bad values (a shard changed behind the writer's back is tests/test_store_integrity.py's case)
     g = open_group(path, mode="r+")
-    pts = np.asarray(g["surface/points"][3])
-    pts[10, 1] = np.nan
-    g["surface/points"][3] = pts
-    labels = np.asarray(g["surface/labels"][17])
-    labels[5] = 30
-    g["surface/labels"][17] = labels
+    pts = np.asarray(g["surface/points"][0:5])
+    pts[3, 10, 1] = np.nan
+    write_shard(g, 0, {"surface/points": pts}, np.ones(5, bool))
+    labels = np.asarray(g["surface/labels"][15:20])
+    labels[2, 5] = 30
+    write_shard(g, 3, {"surface/labels": labels}, np.ones(5, bool))
+    assert mark_complete(g)
     rep = validate(open_group(path))
     problems = {(p.array, p.frame) for p in rep.problems}
     assert problems == {("surface/points", 3), ("surface/labels", 17)}, rep.problems
@@ -166,7 +169,8 @@ def test_killing_a_worker_mid_run_then_resuming_equals_an_uninterrupted_run(tmp_
     assert f"skipped as already done {partial.sum()}" in resumed.stdout.decode()
     a, b = store_files(ref / "heldout.zarr"), store_files(store)
     assert a.keys() == b.keys()
-    assert [k for k in a if a[k] != b[k]] == []
+    assert [k for k in a if a[k] != b[k]] == []  # the hash records and the shard index too
+    assert {"hashes/0/zarr.json", "hashes/static/zarr.json"} <= a.keys() and Store.open(store).shard_index
 
 
 def test_geodesics_command_relabels_in_place_like_a_fresh_run(tmp_path, tiny_raw_full):
@@ -186,6 +190,7 @@ def test_geodesics_command_relabels_in_place_like_a_fresh_run(tmp_path, tiny_raw
     for name in ("surface/labels", "eval/near_labels", "surface/points"):
         np.testing.assert_array_equal(a.read(name), b.read(name), err_msg=name)
     assert "geodesics_done" not in a.group
+    assert a.shard_index is not None and validate(a.group).ok  # the relabelled shards' hashes were rewritten
 
 
 def test_relabel_refuses_a_store_from_other_raw_data(tmp_path, tiny_raw, small_store):

@@ -1,0 +1,218 @@
+"""``hipnet-data validate``: a store checked against the contract of ``pipeline.schema``, shard by shard.
+
+Full validation reads every shard once: it hashes it against the store's shard index (``pipeline.integrity``) and
+checks its values (NaN/inf, normal lengths, label and id ranges, the occupancy cross-check). ``quick`` reads no
+array content: attributes, dtypes and shapes, the ``done`` mask, and every shard file's presence and size. A shard
+rewritten with other values of the same compressed size therefore passes ``quick``; only the full check finds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hipnet.pipeline.integrity import FileProblem, check_files, content_problem, hashed_arrays, store_root
+from hipnet.pipeline.schema import (
+    ATTR,
+    DONE,
+    MAX_DISAGREEMENT,
+    NORMAL_TOLERANCE,
+    REQUIRED_ATTRS,
+    SCHEMA_VERSION,
+    SPECS,
+    array_problem,
+    n_shards,
+    shard_slice,
+    specs_for,
+)
+from hipnet.pipeline.store import store_dims
+
+NO_INDEX = ("no shard index (written by an older version): shard files and hashes not checked; rebuild the store "
+            "to add one")
+
+
+@dataclass
+class Problem:
+    """One finding: an array, and a frame or a shard (with the frames it holds) where it is known."""
+
+    array: str
+    frame: int | None
+    message: str
+    shard: int | None = None
+    frames: str = ""
+
+    def __str__(self) -> str:
+        if self.shard is not None:
+            return f"{self.array} shard {self.shard} ({self.frames}) {self.message}"
+        where = self.array if self.frame is None else f"{self.array} frame {self.frame}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth saying, not a failure
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, array: str, frame: int | None, message: str) -> None:
+        self.problems.append(Problem(array, frame, message))
+
+    def add_file(self, p: FileProblem) -> None:
+        self.problems.append(Problem(p.array, None, p.message + (f" ({p.file})" if p.file else ""), p.shard,
+                                     p.frames))
+
+
+def validate_store(group, progress: Callable[[int], None] | None = None, max_disagreement: float = MAX_DISAGREEMENT,
+                   quick: bool = False) -> Report:
+    """Check an open store (a ``zarr.Group``) against the schema, shard by shard.
+
+    Checks: schema version and required attrs; every array of the written sections present with the schema's dtype
+    and the shape of the store's dims; the done mask and the completion marker; every shard file against the shard
+    index (presence and size; unless ``quick``, the content hash); unless ``quick``, no NaN/inf, normal lengths,
+    labels below the joint count, subject/sequence ids inside their tables and the occupancy cross-check
+    disagreement rate. ``progress(k)`` is called with the number of frames checked after each shard.
+    """
+    rep = Report()
+    attrs = dict(group.attrs)
+    version = attrs.get(ATTR.schema_version)
+    if version != SCHEMA_VERSION:
+        rep.add("attrs", None, f"schema_version is {version!r}, this code reads {SCHEMA_VERSION}")
+        return rep
+    for key in REQUIRED_ATTRS:
+        if key not in attrs:
+            rep.add("attrs", None, f"missing attribute {key!r}")
+    if not rep.ok:
+        return rep
+    n_joints = len(attrs[ATTR.skeleton]["names"])
+    sections = attrs[ATTR.sections]
+    arrays = {}
+    for spec in specs_for(sections):
+        try:
+            arrays[spec.name] = group[spec.name]
+        except KeyError:
+            rep.add(spec.name, None, "missing")
+    if not rep.ok:
+        return rep
+    dims = store_dims(group)
+    for name, arr in arrays.items():
+        problem = array_problem(SPECS[name], arr.dtype, arr.shape, dims)
+        if problem:
+            rep.add(name, None, problem)
+    if not rep.ok:
+        return rep
+
+    n, shard_frames = arrays[DONE].shape[0], int(attrs[ATTR.shard_frames])
+    done = np.asarray(arrays[DONE][:])
+    missing = np.flatnonzero(~done)
+    if len(missing):
+        rep.add(DONE, int(missing[0]), f"{len(missing)} of {n} frames not done (first shown)")
+    if attrs.get(ATTR.complete) and len(missing):
+        rep.add("attrs", None, "store is marked complete but frames are missing")
+    if not attrs.get(ATTR.complete):
+        rep.add("attrs", None, "store is not marked complete (an interrupted or failed run: rerun the same command)")
+
+    index = attrs.get(ATTR.shard_index)
+    damaged: set[tuple[str, int | None]] = set()
+    if index is None and attrs.get(ATTR.complete):
+        rep.notes.append(NO_INDEX)
+    if index is not None:
+        per_shard, static = hashed_arrays(sections)
+        for p in check_files(store_root(group), index, per_shard + static, n, shard_frames):
+            rep.add_file(p)
+            damaged.add((p.array, p.shard))
+    rep.stats["frames"] = n
+    rep.stats["done"] = int(done.sum())
+    if quick:
+        if progress is not None:
+            progress(n)
+        return rep
+
+    for name in ("subject/rest_joints", "mesh/faces"):
+        if name in arrays and index is not None and (name, None) not in damaged:
+            p = content_problem(index, name, 0, np.asarray(arrays[name][...]), n, shard_frames)
+            if p:
+                rep.add_file(p)
+    _check_finite(rep, "subject/rest_joints", np.asarray(arrays["subject/rest_joints"][:]), 0)
+    if "mesh/faces" in arrays:
+        faces = np.asarray(arrays["mesh/faces"][:])
+        n_vertices = arrays["mesh/vertices"].shape[1]
+        if faces.size and (faces.min() < 0 or faces.max() >= n_vertices):
+            rep.add("mesh/faces", None, f"indices outside [0, {n_vertices})")
+
+    dis = {"uniform": [], "near": []}
+    n_points = {"uniform": arrays["eval/uniform_points"].shape[1] if "eval/uniform_points" in arrays else 0,
+                "near": arrays["eval/near_points"].shape[1] if "eval/near_points" in arrays else 0}
+    for s in range(n_shards(n, shard_frames)):
+        sl = shard_slice(s, n, shard_frames)
+        ok = done[sl]
+        for name, arr in arrays.items():
+            if not SPECS[name].per_frame or (name, s) in damaged:
+                continue
+            whole = np.asarray(arr[sl])
+            p = content_problem(index, name, s, whole, n, shard_frames) if index is not None else None
+            if p:
+                rep.add_file(p)
+            _check_values(rep, name, whole[ok], np.arange(sl.start, sl.stop)[ok], attrs, n_joints, dis)
+        if progress is not None:
+            progress(sl.stop - sl.start)
+
+    for kind, blocks in dis.items():
+        if not blocks or not n_points[kind]:
+            continue
+        counts = np.concatenate(blocks)
+        if not len(counts):
+            continue
+        frac = counts / n_points[kind]
+        rep.stats[f"{kind}_disagreement"] = {
+            "mean": float(frac.mean()), "max": float(frac.max()), "frames_with_any": int(np.count_nonzero(counts))
+        }
+        worst = int(np.argmax(frac))
+        if frac[worst] > max_disagreement:
+            frame = int(np.flatnonzero(done)[worst])
+            rep.add(f"eval/{kind}_disagreements", frame,
+                    f"winding number and ray parity disagree on {frac[worst]:.2%} of points (limit {max_disagreement:.0%})")
+    return rep
+
+
+def _check_values(rep: Report, name: str, block: np.ndarray, frames: np.ndarray, attrs: dict, n_joints: int,
+                  dis: dict[str, list]) -> None:
+    """The value checks of one shard's done frames of one array."""
+    if block.dtype.kind == "f":
+        _check_finite(rep, name, block, frames)
+    if name == "surface/normals":
+        length = np.linalg.norm(block.astype(np.float32), axis=-1)
+        bad = np.abs(length - 1).max(axis=1) > NORMAL_TOLERANCE if block.size else np.zeros(0, bool)
+        _first(rep, name, frames, bad, "normal length differs from 1 by more than 1%")
+    if name in ("surface/labels", "eval/near_labels") and block.size:
+        bad = block.max(axis=1) >= n_joints
+        _first(rep, name, frames, bad, f"label >= {n_joints} joints")
+    if name == "frame/subject":
+        _first(rep, name, frames, (block < 0) | (block >= len(attrs[ATTR.subjects])), "subject id outside table")
+    if name == "frame/sequence":
+        _first(rep, name, frames, (block < 0) | (block >= len(attrs[ATTR.sequences])), "sequence id outside table")
+    if name in ("eval/uniform_disagreements", "eval/near_disagreements"):
+        dis[name.split("/")[1].split("_")[0]].append(block)
+
+
+def _check_finite(rep: Report, name: str, block: np.ndarray, frames) -> None:
+    finite = np.isfinite(block.astype(np.float32))
+    if finite.all():
+        return
+    if np.ndim(frames) == 0:
+        rep.add(name, None, "contains NaN or inf")
+        return
+    bad = ~finite.reshape(len(block), -1).all(axis=1)
+    _first(rep, name, frames, bad, "contains NaN or inf")
+
+
+def _first(rep: Report, name: str, frames: np.ndarray, bad: np.ndarray, message: str) -> None:
+    idx = np.flatnonzero(bad)
+    if len(idx):
+        more = f" ({len(idx)} frames in this shard)" if len(idx) > 1 else ""
+        rep.add(name, int(frames[idx[0]]), message + more)
