@@ -5,10 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hipnet.pipeline.embedded.body import TOPOLOGIES
+
+if TYPE_CHECKING:
+    from hipnet.pipeline.readers.base import Reader
 
 
 class _Group(click.Group):
@@ -89,14 +93,15 @@ def _preview(root: Path, png: Path, n_subjects: int = 6, n_poses: int = 6) -> No
     from hipnet.viz.render import heading_free_view, mesh_grid_png
 
     reader = AnnyReader(root)
-    names = [s["name"] for s in reader.info["subjects"]]
+    info = reader.info
+    names = list(info.subjects)
     # Spread the rows over the subject list so the extremes at its end show up too.
     picks = sorted({names[round(i * (len(names) - 1) / max(1, n_subjects - 1))] for i in range(n_subjects)},
                    key=names.index)
     rows = []
     for name in picks:
         subj = reader.subject(name)
-        seqs = [s["name"] for s in reader.info["sequences"] if s["subject"] == name][:n_poses]
+        seqs = [s.name for s in info.sequences if s.subject == name][:n_poses]
         row = []
         for seq in seqs:
             data = reader.read_sequence(name, seq)
@@ -107,7 +112,7 @@ def _preview(root: Path, png: Path, n_subjects: int = 6, n_poses: int = 6) -> No
         rows.append(row)
     png.parent.mkdir(parents=True, exist_ok=True)
     mesh_grid_png(png, rows, row_labels=picks, col_labels=[f"pose {i}" for i in range(n_poses)],
-                  title=f"Anny dataset: {len(names)} subjects, {reader.info['frames']} frames")
+                  title=f"Anny dataset: {len(names)} subjects, {info.frames} frames")
     click.echo(f"wrote {png}")
 
 
@@ -124,7 +129,7 @@ _BODY_MODELS_HELP = ("Folder with your SMPL/SMPL+H/SMPL-X model files (AMASS smp
 
 
 def _open_reader(dataset: str, root: Path, splits: tuple[str, ...], body_models: Path | None = None,
-                 strict: bool = True):
+                 strict: bool = True) -> Reader:
     from hipnet.pipeline.readers import open_reader
 
     try:
@@ -166,9 +171,9 @@ def _report(summary) -> bool:
     return not summary.failures and summary.complete
 
 
-def _warn_counts(reader, root: Path) -> None:
+def _warn_counts(reader: Reader, root: Path) -> None:
     """A warning naming the manifest when the raw data holds other counts than the manifest expects."""
-    mismatches = [m for _, m in reader.count_mismatches()] if hasattr(reader, "count_mismatches") else []
+    mismatches = [m for _, m in reader.count_mismatches()]
     if mismatches:
         click.echo(f"warning: manifest {reader.name}: {root} does not hold the expected counts: "
                    + "; ".join(mismatches) + " (`hipnet-data manifest check` lists what is missing or extra)", err=True)
@@ -218,7 +223,7 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
         reader = _open_reader(dataset, root, (split,), body_models)
         if k == 0:
             _warn_counts(reader, root)
-        excluded = reader.excluded_refs() if hasattr(reader, "excluded_refs") else []
+        excluded = reader.excluded_refs()
         if excluded:
             click.echo(f"{split}: {len(excluded)} frames left out as the manifest lists them unreadable:", err=True)
             for path in excluded:
@@ -377,13 +382,14 @@ def manifest_check_cmd(dataset, root, body_models, no_read) -> None:
     anything is missing or unreadable or a count differs."""
     reader = _open_reader(dataset, root, ("train", "test", "heldout"), body_models, strict=False)
     rep = reader.check(read_files=not no_read)
-    if body_models is not None and hasattr(reader, "subject_entries"):
-        for name in reader.subject_entries:
+    info = reader.info
+    if reader.needs_body_models and body_models is not None:
+        for name in info.subjects:
             try:
                 reader.subject(name)
             except (OSError, ValueError) as e:
                 rep.missing.append(f"subject {name}: {e}")
-    elif hasattr(reader, "subject_entries"):
+    elif reader.needs_body_models:
         rep.notes.append("body models not checked (pass --body-models DIR)")
     n_frames = None
     if not (rep.missing or rep.corrupt):
@@ -391,10 +397,10 @@ def manifest_check_cmd(dataset, root, body_models, no_read) -> None:
             n_frames = len(reader.frame_refs())
         except (OSError, ValueError) as e:
             rep.corrupt.append(str(e))
-    click.echo(f"{dataset} in {root}: {len(getattr(reader, 'all_sequences', reader.sequences()))} sequences"
+    click.echo(f"{dataset} in {root}: {len(info.sequences)} sequences"
                + (f", {n_frames} frames selected" if n_frames is not None else ""))
-    for kind in ("missing", "corrupt", "extra", "counts", "notes"):
-        items = getattr(rep, kind)
+    for kind, items in (("missing", rep.missing), ("corrupt", rep.corrupt), ("extra", rep.extra),
+                        ("counts", rep.counts), ("notes", rep.notes)):
         if items:
             click.echo(f"{kind}: {len(items)}", err=kind != "notes")
             for item in items[:50]:

@@ -288,14 +288,12 @@ def find_body_model(root: Path, kind: str, gender: str) -> Path:
 
 
 class ModelCache:
-    """Body models loaded on first use, per (kind, gender); dropped when pickled for a worker process."""
+    """Body models loaded on first use, per (kind, gender). Readers keep theirs in their per-process cache
+    (``pipeline.readers.base``), so a worker process loads each model file once for all its shard tasks."""
 
     def __init__(self, root: Path | None) -> None:
         self.root = None if root is None else Path(root)
         self._models: dict[tuple[str, str], BodyModel] = {}
-
-    def __getstate__(self) -> dict:
-        return {"root": self.root, "_models": {}}
 
     def get(self, kind: str, gender: str) -> BodyModel:
         if (kind, gender) not in self._models:

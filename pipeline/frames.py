@@ -1,10 +1,28 @@
-"""The Frame: what every reader yields (DESIGN.md section 3)."""
+"""The Frame: what every reader yields (DESIGN.md section 3).
+
+Geometry stays float64 from the reader to the store, which casts at write (``pipeline.process`` gives the arrays in
+the store's dtypes); faces are int32. Frame and Subject hold their arrays in these dtypes whatever they are given.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def _f64(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.asarray(a, dtype=np.float64)
+
+
+def _i32(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.asarray(a, dtype=np.int32)
+
+
+def _coerce(obj, **arrays: np.ndarray | None) -> None:
+    """Set fields of a frozen dataclass (its own ``__post_init__`` only)."""
+    for name, value in arrays.items():
+        object.__setattr__(obj, name, value)
 
 
 @dataclass(frozen=True)
@@ -19,13 +37,16 @@ class Frame:
     subject: str
     sequence: str
     index: int
-    vertices: np.ndarray  # (V, 3) float32
+    vertices: np.ndarray  # (V, 3) float64
     faces: np.ndarray  # (F, 3) int32
-    joint_transforms: np.ndarray  # (J, 4, 4) float32
-    rest_joints: np.ndarray  # (J, 3) float32
-    skinning_weights: np.ndarray | None = None  # (V, J) float32, where the source has them
+    joint_transforms: np.ndarray  # (J, 4, 4) float64
+    rest_joints: np.ndarray  # (J, 3) float64
+    skinning_weights: np.ndarray | None = None  # (V, J) float64, where the source has them
 
     def __post_init__(self) -> None:
+        _coerce(self, vertices=_f64(self.vertices), faces=_i32(self.faces),
+                joint_transforms=_f64(self.joint_transforms), rest_joints=_f64(self.rest_joints),
+                skinning_weights=_f64(self.skinning_weights))
         v, f, jt, rj = self.vertices, self.faces, self.joint_transforms, self.rest_joints
         where = f"frame {self.subject}/{self.sequence}/{self.index}"
         if v.ndim != 2 or v.shape[1] != 3:
@@ -70,7 +91,11 @@ class Subject:
     (then geodesic proxies are chosen per frame and per-template labels are unavailable)."""
 
     name: str
-    rest_joints: np.ndarray  # (J, 3) float32
+    rest_joints: np.ndarray  # (J, 3) float64
     faces: np.ndarray | None = None  # (F, 3) int32
-    rest_vertices: np.ndarray | None = None  # (V, 3) float32
-    skinning_weights: np.ndarray | None = None  # (V, J) float32
+    rest_vertices: np.ndarray | None = None  # (V, 3) float64
+    skinning_weights: np.ndarray | None = None  # (V, J) float64
+
+    def __post_init__(self) -> None:
+        _coerce(self, rest_joints=_f64(self.rest_joints), faces=_i32(self.faces),
+                rest_vertices=_f64(self.rest_vertices), skinning_weights=_f64(self.skinning_weights))

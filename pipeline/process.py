@@ -3,6 +3,10 @@
 ``process_frame`` is a pure function of (frame, subject geometry, config): every random draw comes from a generator
 seeded by ``SeedSequence([seed, crc32(dataset/subject/sequence/index)])`` and the surface samples are drawn first,
 so recomputing a frame (a resumed run, ``hipnet-data geodesics``) reproduces its samples exactly.
+
+Geometry stays float64 through the stages; the store's dtypes (``pipeline.schema``) are applied once, to the arrays
+``process_frame`` returns. Points whose occupancy or nearest label is computed are quantised first (``stored``), so
+those answers hold for the coordinates the store keeps.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from hipnet.pipeline.frames import Frame, Subject
+from hipnet.pipeline.schema import SPECS
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.evalpoints import near_points, stretched_bbox, uniform_points
 from hipnet.pipeline.stages.geodesics import (
@@ -110,44 +115,49 @@ def frame_labels(vertices: np.ndarray, geom: SubjectGeometry, face_index: np.nda
     return sample_labels(d, geom.faces, face_index, bary)
 
 
+def stored(name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` in the store's dtype for array ``name`` (the one place the pipeline leaves float64)."""
+    return np.asarray(values, dtype=SPECS[name].dtype)
+
+
 def process_frame(
     frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, sections: tuple[str, ...], dataset: str
 ) -> dict[str, np.ndarray]:
-    """The per-frame arrays of a store (names of ``pipeline.schema``) for the given sections."""
+    """The per-frame arrays of a store (names and dtypes of ``pipeline.schema``) for the given sections."""
     canon = canonicalise(frame.vertices, frame.joint_transforms)
     rng = frame_rng(cfg.seed, dataset, frame.key)
     s = sample_surface(canon.vertices, frame.faces, cfg.surface_points, rng)
-    points = s.points.astype(np.float32)
+    points = stored("surface/points", s.points)
     labels = frame_labels(canon.vertices, geom, s.face_index, s.barycentrics)
     out = {
         "surface/points": points,
-        "surface/normals": s.normals.astype(np.float16),
+        "surface/normals": s.normals,
         "surface/labels": labels,
         "pose/joint_transforms": canon.joint_transforms,
-        "pose/world_from_canonical": canon.world_from_canonical.astype(np.float32),
+        "pose/world_from_canonical": canon.world_from_canonical,
     }
     if "eval" in sections:
         n = cfg.eval_points
-        uniform = uniform_points(canon.vertices, n, rng).astype(np.float32)
+        uniform = stored("eval/uniform_points", uniform_points(canon.vertices, n, rng))
         near, _ = near_points(s, n, rng, cfg.near_sigma)
-        near = near.astype(np.float32)
+        near = stored("eval/near_points", near)
         u_occ, n_occ = occupancy(canon.vertices, frame.faces, uniform), occupancy(canon.vertices, frame.faces, near)
         out |= {
             "eval/uniform_points": uniform,
             "eval/uniform_occupancy": u_occ.inside,
-            "eval/uniform_disagreements": np.int32(u_occ.disagreements),
+            "eval/uniform_disagreements": u_occ.disagreements,
             "eval/near_points": near,
             "eval/near_occupancy": n_occ.inside,
             "eval/near_labels": nearest_labels(points, labels, near),
-            "eval/near_disagreements": np.int32(n_occ.disagreements),
+            "eval/near_disagreements": n_occ.disagreements,
         }
     if "snarf" in sections:
         n = cfg.eval_points
         lo, hi = stretched_bbox(canon.vertices, 0.0)
         centre, half = (lo + hi) / 2, 0.55 * float(np.max(hi - lo))
-        cube = rng.uniform(centre - half, centre + half, size=(n, 3)).astype(np.float32)
+        cube = stored("snarf/uniform_points", rng.uniform(centre - half, centre + half, size=(n, 3)))
         near, _ = near_points(s, n, rng, SNARF_SIGMA)
-        near = near.astype(np.float32)
+        near = stored("snarf/near_points", near)
         out |= {
             "snarf/uniform_points": cube,
             "snarf/uniform_occupancy": occupancy(canon.vertices, frame.faces, cube).inside,
@@ -155,8 +165,8 @@ def process_frame(
             "snarf/near_occupancy": occupancy(canon.vertices, frame.faces, near).inside,
         }
     if "mesh" in sections:
-        out["mesh/vertices"] = canon.vertices.astype(np.float32)
-    return out
+        out["mesh/vertices"] = canon.vertices
+    return {name: stored(name, values) for name, values in out.items()}
 
 
 def relabel_frame(frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, dataset: str,
@@ -165,7 +175,7 @@ def relabel_frame(frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, da
     equal the stored points (a check that the raw data and config are the ones the store was made from)."""
     canon = canonicalise(frame.vertices, frame.joint_transforms)
     s = sample_surface(canon.vertices, frame.faces, cfg.surface_points, frame_rng(cfg.seed, dataset, frame.key))
-    if not np.array_equal(s.points.astype(np.float32), stored_points):
+    if not np.array_equal(stored("surface/points", s.points), stored_points):
         raise ValueError(
             f"frame {frame.key}: resampled surface points differ from the stored ones (the raw data or the config "
             "is not the one this store was written from)"

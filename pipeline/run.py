@@ -19,6 +19,7 @@ import numpy as np
 
 from hipnet.pipeline.frames import FrameRef
 from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, nearest_labels, process_frame, relabel_frame
+from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.schema import ATTR, CONVENTIONS, DONE, GEODESICS_DONE, SPECS, Dims, shard_slice, specs_for
 from hipnet.pipeline.store import (
     create_store,
@@ -68,12 +69,13 @@ class SplitSummary:
 
 # ------------------------------------------------------------------------------------------------ worker side
 
-_GEOMETRY: OrderedDict = OrderedDict()  # per worker process: (dataset, subject, mode) -> SubjectGeometry
+_GEOMETRY: OrderedDict = OrderedDict()  # per worker process: (reader identity, subject, mode) -> SubjectGeometry
 _GEOMETRY_CACHE_SIZE = 16
 
 
-def subject_geometry(reader, subject: str, mode: str) -> SubjectGeometry:
-    key = (reader.dataset, str(getattr(reader, "root", "")), subject, mode)
+def subject_geometry(reader: Reader, subject: str, mode: str) -> SubjectGeometry:
+    """The subject's geometry, built once per worker process for all the shard tasks of one reader."""
+    key = (reader.cache_key, subject, mode)
     if key not in _GEOMETRY:
         _GEOMETRY[key] = SubjectGeometry.build(reader.subject(subject), mode, where=f"subject {subject}")
         while len(_GEOMETRY) > _GEOMETRY_CACHE_SIZE:
@@ -82,7 +84,7 @@ def subject_geometry(reader, subject: str, mode: str) -> SubjectGeometry:
     return _GEOMETRY[key]
 
 
-def _frames(reader, refs: Sequence[FrameRef], mode: str):
+def _frames(reader: Reader, refs: Sequence[FrameRef], mode: str):
     """(ref, frame, geometry) or (ref, exception, None) for each ref, in order."""
     for ref, frame in reader.load(refs):
         if isinstance(frame, Exception):
@@ -94,7 +96,7 @@ def _frames(reader, refs: Sequence[FrameRef], mode: str):
             yield ref, e, None
 
 
-def _each_frame(reader, refs: Sequence[FrameRef], mode: str, fn) -> tuple[np.ndarray, list[FrameFailure]]:
+def _each_frame(reader: Reader, refs: Sequence[FrameRef], mode: str, fn) -> tuple[np.ndarray, list[FrameFailure]]:
     """Call ``fn(k, frame, geometry)`` for each readable frame; a frame that cannot be read or processed becomes a
     FrameFailure naming its file and reason, and the others go on. Returns (done mask, failures).
 
@@ -125,7 +127,7 @@ def _each_frame(reader, refs: Sequence[FrameRef], mode: str, fn) -> tuple[np.nda
     return done, failures
 
 
-def preprocess_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRef], cfg: PreprocessConfig,
+def preprocess_shard(reader: Reader, store_path: str, shard: int, refs: Sequence[FrameRef], cfg: PreprocessConfig,
                      sections: tuple[str, ...]) -> ShardResult:
     """Compute and write one shard (runs in a worker process)."""
     group = open_group(Path(store_path), mode="r+")
@@ -143,7 +145,8 @@ def preprocess_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRe
     return ShardResult(shard, int(done.sum()), failures)
 
 
-def relabel_shard(reader, store_path: str, shard: int, refs: Sequence[FrameRef], cfg: PreprocessConfig) -> ShardResult:
+def relabel_shard(reader: Reader, store_path: str, shard: int, refs: Sequence[FrameRef],
+                  cfg: PreprocessConfig) -> ShardResult:
     """Recompute ``surface/labels`` (and ``eval/near_labels``) of one shard in mode ``cfg.geodesics``."""
     group = open_group(Path(store_path), mode="r+")
     n = group[DONE].shape[0]
@@ -213,7 +216,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def prepare_store(reader, out: Path, cfg: PreprocessConfig, split: str):
+def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str):
     """Create (or reopen) the store of one split; returns (group path, frame refs, sections)."""
     refs = reader.frame_refs()
     if not refs:
@@ -248,7 +251,7 @@ def prepare_store(reader, out: Path, cfg: PreprocessConfig, split: str):
         ATTR.sequences: sequences,
         ATTR.frames_sha: frames_digest([r.key for r in refs]),
         ATTR.source: {"reader": reader.name, "root": str(Path(reader.root).resolve())},
-        ATTR.manifest_hash: getattr(reader, "info", {}).get("manifest_hash"),
+        ATTR.manifest_hash: reader.info.manifest_hash,
         ATTR.versions: versions(),
         **CONVENTIONS,
     }
@@ -276,7 +279,7 @@ def _run_shards(path: Path, todo: list[int], n: int, k: int, task_of: Callable[[
     return summary
 
 
-def preprocess_split(reader, out: Path, cfg: PreprocessConfig, split: str, workers: int = 1,
+def preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: str, workers: int = 1,
                      scheduler: str | None = None, progress: Callable[[int], None] | None = None,
                      on_start: Callable[[int], None] | None = None) -> SplitSummary:
     """Preprocess the frames of ``reader`` (built for this one split) into ``out/<split>.zarr``."""
@@ -292,7 +295,7 @@ def preprocess_split(reader, out: Path, cfg: PreprocessConfig, split: str, worke
     return summary
 
 
-def relabel_store(reader, path: Path, mode: str, workers: int = 1, scheduler: str | None = None,
+def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, scheduler: str | None = None,
                   progress: Callable[[int], None] | None = None,
                   on_start: Callable[[int], None] | None = None) -> SplitSummary:
     """Recompute the geodesic labels of an existing store in ``mode``, in place and resumably.

@@ -108,7 +108,7 @@ def test_every_generated_frame_is_closed_with_joints_inside(tiny_raw_full):
         inside = winding(frame.vertices, frame.faces, frame.joint_transforms[:, :3, 3])
         assert (inside > 0.5).all(), f"{where}: joints {np.flatnonzero(inside <= 0.5)} outside the body"
         n += 1
-    assert n == reader.info["frames"] == sum(e for e in tiny_manifest()["expected"]["frames"].values())
+    assert n == reader.info.frames == sum(e for e in tiny_manifest()["expected"]["frames"].values())
 
 
 def test_generated_joint_transforms_follow_the_convention(tiny_raw):

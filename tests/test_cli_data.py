@@ -16,7 +16,7 @@ def test_anny_command_generates_a_dataset_and_a_picture(tmp_path, lowpoly_body):
     result = runner.invoke(main, ["anny", "--out", str(out), "--manifest", str(manifest), "--png", str(png)])
     assert result.exit_code == 0, result.output
     reader = AnnyReader(out)
-    assert reader.info["frames"] == sum(tiny_manifest()["expected"]["frames"].values())
+    assert reader.info.frames == sum(tiny_manifest()["expected"]["frames"].values())
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     # a finished dataset is recognised on rerun; a different manifest into the same folder is refused
     again = runner.invoke(main, ["anny", "--out", str(out), "--manifest", str(manifest)])

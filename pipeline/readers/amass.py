@@ -29,7 +29,7 @@ import numpy as np
 from hipnet.pipeline.bodymodels import GENDERS, Z_UP_TO_Y_UP, merge_weights
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.readers.base import group_by_source
-from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, as_float32_frame, frame_error
+from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
 from hipnet.pipeline.selection import select_frames, split_names
 
 SUBSET_ALIASES = {
@@ -253,8 +253,7 @@ class AmassReader(ManifestReader):
             rest_v = model.rest_vertices(betas)
             rest_j = model.pose(betas, np.zeros((1, 3))).rest_joints[:22]
             weights = merge_weights(model.weights[model.keep], model.parents, 22)
-            self._cache[key] = Subject(name, rest_j.astype(np.float32), model.faces, rest_v.astype(np.float32),
-                                       weights.astype(np.float32))
+            self._cache[key] = Subject(name, rest_j, model.faces, rest_v, weights)
         return self._cache[key]
 
     # ---------------------------------------------------------------------------------------- frames
@@ -296,8 +295,8 @@ class AmassReader(ManifestReader):
                 jt = r4 @ posed.joint_transforms[:, :22]
                 for row, k in enumerate(inside):
                     r = chunk[k]
-                    out[k] = as_float32_frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
-                                              subj.rest_joints, subj.skinning_weights)
+                    out[k] = Frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
+                                   subj.rest_joints, subj.skinning_weights)
         except FRAME_ERRORS as e:
             for k in inside:
                 out[k] = frame_error(chunk[k].source, e)

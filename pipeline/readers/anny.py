@@ -10,62 +10,66 @@ import numpy as np
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.io import read_npz, read_yaml
 from hipnet.pipeline.manifest import SPLITS
-from hipnet.pipeline.readers.base import ReaderBase, group_by_source
+from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo, group_by_source
 from hipnet.pipeline.skeleton import Skeleton
 
 
-class AnnyReader(ReaderBase):
-    """The frames of a generated Anny dataset, in manifest order, for the chosen splits.
+class AnnyReader(Reader):
+    """The frames of a generated Anny dataset, in manifest order, for the chosen splits (the reader protocol of
+    ``pipeline.readers.base``). ``meta`` is the folder's ``dataset.yaml``."""
 
-    Implements the reader protocol of ``pipeline.readers.base``: ``frame_refs()`` lists frames without loading
-    meshes, ``load(refs)`` yields each frame or the error that stopped it, ``subject(name)`` gives the rest pose.
-    """
-
-    name = "anny"
-
-    def __init__(self, root: Path, splits: Iterable[str] = SPLITS) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path, splits: Iterable[str] = SPLITS, manifest: str | Path | None = None,
+                 body_models: Path | None = None, strict: bool = True) -> None:
+        super().__init__(root, splits)
         marker = self.root / "dataset.yaml"
+        if manifest is not None:
+            raise ValueError(f"the anny reader reads {marker}, not a manifest ({manifest})")
         if not marker.exists():
             raise FileNotFoundError(
                 f"{marker} not found: {self.root} is not a finished Anny dataset (run `hipnet-data anny --out DIR`)"
             )
-        self.info = read_yaml(marker)
-        splits = tuple(splits)
-        unknown = set(splits) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
-        self.splits = splits
-        self.skeleton = Skeleton.from_attrs(self.info["skeleton"])
-        self.all_sequences = self.info["sequences"]
-        self._cache: dict[str, dict[str, np.ndarray]] = {}  # subject arrays
+        self.meta = read_yaml(marker)
+        self._skeleton = Skeleton.from_attrs(self.meta["skeleton"])
+        self.all_sequences = self.meta["sequences"]
+
+    @property
+    def name(self) -> str:
+        return "anny"
 
     @property
     def dataset(self) -> str:
-        return self.info["dataset"]
+        return self.meta["dataset"]
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return self._skeleton
+
+    @property
+    def info(self) -> ReaderInfo:
+        return ReaderInfo(self.dataset, self.name, str(self.root), None, tuple(s["name"] for s in self.meta["subjects"]),
+                          tuple(SequenceInfo(s["subject"], s["name"], s["split"], s.get("frames"))
+                                for s in self.all_sequences), self.meta.get("frames"))
 
     def subject_names(self) -> list[str]:
         used = {s["subject"] for s in self.sequences()}
-        return [s["name"] for s in self.info["subjects"] if s["name"] in used]
+        return [s["name"] for s in self.meta["subjects"] if s["name"] in used]
 
     def sequence_path(self, subject: str, sequence: str) -> Path:
         return self.root / "sequences" / subject / f"{sequence}.npz"
 
-    def _arrays(self, name: str) -> dict[str, np.ndarray]:
-        if name not in self._cache:
-            v = self.info["num_vertices"]
-            self._cache[name] = read_npz(
+    def subject(self, name: str) -> Subject:
+        key = ("subject", name)
+        if key not in self._cache:
+            v = self.meta["num_vertices"]
+            a = read_npz(
                 self.root / "subjects" / f"{name}.npz",
                 {"rest_vertices": (v, 3), "rest_joints": (22, 3), "skinning_weights": (v, 22), "faces": (None, 3)},
             )
-        return self._cache[name]
-
-    def subject(self, name: str) -> Subject:
-        a = self._arrays(name)
-        return Subject(name, a["rest_joints"], a["faces"], a["rest_vertices"], a["skinning_weights"])
+            self._cache[key] = Subject(name, a["rest_joints"], a["faces"], a["rest_vertices"], a["skinning_weights"])
+        return self._cache[key]
 
     def read_sequence(self, subject: str, sequence: str) -> dict[str, np.ndarray]:
-        v = self.info["num_vertices"]
+        v = self.meta["num_vertices"]
         shapes = {"vertices": (None, v, 3), "joint_transforms": (None, 22, 4, 4)}
         return read_npz(self.sequence_path(subject, sequence), shapes)
 
@@ -102,9 +106,3 @@ class AnnyReader(ReaderBase):
                     rest_joints=subj.rest_joints,
                     skinning_weights=subj.skinning_weights,
                 )
-
-    def __iter__(self) -> Iterator[Frame]:
-        for _, frame in self.load(self.frame_refs()):
-            if isinstance(frame, Exception):
-                raise frame
-            yield frame

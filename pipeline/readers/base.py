@@ -1,37 +1,204 @@
-"""The reader protocol every dataset module implements, and helpers shared by readers.
+"""The reader protocol every dataset module implements (``Reader``), its typed results and the per-process cache.
 
-A reader is built from a raw dataset folder and a tuple of splits, is picklable (it is sent to worker processes)
-and offers:
+A reader is built from a raw dataset folder and a tuple of splits, is picklable (the runner sends it to worker
+processes with every shard task) and offers what the runner (``pipeline.run``) and the CLI (``cli.data``) call:
 
-- ``dataset`` (str) and ``skeleton`` (``Skeleton``);
+- ``dataset``, ``name`` (what ``open_reader`` resolves again), ``root``, ``splits``, ``skeleton``;
+- ``info -> ReaderInfo``: what the source describes (subjects, sequences, frame count, manifest hash);
 - ``frame_refs() -> list[FrameRef]``: every frame of the chosen splits in a fixed order, without loading meshes;
 - ``subject_names() -> list[str]`` and ``subject(name) -> Subject``: rest poses;
 - ``load(refs) -> Iterator[(FrameRef, Frame | Exception)]``: exactly one result per ref, in the order given (the
   runner writes result k into row k and checks its key); a frame that cannot be read or posed comes back, in its
-  place, as the exception (its message names the file and the problem), never silently dropped or moved.
+  place, as the exception (its message names the file and the problem), never silently dropped or moved;
+- ``sequences()``: the entries of ``all_sequences`` in the chosen splits;
+- ``check(read_files) -> CheckReport``, ``count_mismatches()``, ``excluded_refs()``: what ``hipnet-data manifest
+  check`` and ``preprocess`` report; the defaults say nothing is off.
+
+Loaded data that is expensive to rebuild (body models, subjects' rest data) goes in ``self._cache``: a dict per
+reader identity (``cache_key``) and per process, so every shard task a worker process runs for one reader shares it,
+and a reader built anew (files may have changed) starts empty.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from itertools import groupby
+from pathlib import Path
+from typing import ClassVar
 
-from hipnet.pipeline.frames import FrameRef
+from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.manifest import SPLITS
+from hipnet.pipeline.skeleton import Skeleton
+
+PROCESS_CACHE_READERS = 4  # readers whose caches a process keeps (a run uses one per split)
 
 
-class ReaderBase:
-    """What every reader shares: ``sequences()`` = the entries of ``all_sequences`` in the chosen splits, and a
-    per-process ``_cache`` that is not pickled to worker processes (each worker fills its own)."""
+@dataclass
+class CheckReport:
+    """What ``hipnet-data manifest check`` found: files the manifest needs that are absent, files present that it
+    does not use, files that cannot be read (with the reason), and counts against the manifest's ``expected``."""
 
-    splits: tuple[str, ...]
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    counts: list[str] = field(default_factory=list)  # "sequences train: found 79, expected 80"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.counts)
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    subject: str
+    name: str
+    split: str
+    frames: int | None = None  # when the source records it without reading the sequence
+
+
+@dataclass(frozen=True)
+class ReaderInfo:
+    """What a raw dataset describes, over all its splits (``Reader.info``)."""
+
+    dataset: str
+    name: str  # what ``open_reader`` resolves again: a reader name, a manifest name or a manifest YAML path
+    root: str
+    manifest_hash: str | None  # of the manifest the frames were chosen by (None for self-described folders)
+    subjects: tuple[str, ...]  # every subject, in the source's order
+    sequences: tuple[SequenceInfo, ...]  # every sequence, in the source's order
+    frames: int | None = None  # frames of all splits, when the source records the count
+
+
+@dataclass(frozen=True)
+class ReaderKey:
+    """A reader's identity for per-process caches: what it reads, and a token made when it was built (kept through
+    pickling), so every copy sent to a worker shares one cache and a reader built again starts a new one."""
+
+    kind: str  # module.class
+    root: str
+    source: str  # reader or manifest name
+    body_models: str
+    token: str
+
+
+_PROCESS_CACHES: OrderedDict[ReaderKey, dict] = OrderedDict()
+
+
+def process_cache(key: ReaderKey) -> dict:
+    """This process's cache of the reader ``key`` (the last ``PROCESS_CACHE_READERS`` readers are kept)."""
+    cache = _PROCESS_CACHES.get(key)
+    if cache is None:
+        cache = _PROCESS_CACHES[key] = {}
+        while len(_PROCESS_CACHES) > PROCESS_CACHE_READERS:
+            _PROCESS_CACHES.popitem(last=False)
+    _PROCESS_CACHES.move_to_end(key)
+    return cache
+
+
+def check_splits(splits: Iterable[str]) -> tuple[str, ...]:
+    splits = tuple(splits)
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
+    return splits
+
+
+class Reader(ABC):
+    """The reader protocol (module docstring). Subclasses call ``super().__init__(root, splits)`` first and
+    implement the abstract members; ``all_sequences`` entries are dicts with at least ``subject``, ``name`` and
+    ``split``."""
+
+    needs_body_models: ClassVar[bool] = False  # subjects are posed through the user's SMPL-family files
     all_sequences: list[dict]
-    _cache: dict
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": {}}
+    def __init__(self, root: Path, splits: Iterable[str] = SPLITS) -> None:
+        self.root = Path(root)
+        self.splits = check_splits(splits)
+        self._token = uuid.uuid4().hex
+
+    # ------------------------------------------------------------------------------------ what it reads
+
+    @property
+    @abstractmethod
+    def dataset(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def name(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def skeleton(self) -> Skeleton: ...
+
+    @property
+    @abstractmethod
+    def info(self) -> ReaderInfo: ...
+
+    @property
+    def body_models(self) -> Path | None:
+        return None
+
+    @property
+    def cache_key(self) -> ReaderKey:
+        return ReaderKey(f"{type(self).__module__}.{type(self).__qualname__}", str(self.root), self.name,
+                         str(self.body_models or ""), self._token)
+
+    @property
+    def _cache(self) -> dict:
+        return process_cache(self.cache_key)
+
+    # ------------------------------------------------------------------------------------ frames and subjects
+
+    @abstractmethod
+    def frame_refs(self) -> list[FrameRef]: ...
+
+    @abstractmethod
+    def subject(self, name: str) -> Subject: ...
+
+    @abstractmethod
+    def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]: ...
 
     def sequences(self) -> list[dict]:
         return [s for s in self.all_sequences if s["split"] in self.splits]
+
+    def subject_names(self) -> list[str]:
+        """The subjects of the chosen splits, in the order of their first sequence."""
+        return list(dict.fromkeys(s["subject"] for s in self.sequences()))
+
+    def __iter__(self) -> Iterator[Frame]:
+        for _, frame in self.load(self.frame_refs()):
+            if isinstance(frame, Exception):
+                raise frame
+            yield frame
+
+    # ------------------------------------------------------------------------------------ reports
+
+    def count_mismatches(self) -> list[tuple[str, str]]:
+        """``(key, message)`` per count the raw data does not meet; none unless the source states counts."""
+        return []
+
+    def excluded_refs(self) -> list[str]:
+        """Sources of frames the chosen splits would use but the source excludes (known unreadable files)."""
+        return []
+
+    def check(self, read_files: bool = True) -> CheckReport:
+        """Default: list every frame and (``read_files``) load it; what cannot be listed is missing, what cannot be
+        loaded is corrupt."""
+        report = CheckReport()
+        try:
+            refs = self.frame_refs()
+        except (OSError, ValueError) as e:
+            report.missing.append(str(e))
+            return report
+        for _, frame in self.load(refs) if read_files else ():
+            if isinstance(frame, Exception):
+                report.corrupt.append(str(frame))
+        return report
 
 
 def group_by_source(refs: Iterable[FrameRef]) -> list[list[FrameRef]]:

@@ -28,7 +28,7 @@ import numpy as np
 from hipnet.pipeline.bodymodels import merge_weights, rigid_transforms
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.io import read_npz
-from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, as_float32_frame, frame_error
+from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
 from hipnet.pipeline.selection import select_frames, split_names
 
 FRAME_FILE = re.compile(r"^(?P<sequence>.+)\.(?P<frame>\d{6})\.npz$")
@@ -182,8 +182,7 @@ class CapeReader(ManifestReader):
             tris = self.base / "misc" / "smpl_tris.npy"
             faces = self.faces(tris, len(rest)) if tris.is_file() else model.faces
             weights = merge_weights(model.weights[model.keep], model.parents, 22)
-            subj = Subject(name, joints[:22].astype(np.float32), faces, rest.astype(np.float32),
-                           weights.astype(np.float32))
+            subj = Subject(name, joints[:22], faces, rest, weights)
             self._cache[key] = (subj, joints, model.parents)
         return self._cache[key]
 
@@ -201,8 +200,8 @@ class CapeReader(ManifestReader):
                     raise ValueError(f"{r.source}: v_posed has {len(data['v_posed'])} vertices, expected "
                                      f"{len(subj.rest_vertices)}")
                 jt = rigid_transforms(data["pose"][None], joints, parents)[0, :22]
-                frame = as_float32_frame(r.subject, r.sequence, r.index, data["v_posed"] - data["transl"],
-                                         subj.faces, jt, subj.rest_joints, subj.skinning_weights)
+                frame = Frame(r.subject, r.sequence, r.index, data["v_posed"] - data["transl"],
+                              subj.faces, jt, subj.rest_joints, subj.skinning_weights)
             except FRAME_ERRORS as e:
                 yield r, frame_error(r.source, e)
                 continue

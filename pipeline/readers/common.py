@@ -3,16 +3,14 @@ from selection rules, excluded frames, and the report of ``hipnet-data manifest 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
-from hipnet.pipeline.frames import Frame, FrameRef
+from hipnet.pipeline.bodymodels import ModelCache
+from hipnet.pipeline.frames import FrameRef
 from hipnet.pipeline.manifest import SPLITS, check_split, load_manifest, manifest_hash, manifest_path
-from hipnet.pipeline.readers.base import ReaderBase
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.readers.base import CheckReport, Reader, ReaderInfo, SequenceInfo
+from hipnet.pipeline.skeleton import SMPL22, Skeleton
 
 # What reading or posing one frame may raise (numpy's LinAlgError is a ValueError, torch's errors RuntimeErrors).
 # ``load`` turns them into that frame's recorded failure, named by its file, and goes on with the other frames.
@@ -32,34 +30,7 @@ def frame_error(source: str, e: Exception) -> Exception:
     return err
 
 
-@dataclass
-class CheckReport:
-    """What ``hipnet-data manifest check`` found: files the manifest needs that are absent, files present that it
-    does not use, files that cannot be read (with the reason), and counts against the manifest's ``expected``."""
-
-    missing: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    corrupt: list[str] = field(default_factory=list)
-    counts: list[str] = field(default_factory=list)  # "sequences train: found 79, expected 80"
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.corrupt or self.counts)
-
-
-def as_float32_frame(subject: str, sequence: str, index: int, vertices, faces, joint_transforms, rest_joints,
-                     skinning_weights=None) -> Frame:
-    return Frame(
-        subject=subject, sequence=sequence, index=int(index),
-        vertices=np.asarray(vertices, dtype=np.float32), faces=np.asarray(faces, dtype=np.int32),
-        joint_transforms=np.asarray(joint_transforms, dtype=np.float32),
-        rest_joints=np.asarray(rest_joints, dtype=np.float32),
-        skinning_weights=None if skinning_weights is None else np.asarray(skinning_weights, dtype=np.float32),
-    )
-
-
-class ManifestReader(ReaderBase):
+class ManifestReader(Reader):
     """Base of the readers driven by a manifest in ``data_manifests/`` (or a YAML path).
 
     Subclasses set ``reader_kind`` and implement ``resolve()`` (the sequences of the manifest, explicit or from its
@@ -69,37 +40,58 @@ class ManifestReader(ReaderBase):
 
     reader_kind = ""
     accepts: tuple[str, ...] = ()  # the manifest `reader` values this class reads (default: reader_kind)
-    skeleton = SMPL22
+    needs_body_models = True
 
     def __init__(self, root: Path, splits: Iterable[str] = SPLITS, manifest: str | Path | None = None,
                  body_models: Path | None = None, strict: bool = True) -> None:
-        from hipnet.pipeline.bodymodels import ModelCache
-
+        super().__init__(root, splits)
         self.strict = strict  # False (manifest check): missing folders are reported by check(), not raised
         self._lengths: dict[str, int] = {}  # frames per source, from file headers
-        self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: raw dataset folder not found")
         manifest = manifest or self.reader_kind
-        self.manifest = load_manifest(manifest)
+        try:
+            self.manifest = load_manifest(manifest)
+        except FileNotFoundError:
+            if manifest == self.reader_kind:
+                raise ValueError(f"the {self.reader_kind} reader needs a manifest: pass one of its manifests in "
+                                 "data_manifests/ (amass_transitions, amass_cmu, dfaust, dfaust_snarf, "
+                                 "dfaust_poseprior, cape) or a YAML path as --dataset") from None
+            raise
         kind = self.manifest.get("reader", self.manifest["dataset"])
         if kind not in (self.accepts or (self.reader_kind,)):
             raise ValueError(f"{manifest_path(manifest)}: manifest is for reader {kind!r}, not {self.reader_kind!r}")
         # the name a store records and `open_reader` resolves again: the shipped manifest's name or the YAML path
         shipped = Path(str(manifest)).suffix not in (".yaml", ".yml")
-        self.name = str(manifest) if shipped else str(Path(manifest).resolve())
-        splits = tuple(splits)
-        unknown = set(splits) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
-        self.splits = splits
-        self.models = ModelCache(body_models)
+        self._name = str(manifest) if shipped else str(Path(manifest).resolve())
+        self._body_models = None if body_models is None else Path(body_models)
+        self._manifest_hash = manifest_hash(self.manifest)
         self.excluded = self._excluded()
         self.subject_entries, self.all_sequences = self.resolve()
         check_split({"subjects": list(self.subject_entries.values()), "sequences": self.all_sequences},
                     where=str(manifest))
-        self.info = {"dataset": self.dataset, "manifest_hash": manifest_hash(self.manifest)}
-        self._cache: dict = {}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return SMPL22
+
+    @property
+    def body_models(self) -> Path | None:
+        return self._body_models
+
+    @property
+    def models(self) -> ModelCache:
+        """The body models, loaded once per process for this reader (kept in its per-process cache)."""
+        return self._cache.setdefault("models", ModelCache(self._body_models))
+
+    @property
+    def info(self) -> ReaderInfo:
+        return ReaderInfo(self.dataset, self.name, str(self.root), self._manifest_hash, tuple(self.subject_entries),
+                          tuple(SequenceInfo(s["subject"], s["name"], s["split"]) for s in self.all_sequences))
 
     @property
     def dataset(self) -> str:
@@ -125,9 +117,6 @@ class ManifestReader(ReaderBase):
         parts = Path(source).parts
         return any("/".join(parts[-len(Path(tail).parts):]) == tail for tail in self.excluded)
 
-    def subject_names(self) -> list[str]:
-        return list(dict.fromkeys(s["subject"] for s in self.sequences()))
-
     def frame_refs(self) -> list[FrameRef]:
         refs: list[FrameRef] = []
         for seq in self.sequences():
@@ -141,15 +130,6 @@ class ManifestReader(ReaderBase):
         for seq in self.sequences():
             hits += [r.source for r in self._frame_refs_of(seq) if self.is_excluded(r.source)]
         return hits
-
-    def __iter__(self) -> Iterator[Frame]:
-        for _, frame in self.load(self.frame_refs()):
-            if isinstance(frame, Exception):
-                raise frame
-            yield frame
-
-    def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
-        raise NotImplementedError
 
     def found_counts(self) -> dict[str, int]:
         """What the resolved manifest holds, under the keys of its ``expected`` block (per split as

@@ -28,7 +28,7 @@ from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.manifest import SPLITS, load_manifest
 from hipnet.pipeline.readers.amass import AmassReader, subset_dir
 from hipnet.pipeline.readers.base import group_by_source
-from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, as_float32_frame, frame_error
+from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
 from hipnet.pipeline.selection import select_frames
 
 REGISTRATION_FILES = {"male": "registrations_m.hdf5", "female": "registrations_f.hdf5"}
@@ -40,9 +40,11 @@ def rotation_x(degrees: float) -> np.ndarray:
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
-def open_dfaust(root: Path, splits: Iterable[str] = SPLITS, manifest: str | Path = "dfaust",
-                body_models: Path | None = None, strict: bool = True):
-    """The reader for a DFAUST manifest: the AMASS route if ``root`` has the DFaust subset, else registrations."""
+def open_dfaust(root: Path, splits: Iterable[str] = SPLITS, manifest: str | Path | None = None,
+                body_models: Path | None = None, strict: bool = True) -> ManifestReader:
+    """The reader for a DFAUST manifest (default ``dfaust``): the AMASS route if ``root`` has the DFaust subset,
+    else the registrations."""
+    manifest = manifest or "dfaust"
     route = load_manifest(manifest).get("route", "auto")
     if route == "auto":
         has_amass = subset_dir(Path(root), "DFaust") is not None
@@ -193,8 +195,7 @@ class DfaustRegistrationsReader(ManifestReader):
             rest = unpose(model, posed[0])
             rest_joints = (model.J_regressor[:, model.keep] @ rest)[:22]
             weights = merge_weights(model.weights[model.keep], model.parents, 22)
-            self._cache[key] = Subject(name, rest_joints.astype(np.float32), model.faces, rest.astype(np.float32),
-                                       weights.astype(np.float32))
+            self._cache[key] = Subject(name, rest_joints, model.faces, rest, weights)
         return self._cache[key]
 
     def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
@@ -220,8 +221,8 @@ class DfaustRegistrationsReader(ManifestReader):
                     jt[..., :3, :3], jt[..., :3, 3], jt[..., 3, 3] = g[:, :22], joints[:, :22], 1.0
                     for row, k in enumerate(inside):
                         r = group[k]
-                        out[k] = as_float32_frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
-                                                  subj.rest_joints, subj.skinning_weights)
+                        out[k] = Frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
+                                       subj.rest_joints, subj.skinning_weights)
             except (*FRAME_ERRORS, StopIteration) as e:
                 failed = set(inside) if out else set(range(len(group)))  # past the end stays that frame's error
                 out = [frame_error(r.source, e) if k in failed else out[k] for k, r in enumerate(group)]

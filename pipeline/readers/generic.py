@@ -18,7 +18,6 @@ orientation, identity in the rest pose; J_j the posed joint position). ``up: z``
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,8 @@ from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.io import read_npz, read_yaml
 from hipnet.pipeline.manifest import SPLITS, check_split
-from hipnet.pipeline.readers.base import ReaderBase
-from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, as_float32_frame, frame_error
+from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
+from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, frame_error
 from hipnet.pipeline.skeleton import Skeleton
 
 MESH_SUFFIXES = (".ply", ".obj", ".off")  # not .stl: it stores every triangle's corners apart, no shared vertices
@@ -50,42 +49,45 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
 
 
-class GenericReader(ReaderBase):
-    """Frames of a folder in the generic format. Implements the reader protocol of ``pipeline.readers.base``."""
+class GenericReader(Reader):
+    """Frames of a folder in the generic format (the reader protocol of ``pipeline.readers.base``). ``meta`` is the
+    folder's ``dataset.yaml``."""
 
-    name = "generic"
-
-    def __init__(self, root: Path, splits: Iterable[str] = SPLITS) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path, splits: Iterable[str] = SPLITS, manifest: str | Path | None = None,
+                 body_models: Path | None = None, strict: bool = True) -> None:
+        super().__init__(root, splits)
         marker = self.root / "dataset.yaml"
+        if manifest is not None:
+            raise ValueError(f"the generic reader reads {marker}, not a manifest ({manifest})")
         if not marker.is_file():
             raise FileNotFoundError(f"{marker} not found: {self.root} is not a dataset in the generic format "
                                     "(docs/generic_format.md)")
-        self.info = read_yaml(marker)
+        self.meta = read_yaml(marker)
         for key in ("dataset", "sequences"):
-            if key not in self.info:
+            if key not in self.meta:
                 raise ValueError(f"{marker}: lacks the key {key!r}")
-        subjects = [{"name": n} for n in dict.fromkeys(s["subject"] for s in self.info["sequences"])]
-        check_split({"subjects": subjects, "sequences": self.info["sequences"]}, where=str(marker))
-        splits = tuple(splits)
-        unknown = set(splits) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
-        self.splits = splits
-        up = str(self.info.get("up", "y")).lower()
+        subjects = [{"name": n} for n in dict.fromkeys(s["subject"] for s in self.meta["sequences"])]
+        check_split({"subjects": subjects, "sequences": self.meta["sequences"]}, where=str(marker))
+        up = str(self.meta.get("up", "y")).lower()
         if up not in UP:
             raise ValueError(f"{marker}: up must be y or z, got {up!r}")
         self.rotation = UP[up]
-        self.scale = float(self.info.get("scale", 1.0))
-        self.all_sequences = self.info["sequences"]
-        self._cache: dict = {}
+        self.scale = float(self.meta.get("scale", 1.0))
+        self.all_sequences = self.meta["sequences"]
+
+    @property
+    def name(self) -> str:
+        return "generic"
 
     @property
     def dataset(self) -> str:
-        return self.info["dataset"]
+        return self.meta["dataset"]
 
-    def subject_names(self) -> list[str]:
-        return list(dict.fromkeys(s["subject"] for s in self.sequences()))
+    @property
+    def info(self) -> ReaderInfo:
+        return ReaderInfo(self.dataset, self.name, str(self.root), None,
+                          tuple(dict.fromkeys(s["subject"] for s in self.all_sequences)),
+                          tuple(SequenceInfo(s["subject"], s["name"], s["split"]) for s in self.all_sequences))
 
     def sequence_dir(self, subject: str, sequence: str) -> Path:
         return self.root / "sequences" / subject / sequence
@@ -98,11 +100,17 @@ class GenericReader(ReaderBase):
             raise ValueError(f"{path}: names, parents and joint_transforms disagree on the number of joints")
         return data
 
-    @cached_property
+    @property
     def skeleton(self) -> Skeleton:
         """The dataset's skeleton: that of its first sequence (read on first use, so ``check`` can list every
         missing file of a folder whose first ``skeleton.npz`` is absent)."""
-        first = self.info["sequences"][0]
+        key = ("dataset skeleton",)
+        if key not in self._cache:
+            self._cache[key] = self._first_skeleton()
+        return self._cache[key]
+
+    def _first_skeleton(self) -> Skeleton:
+        first = self.meta["sequences"][0]
         path = self.sequence_dir(first["subject"], first["name"]) / "skeleton.npz"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the skeleton of the dataset's first sequence is missing (run "
@@ -133,9 +141,8 @@ class GenericReader(ReaderBase):
             w = a.get("skinning_weights")
             if w is not None and w.shape != (len(a["rest_vertices"]), j):
                 raise ValueError(f"{path}: skinning_weights has shape {w.shape}, expected ({len(a['rest_vertices'])}, {j})")
-            self._cache[key] = Subject(name, self._to_y_up(a["rest_joints"]).astype(np.float32),
-                                       a["faces"].astype(np.int32), self._to_y_up(a["rest_vertices"]).astype(np.float32),
-                                       None if w is None else w.astype(np.float32))
+            self._cache[key] = Subject(name, self._to_y_up(a["rest_joints"]), a["faces"],
+                                       self._to_y_up(a["rest_vertices"]), w)
         return self._cache[key]
 
     def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
@@ -145,7 +152,8 @@ class GenericReader(ReaderBase):
                 subj = self.subject(ref.subject)
                 key = ("skeleton", ref.subject, ref.sequence)
                 if key not in self._cache:
-                    self._cache = {k: v for k, v in self._cache.items() if k[0] != "skeleton"}  # one sequence at a time
+                    for old in [k for k in self._cache if k[0] == "skeleton"]:  # one sequence at a time
+                        del self._cache[old]
                     self._cache[key] = self._skeleton_file(ref.subject, ref.sequence)
                 data = self._cache[key]
                 names = tuple(str(n) for n in data["names"])
@@ -163,24 +171,18 @@ class GenericReader(ReaderBase):
                 jt = np.array(data["joint_transforms"][ref.index], dtype=np.float64)
                 jt[:, :3, :3] = r @ jt[:, :3, :3] @ r.T
                 jt[:, :3, 3] = self._to_y_up(jt[:, :3, 3])
-                frame = as_float32_frame(ref.subject, ref.sequence, ref.index, self._to_y_up(verts), subj.faces, jt,
-                                         subj.rest_joints, subj.skinning_weights)
+                frame = Frame(ref.subject, ref.sequence, ref.index, self._to_y_up(verts), subj.faces, jt,
+                              subj.rest_joints, subj.skinning_weights)
             except FRAME_ERRORS as e:
                 yield ref, frame_error(ref.source, e)
                 continue
             yield ref, frame
 
-    def __iter__(self) -> Iterator[Frame]:
-        for _, frame in self.load(self.frame_refs()):
-            if isinstance(frame, Exception):
-                raise frame
-            yield frame
-
     def check(self, read_files: bool = True) -> CheckReport:
         """Every missing skeleton, mesh folder and subject file, unreadable files, and sequences whose mesh count
         differs from their number of joint transforms."""
         report = CheckReport()
-        for seq in self.info["sequences"]:
+        for seq in self.meta["sequences"]:
             folder = self.sequence_dir(seq["subject"], seq["name"])
             files = self.meshes(seq["subject"], seq["name"])
             if not files:
@@ -203,7 +205,7 @@ class GenericReader(ReaderBase):
                     read_mesh(p)
                 except ValueError as e:
                     report.corrupt.append(str(e))
-        for name in dict.fromkeys(s["subject"] for s in self.info["sequences"]):
+        for name in dict.fromkeys(s["subject"] for s in self.meta["sequences"]):
             if not (self.root / "subjects" / f"{name}.npz").is_file():
                 report.missing.append(str(self.root / "subjects" / f"{name}.npz"))
         return report

@@ -13,8 +13,8 @@ import numpy as np
 
 
 class Canonical(NamedTuple):
-    vertices: np.ndarray  # (V, 3) float32, canonical frame
-    joint_transforms: np.ndarray  # (J, 4, 4) float32, canonical frame, convention of section 3
+    vertices: np.ndarray  # (V, 3) float64, canonical frame
+    joint_transforms: np.ndarray  # (J, 4, 4) float64, canonical frame, convention of section 3
     world_from_canonical: np.ndarray  # (4, 4) float64: x_world = R x_canonical + t
 
 
@@ -47,7 +47,7 @@ def canonicalise(vertices: np.ndarray, joint_transforms: np.ndarray) -> Canonica
     world = np.eye(4)
     world[:3, :3], world[:3, 3] = r, t
     canon_v = (np.asarray(vertices, dtype=np.float64) - t) @ r
-    return Canonical(canon_v.astype(np.float32), canon_jt.astype(np.float32), world)
+    return Canonical(canon_v, canon_jt, world)
 
 
 def to_world(points: np.ndarray, world_from_canonical: np.ndarray) -> np.ndarray:
