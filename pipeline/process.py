@@ -50,9 +50,10 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if self.geodesics not in GEODESIC_MODES:
             raise ValueError(f"geodesics must be one of {GEODESIC_MODES}, got {self.geodesics!r}")
-        for name in ("surface_points", "eval_points", "shard_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name, value in (("surface_points", self.surface_points), ("eval_points", self.eval_points),
+                            ("shard_frames", self.shard_frames)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
 
     def to_attrs(self) -> dict:
         return asdict(self)
