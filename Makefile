@@ -28,7 +28,7 @@ DEMO_EVAL_ARGS ?= --stride 16 --mesh-frames 2 --resolution 128
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test demo preprocess train eval lint bench clean
+.PHONY: setup test demo preprocess train eval lint bench bench-accuracy gpu-prepare gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,7 +85,21 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
-	for b in bench/[!_]*.py; do $(BIN)/python $$b || exit 1; done
+	for b in generate preprocess train; do $(BIN)/python bench/$$b.py || exit 1; done
+
+# The accuracy harness: HIPNet variants (the paper's table-6 ladder, our departures) and NASA on the same embedded
+# stores and budget; resumable (a rerun skips finished variants). ACCURACY_ARGS="--only fast,nasa" picks variants.
+ACCURACY_ARGS ?=
+bench-accuracy: setup
+	$(BIN)/python bench/accuracy.py $(ACCURACY_ARGS)
+
+# GPU: `make gpu-prepare` here (wheels for Python 3.12 and small stores into .gpu/), then `make gpu-check` on the
+# GPU machine with .gpu carried along (it needs no `make setup`: it uses that machine's torch).
+gpu-prepare: setup
+	bash bench/gpu_prepare.sh
+
+gpu-check:
+	bash bench/gpu_check.sh $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
