@@ -1,13 +1,48 @@
-"""``hipnet-train``: train HIPNet on one or more stores."""
+"""``hipnet-train``: train HIPNet on one or more stores.
+
+The config override options are built from ``TrainConfig``'s fields (``OVERRIDES``): type, choices and help come
+from the field; none has a default of its own (an option left out keeps the preset's value).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
+import types
+from dataclasses import fields
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import click
+
+from hipnet.model.config import TrainConfig, field_type
+
+# TrainConfig fields that hipnet-train can override, with the option name when it is not --field-name
+OVERRIDES = {"steps": None, "epochs": None, "points_per_frame": None, "eikonal_per_frame": None,
+             "frames_per_step": None, "loader_workers": "--workers", "seed": None, "amp": None}
+
+
+def _click_type(hint):
+    if get_origin(hint) is Literal:
+        return click.Choice(get_args(hint))
+    if get_origin(hint) in (types.UnionType,):  # int | None
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    if hint not in (int, float, str):
+        raise TypeError(f"no command-line type for {hint!r}")
+    return hint
+
+
+def config_options(names: dict[str, str | None]):
+    """Decorator adding one ``--option`` per ``TrainConfig`` field in ``names`` (default None, help from the field)."""
+    docs = {f.name: f.metadata.get("doc", "") for f in fields(TrainConfig)}
+
+    def decorate(fn):
+        for name, flag in reversed(names.items()):
+            fn = click.option(flag or "--" + name.replace("_", "-"), name, type=_click_type(field_type(TrainConfig, name)),
+                              default=None, help=docs[name])(fn)
+        return fn
+
+    return decorate
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -20,37 +55,28 @@ import click
                    "YAML/JSON file of overrides ('base: small' picks the preset it overrides).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder (runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its checkpoint stopped.")
-@click.option("--steps", type=int, default=None, help="Train this many steps in total (overrides --epochs).")
-@click.option("--epochs", type=int, default=None, help="Train this many epochs in total.")
 @click.option("--max-minutes", type=float, default=None, help="Stop (with a checkpoint) after this much time.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
-@click.option("--points-per-frame", type=int, default=None, help="Surface points per frame and step.")
-@click.option("--frames-per-step", type=int, default=None, help="Frames per step (batch size in frames).")
-@click.option("--workers", "loader_workers", type=int, default=None, help="Loader worker processes per rank.")
-@click.option("--seed", type=int, default=None)
-def main(shards, more_shards, config, out, resume, steps, epochs, max_minutes, device, points_per_frame,
-         frames_per_step, loader_workers, seed) -> None:
+@config_options(OVERRIDES)
+def main(shards, more_shards, config, out, resume, max_minutes, device, **overrides) -> None:
     """Train HIPNet on sharded stores written by `hipnet-data preprocess`: per-joint sub-networks along the
     skeleton read from the stores, pose encoder, subject codes (one per subject across all stores), the loss of
-    the paper's equation 2. Writes config.json, log.csv, tb/ and an atomic ckpt.pt into --out.
+    the paper's equation 2. Writes config.json, log.csv, tb/ and an atomic ckpt.pt into --out. Options after
+    --device override fields of the config.
 
     Multi-GPU: `torchrun --nproc-per-node N -m hipnet.cli.train ...` (the loader splits shards by rank).
     """
     import torch
 
-    from hipnet.model.config import load_config
+    from hipnet.model.config import load_config, parse_overrides
     from hipnet.model.train import train
 
     try:
         cfg = load_config(config)
-        overrides = {k: v for k, v in dict(steps=steps, epochs=epochs, points_per_frame=points_per_frame,
-                                           frames_per_step=frames_per_step, loader_workers=loader_workers,
-                                           seed=seed).items() if v is not None}
-        if epochs is not None and steps is None:
-            overrides["steps"] = None  # an explicit epoch count wins over a preset's step count
-        if points_per_frame is not None:
-            overrides["eikonal_per_frame"] = points_per_frame
-        cfg = replace(cfg, **overrides)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "epochs" in given and "steps" not in given:
+            given["steps"] = None  # an explicit epoch count wins over a preset's step count
+        cfg = parse_overrides(cfg, given, "command line")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"

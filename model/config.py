@@ -1,16 +1,52 @@
-"""Typed configuration of the network and the training run, with the two named presets.
+"""Typed configuration of the network and the training run, with the named presets; the one place a default lives.
 
 ``paper``: the sizes of seed 000 (section 3.5, appendix A): 8 x 256 sub-networks with a skip into layer 4, 256-d
 subject codes, 25k surface + 25k eikonal points per frame, Adam at 1e-4. ``small``: a model that trains usefully on a
 2-core CPU in minutes; ``fast``: ``small`` with three documented departures from the paper for the CPU demo. A
 YAML/JSON file may override any field of a preset (``base: small`` picks the preset).
+
+Every field of ``TrainConfig`` carries its help text in ``metadata["doc"]``; ``hipnet-train`` builds its override
+options from the fields (type, choices, help) and gives them no default of their own. Closed choices are ``Literal``
+types, checked in ``__post_init__`` against the Literal's arguments. ``parse_overrides`` is the one parser of config
+mappings (files, checkpoints): a misspelt key is a one-line ``ValueError`` naming the key and the source.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+Aggregation = Literal["mean", "softmin"]
+LrSchedule = Literal["constant", "cosine"]
+# auto: tf32 on CUDA (fp32 tensors, TF32 matmuls), fp32 on CPU; see hipnet.model.precision
+Amp = Literal["auto", "fp32", "tf32", "bf16"]
+
+
+def doc(default: Any, text: str) -> Any:
+    """A dataclass field with a default and its help text (``metadata["doc"]``, the CLI's help)."""
+    return field(default=default, metadata={"doc": text})
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def check_choices(obj: Any) -> None:
+    """Raise ``ValueError`` when a ``Literal``-typed field of the dataclass ``obj`` holds a value outside it."""
+    for name, hint in _hints(type(obj)).items():
+        if get_origin(hint) is Literal and getattr(obj, name) not in get_args(hint):
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, get_args(hint)))}, "
+                             f"got {getattr(obj, name)!r}")
+
+
+def field_type(cls: type, name: str) -> Any:
+    """The resolved annotation of field ``name`` of dataclass ``cls`` (``int | None``, a ``Literal``, ...)."""
+    return _hints(cls)[name]
 
 
 @dataclass(frozen=True)
@@ -27,58 +63,82 @@ class ModelConfig:
     softplus_beta: float = 100.0
     sphere_radius: float = 0.5  # geometric initialisation: SDF of this sphere about the origin
     local_frames: bool = False  # beyond the paper: sub-network k sees x in joint k's frame (ablation)
+    hierarchical: bool = True  # each child sub-network sees its parent's output (the paper); False: flat (ablation)
     # base of the aggregation network (an MLP residual over parts, phi, beta is added to it): "mean" = a learnt
     # weighted mean of the part SDFs; "softmin" = -tau log mean exp(-F_k / tau), a smooth union (beyond the paper)
-    aggregation: str = "mean"
+    aggregation: Aggregation = "mean"
     softmin_tau: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.aggregation not in ("mean", "softmin"):
-            raise ValueError(f"aggregation must be 'mean' or 'softmin', got {self.aggregation!r}")
+        check_choices(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    points_per_frame: int = 25_000  # surface points per frame and step
-    eikonal_per_frame: int = 25_000  # eikonal points per frame (half uniform in the bbox, half near the surface)
-    eikonal_near_sigma: float = 0.03
-    bbox_margin: float = 0.1  # eikonal uniform points: canonical bbox of the frame's points, grown by this (m)
-    frames_per_step: int = 4
-    lr: float = 1e-4
-    code_lr: float | None = None  # subject codes' learning rate (default: lr)
-    lr_schedule: str = "constant"  # or "cosine": from lr down to lr * lr_final over the planned steps
-    lr_final: float = 0.03
-    lambda_eikonal: float = 0.1
-    lambda_normal: float = 0.1
-    subnet_losses: bool = True  # the per-joint terms of equation 2
-    # beyond the paper: L1 between F and the signed distance to the nearest oriented surface sample, on the
-    # eikonal points (sign from that sample's normal). 0 = the paper's loss.
-    lambda_sdf: float = 0.0
-    epochs: int = 50
-    steps: int | None = None  # overrides epochs when set
-    shuffle_buffer: int = 64  # frames
-    loader_workers: int = 2
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 200  # steps
-    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or "bf16", "fp32"
+    points_per_frame: int = doc(25_000, "Surface points per frame and step.")
+    eikonal_per_frame: int = doc(25_000, "Eikonal points per frame and step (half uniform in the frame's bbox, "
+                                         "half near the surface).")
+    eikonal_near_sigma: float = doc(0.03, "Std (m) of the near-surface eikonal points' offset.")
+    bbox_margin: float = doc(0.1, "Eikonal uniform points: the frame's canonical bbox grown by this (m).")
+    frames_per_step: int = doc(4, "Frames per step (batch size in frames).")
+    lr: float = doc(1e-4, "Adam learning rate.")
+    code_lr: float | None = doc(None, "Subject codes' learning rate (default: lr).")
+    lr_schedule: LrSchedule = doc("constant", "constant, or cosine: from lr down to lr * lr_final over the "
+                                              "planned steps.")
+    lr_final: float = doc(0.03, "Final fraction of lr of the cosine schedule.")
+    lambda_eikonal: float = doc(0.1, "Weight of the eikonal term.")
+    lambda_normal: float = doc(0.1, "Weight of the normal terms.")
+    subnet_losses: bool = doc(True, "The per-joint terms of equation 2.")
+    lambda_sdf: float = doc(0.0, "Beyond the paper: weight of the L1 term between F and the signed distance to the "
+                                 "nearest oriented surface sample at the eikonal points (0 = the paper's loss).")
+    epochs: int = doc(50, "Train this many epochs in total (when steps is not set).")
+    steps: int | None = doc(None, "Train this many steps in total (overrides epochs when set).")
+    shuffle_buffer: int = doc(64, "Frames in each loader worker's shuffle buffer.")
+    loader_workers: int = doc(2, "Loader worker processes per rank.")
+    seed: int = doc(0, "Seed of the initialisation and of the sample order.")
+    log_every: int = doc(10, "Write log.csv, TensorBoard and the progress bar's loss every this many steps.")
+    checkpoint_every: int = doc(200, "Write ckpt.pt every this many steps (and at the end).")
+    amp: Amp = doc("auto", "Precision: fp32; tf32 (fp32 tensors, TF32 matmuls on CUDA; plain fp32 on CPU); bf16 "
+                           "(bf16 autocast); auto = tf32 on CUDA, fp32 on CPU (provisional, see "
+                           "hipnet.model.precision).")
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        check_choices(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = dict(d)
-        model = ModelConfig(**d.pop("model", {}))
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown training config keys {sorted(unknown)}")
-        return cls(model=model, **d)
+    def from_dict(cls, d: Mapping, source: str = "config") -> TrainConfig:
+        """A config from its ``to_dict`` form (checkpoints, ``config.json``); fields it lacks keep their defaults."""
+        return parse_overrides(cls(), d, source)
+
+
+def _check_keys(data: Mapping, cls: type, source: str, prefix: str) -> None:
+    known = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{source}: unknown config key {prefix}{key!r} (known: {', '.join(known)})")
+
+
+def parse_overrides(base: TrainConfig, data: Mapping, source: str) -> TrainConfig:
+    """``base`` with the fields in ``data`` replaced (``model:`` a nested mapping of ``ModelConfig`` fields).
+
+    An unknown key (top level or under ``model:``) or a value outside a field's choices is a one-line
+    ``ValueError`` starting with ``source`` (a file name, or what the mapping is)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: expected a mapping of config fields, got {type(data).__name__}")
+    data = dict(data)
+    model = data.pop("model", None) or {}
+    if not isinstance(model, Mapping):
+        raise ValueError(f"{source}: 'model' must be a mapping of model fields, got {type(model).__name__}")
+    _check_keys(data, TrainConfig, source, "")
+    _check_keys(model, ModelConfig, source, "model.")
+    try:
+        return replace(base, model=replace(base.model, **model), **data)
+    except ValueError as e:  # a __post_init__ check: say where the value came from
+        raise ValueError(f"{source}: {e}") from None
 
 
 PRESETS = {
@@ -115,10 +175,8 @@ def load_config(name_or_path: str) -> TrainConfig:
 
         data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config fields")
-    base = PRESETS[data.pop("base", "paper")]
-    model = replace(base.model, **data.pop("model", {}))
-    try:
-        return replace(base, model=model, **data)
-    except TypeError as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise ValueError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    base = data.pop("base", "paper")
+    if base not in PRESETS:
+        raise ValueError(f"{path}: base {base!r} is not a preset ({', '.join(PRESETS)})")
+    return parse_overrides(PRESETS[base], data, str(path))

@@ -9,6 +9,12 @@
   logical one so the DataLoader's turn starts where the interrupted run stopped: the rest of the epoch is exactly
   the uninterrupted one.
 - Each frame's point subsample and eikonal points come from a generator seeded by (seed, epoch, store, frame).
+- Limitation: DESIGN.md asks for a sample order independent of the number of ranks and workers; this loader's is
+  not. Shards are dealt round robin to ranks and then to workers, and each worker shuffles within its own buffer,
+  so the order is a function of (seed, epoch, world, workers), and ``--resume`` refuses another world size or
+  worker count. An elastic order would need canonical partitions in the manner of mosaicml-streaming (the sample
+  space cut into a fixed number of canonical nodes whose order and shuffle do not depend on the physical ranks and
+  workers, which are then mapped onto them); that is not implemented.
 - With ``sdf_targets`` each eikonal point also gets the signed distance to the frame's nearest oriented surface
   sample (``oriented_distance``), for the optional distance term of the loss.
 
@@ -75,6 +81,14 @@ class StoreSet:
     def n_frames(self) -> int:
         return sum(s.frames for s in self.shards)
 
+    @property
+    def schema_version(self) -> int:
+        """The stores' schema version, read from their attributes (one model reads one schema)."""
+        versions = {s.attrs.get("schema_version") for s in self.stores}
+        if len(versions) != 1:
+            raise ValueError(f"stores of several schema versions {sorted(map(str, versions))}: {self.paths}")
+        return versions.pop()
+
 
 def round_robin(counts: Sequence[int]) -> list[int]:
     """Worker id of each batch when workers with ``counts`` batches take turns and drop out when empty (the order
@@ -131,11 +145,12 @@ class FrameStream(IterableDataset):
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip = epoch, skip_batches
 
-    def batches_per_worker(self) -> list[int]:
-        """Number of batches each (logical) worker of this rank yields this epoch."""
+    def batches_per_worker(self, epoch: int | None = None) -> list[int]:
+        """Number of batches each (logical) worker of this rank yields in ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
         out = []
         for w in range(self.workers):
-            mine = assigned_shards(len(self.stores.shards), self.seed, self.epoch, self.rank, self.world, w,
+            mine = assigned_shards(len(self.stores.shards), self.seed, epoch, self.rank, self.world, w,
                                    self.workers)
             frames = sum(self.stores.shards[i].frames for i in mine)
             out.append(-(-frames // self.frames_per_step))

@@ -16,10 +16,14 @@ the body in a few hundred steps instead of many thousands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from functools import partial
+from typing import NamedTuple
 
 import torch
 
+from hipnet.model.config import TrainConfig
 from hipnet.model.hipnet import HIPNet
 
 
@@ -33,9 +37,30 @@ class Batch:
     subject: torch.Tensor  # (F,) long, code index
     eikonal_sdf: torch.Tensor | None = None  # (F, E) estimated signed distance of the eikonal points (lambda_sdf)
 
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, torch.Tensor | None]) -> Batch:
+        """The batch in ``raw`` (a loader's dict), field by field name; keys that are not fields are ignored."""
+        optional = {f.name for f in fields(cls) if f.default is None}
+        missing = [f.name for f in fields(cls) if f.name not in raw and f.name not in optional]
+        if missing:
+            raise ValueError(f"batch lacks {missing} (has {sorted(raw)})")
+        return cls(**{f.name: raw.get(f.name) for f in fields(cls)})
+
     def to(self, device) -> Batch:
-        return Batch(*(None if (t := getattr(self, f)) is None else t.to(device, non_blocking=True)
-                       for f in self.__dataclass_fields__))
+        return replace(self, **{f.name: t.to(device, non_blocking=True) for f in fields(self)
+                                if (t := getattr(self, f.name)) is not None})
+
+
+class LossResult(NamedTuple):
+    """The loss to minimise and its named terms (``total`` among them), each a detached 0-d tensor: reading them
+    as floats synchronises with the device, so the trainer does it on logging steps only."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+# what the trainer calls: (the module to run, which may be DDP-wrapped; the batch) -> loss and its terms
+LossFn = Callable[[torch.nn.Module, Batch], LossResult]
 
 
 def gradient(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -44,9 +69,10 @@ def gradient(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def hipnet_loss(model: HIPNet, batch: Batch, lambda_eikonal: float = 0.1, lambda_normal: float = 0.1,
-                subnet_losses: bool = True, forward=None, lambda_sdf: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its terms (floats, for logging). ``forward`` defaults to ``model`` (tests pass the naive one).
-    ``lambda_sdf > 0`` adds lambda_sdf * mean |F(x) - d(x)| over the eikonal points, d = ``batch.eikonal_sdf``."""
+                subnet_losses: bool = True, forward=None, lambda_sdf: float = 0.0) -> LossResult:
+    """Total loss and its terms (detached 0-d tensors, for logging). ``forward`` defaults to ``model`` (tests pass
+    the naive one). ``lambda_sdf > 0`` adds lambda_sdf * mean |F(x) - d(x)| over the eikonal points,
+    d = ``batch.eikonal_sdf``."""
     forward = forward or model
     n_surface = batch.points.shape[1]
     x = torch.cat([batch.points, batch.eikonal], dim=1).requires_grad_(True)
@@ -58,19 +84,24 @@ def hipnet_loss(model: HIPNet, batch: Batch, lambda_eikonal: float = 0.1, lambda
     normal = (g_surface - batch.normals).norm(dim=-1).mean()
     eikonal = ((g_eik.norm(dim=-1) - 1) ** 2).mean()
     total = surface + lambda_eikonal * eikonal + lambda_normal * normal
-    terms = {"surface": surface.item(), "eikonal": eikonal.item(), "normal": normal.item()}
+    terms = {"surface": surface, "eikonal": eikonal, "normal": normal}
     if lambda_sdf:
         if batch.eikonal_sdf is None:
             raise ValueError("lambda_sdf > 0 needs batch.eikonal_sdf (FrameStream(sdf_targets=True))")
         distance = (sdf[:, n_surface:] - batch.eikonal_sdf).abs().mean()
         total = total + lambda_sdf * distance
-        terms["sdf"] = distance.item()
+        terms["sdf"] = distance
     if subnet_losses:
         own = parts[:, :n_surface].gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1)  # F_label(x)
         g_own = gradient(own, x)[:, :n_surface].float()
         sub_surface = own.abs().mean()
         sub_normal = (g_own - batch.normals).norm(dim=-1).mean()
         total = total + sub_surface + lambda_normal * sub_normal
-        terms |= {"sub_surface": sub_surface.item(), "sub_normal": sub_normal.item()}
-    terms["total"] = total.item()
-    return total, terms
+        terms |= {"sub_surface": sub_surface, "sub_normal": sub_normal}
+    return LossResult(total, {"total": total.detach()} | {k: v.detach() for k, v in terms.items()})
+
+
+def loss_for(cfg: TrainConfig) -> LossFn:
+    """Equation 2 with ``cfg``'s weights: the trainer's default loss."""
+    return partial(hipnet_loss, lambda_eikonal=cfg.lambda_eikonal, lambda_normal=cfg.lambda_normal,
+                   subnet_losses=cfg.subnet_losses, lambda_sdf=cfg.lambda_sdf)

@@ -1,8 +1,12 @@
 """Streaming loader and trainer on real stores: exactly-once epochs over ranks x workers, exact mid-epoch resume,
-resume of a training run to the same parameters, DDP with two CPU processes (gloo), and the hipnet-train CLI."""
+resume of a training run to the same parameters, DDP with two CPU processes (gloo) ending with equal parameters,
+log columns that follow the loss's terms, every precision mode, the schema check on resume, and the hipnet-train
+CLI."""
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 import subprocess
 import sys
@@ -15,12 +19,15 @@ import torch
 from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
+from hipnet.model.checkpoint import parameter_checksums
 from hipnet.model.config import PRESETS
 from hipnet.model.data import FrameStream, round_robin
-from hipnet.model.train import load_checkpoint, train
+from hipnet.model.losses import LossResult, loss_for
+from hipnet.model.train import load_checkpoint, model_from_checkpoint, save_checkpoint, train
 from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.run import preprocess_split
+from hipnet.pipeline.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +125,6 @@ def test_resume_gives_the_same_parameters_as_a_straight_run(train_stores, tmp_pa
 def test_training_lowers_the_loss_on_real_frames(train_stores, tmp_path):
     cfg = tiny_config(steps=60, lr=3e-3)
     train(train_stores[:1], cfg, tmp_path / "run", progress=False)
-    import csv
-
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     first = sum(float(r["total"]) for r in rows[:5]) / 5
     last = sum(float(r["total"]) for r in rows[-5:]) / 5
@@ -127,8 +132,11 @@ def test_training_lowers_the_loss_on_real_frames(train_stores, tmp_path):
     assert (tmp_path / "run" / "config.json").exists() and any((tmp_path / "run" / "tb").iterdir())
 
 
-def test_ddp_two_cpu_processes_train_in_lockstep(train_stores, tmp_path):
-    """torchrun with 2 processes (gloo): the ranks split the shards, train 6 steps in lockstep, rank 0 saves."""
+def test_ddp_two_cpu_processes_end_with_equal_parameters(train_stores, tmp_path):
+    """torchrun with 2 processes (gloo): the ranks split the shards and train 6 steps; at every checkpoint each rank
+    contributes a float64 checksum vector of its own parameters, which the checkpoint keeps. Both ranks' vectors are
+    equal (they read different frames, so only the gradient averaging makes them equal) and rank 0's is the
+    checksum of the saved parameters."""
     out = tmp_path / "ddp"
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text("base: small\nmodel: {hidden: 16, layers: 4, skip: 2, pose_dim: 8, pose_hidden: 16, "
@@ -142,6 +150,10 @@ def test_ddp_two_cpu_processes_train_in_lockstep(train_stores, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ck = load_checkpoint(out / "ckpt.pt")
     assert ck["step"] == 6 and ck["loader"]["world"] == 2
+    sums = ck["rank_checksums"]
+    assert sums.dtype == torch.float64 and sums.shape[0] == 2
+    assert torch.equal(sums[0], sums[1])
+    assert torch.equal(sums[0], parameter_checksums(model_from_checkpoint(ck)))
 
 
 def test_train_cli_names_a_missing_store(tmp_path):
@@ -156,15 +168,55 @@ def test_train_cli_runs_and_reports(train_stores, tmp_path):
 
     out = tmp_path / "cli"
     result = CliRunner().invoke(main, ["--shards", str(Path(train_stores[0]).parent / "*.zarr"), "--out", str(out),
-                                       "--steps", "3", "--points-per-frame", "50", "--frames-per-step", "2",
-                                       "--device", "cpu", "--workers", "0"])
+                                       "--steps", "3", "--points-per-frame", "50", "--eikonal-per-frame", "30",
+                                       "--frames-per-step", "2", "--device", "cpu", "--workers", "0", "--amp", "fp32"])
     assert result.exit_code == 0, result.output
     assert "step 3" in result.output and (out / "ckpt.pt").exists()
     ck = load_checkpoint(out / "ckpt.pt")
     assert len(ck["stores"]) == 2 and ck["config"]["points_per_frame"] == 50
+    assert ck["config"]["eikonal_per_frame"] == 30 and ck["config"]["amp"] == "fp32"
+    result = CliRunner().invoke(main, ["--shards", str(train_stores[0]), "--out", str(out), "--points-per-frame", "50",
+                                       "--resume", "--steps", "4", "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output  # --points-per-frame alone leaves the preset's eikonal count
+    assert load_checkpoint(out / "ckpt.pt")["config"]["eikonal_per_frame"] == PRESETS["small"].eikonal_per_frame
 
 
-def test_bf16_autocast_path_trains(train_stores, tmp_path):
-    """The mixed-precision path (bf16 autocast, used on GPU) runs here on CPU and keeps the loss finite."""
-    run = train(train_stores[:1], tiny_config(steps=3, amp="bf16"), tmp_path / "bf16", progress=False)
-    assert run.step == 3 and run.last_loss == run.last_loss and run.last_loss < 10
+@pytest.mark.parametrize("amp", ["fp32", "tf32", "bf16", "auto"])
+def test_a_step_under_each_precision_mode_gives_a_finite_loss(train_stores, tmp_path, amp):
+    """On CPU tf32 is plain fp32, auto is fp32 and bf16 is bf16 autocast."""
+    run = train(train_stores[:1], tiny_config(steps=2, amp=amp), tmp_path / amp, progress=False)
+    assert run.step == 2 and math.isfinite(run.last_loss) and run.last_loss < 10
+
+
+def test_a_new_loss_term_reaches_the_log_without_a_trainer_edit(train_stores, tmp_path):
+    """A loss with one more term: log.csv gets a column for it; a resumed run that adds it to an existing log
+    rewrites the header once, the earlier rows with an empty cell."""
+    cfg = tiny_config(steps=4)
+    equation_2 = loss_for(cfg)
+
+    def with_spread(module, batch):
+        total, terms = equation_2(module, batch)
+        spread = batch.points.std().detach()
+        return LossResult(total, terms | {"spread": spread})
+
+    out = tmp_path / "run"
+    train(train_stores[:1], cfg, out, progress=False, stop_at_step=2)
+    train(train_stores[:1], cfg, out, progress=False, resume=True, loss_fn=with_spread)
+    with open(out / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:3] == ["step", "epoch", "total"] and list(rows[0])[-2:] == ["points_per_s", "wall_s"]
+    assert "spread" in rows[0] and "sub_normal" in rows[0]
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[0]["spread"] == rows[1]["spread"] == ""
+    assert all(0.05 < float(r["spread"]) < 1.0 for r in rows[2:])
+
+
+def test_resume_refuses_a_checkpoint_of_another_schema_version(train_stores, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(steps=2)
+    train(train_stores[:1], cfg, out, progress=False, stop_at_step=1)
+    ck = load_checkpoint(out / "ckpt.pt")
+    save_checkpoint(out / "ckpt.pt", ck | {"schema_version": 0})
+    with pytest.raises(ValueError, match=rf"ckpt\.pt: .*schema_version 0.*schema_version {SCHEMA_VERSION}") as e:
+        train(train_stores[:1], cfg, out, progress=False, resume=True)
+    assert "\n" not in str(e.value)

@@ -1,0 +1,250 @@
+"""The trainer: set-up, one training step, checkpoint state, and the loop that ties them to logging.
+
+``Trainer(shards, cfg, out, device=, loss_fn=)`` builds the loader, the model and the optimiser; ``setup(resume)``
+restores a checkpoint (or refuses to overwrite one), writes ``config.json`` and wraps the model in DDP under
+torchrun; ``train_step(batch)`` is one optimiser step; ``state_dict`` / ``load_state_dict`` / ``save`` are the
+checkpoint; ``fit(...)`` runs the epochs and returns a ``Run``.
+
+No host synchronisation inside a step: the loss returns detached 0-d tensors, read as floats only on logging steps
+(every ``log_every`` steps and the first), where the throughput is also measured (points since the last log over
+the wall time since, so no per-step ``cuda.synchronize``). The ``max_seconds`` check reads a host clock; under DDP
+its verdict is all-reduced so every rank stops at the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from hipnet.model import precision
+from hipnet.model.checkpoint import (
+    CKPT,
+    build_model,
+    check_resumable,
+    load_checkpoint,
+    parameter_checksums,
+    save_checkpoint,
+)
+from hipnet.model.config import TrainConfig
+from hipnet.model.data import FrameStream, expand_shards
+from hipnet.model.losses import Batch, LossFn, loss_for
+from hipnet.model.trainlog import TrainLog
+
+
+@dataclass
+class Run:
+    out: Path
+    step: int
+    epoch: int
+    last_loss: float
+    points_per_s: float
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return _dist()
+
+
+def lr_factor(cfg: TrainConfig, step: int, planned: int) -> float:
+    """Learning-rate multiplier at ``step`` (a pure function of the step, so a resumed run continues the curve)."""
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    t = min(step / max(planned, 1), 1.0)  # cosine from 1 to lr_final
+    return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class Trainer:
+    """One training run in ``out`` on the stores ``shards``; ``loss_fn`` defaults to equation 2 with ``cfg``'s
+    weights (``losses.loss_for``). Its terms, whatever they are, become the columns of ``log.csv``."""
+
+    def __init__(self, shards: Sequence[str | Path], cfg: TrainConfig, out: Path, *, device: str = "cpu",
+                 loss_fn: LossFn | None = None) -> None:
+        self.cfg, self.out, self.device = cfg, Path(out), device
+        self.rank, self.world = init_distributed(device)
+        self.paths = expand_shards(shards)
+        self.stream = FrameStream(
+            self.paths, points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
+            frames_per_step=cfg.frames_per_step, near_sigma=cfg.eikonal_near_sigma, bbox_margin=cfg.bbox_margin,
+            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=self.rank, world=self.world,
+            workers=cfg.loader_workers, sdf_targets=cfg.lambda_sdf > 0)
+        self.subjects, self.skeleton = self.stream.stores.subjects, self.stream.stores.skeleton
+        self.schema_version = self.stream.stores.schema_version
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(self.skeleton, len(self.subjects), cfg.model).to(device)
+        codes = list(self.model.codes.parameters()) if self.model.codes is not None else []
+        other = [p for n, p in self.model.named_parameters() if not n.startswith("codes.")]
+        groups = [{"params": other, "lr": cfg.lr}] + ([{"params": codes, "lr": cfg.code_lr or cfg.lr}] if codes else [])
+        self.optimizer = torch.optim.Adam(groups)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.module: torch.nn.Module = self.model  # what the loss runs: the model, or its DDP wrapper
+        self.loss_fn = loss_fn or loss_for(cfg)
+        self.precision = precision.resolve(cfg.amp, device)
+        self.step, self.epoch, self.consumed = 0, 0, 0  # consumed: batches of the current epoch trained on
+        self.limit = cfg.steps  # last step of the run; None: run cfg.epochs epochs
+        self.planned = cfg.steps if cfg.steps is not None else sum(self._epoch_steps(range(cfg.epochs)))
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / CKPT
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+
+    def setup(self, resume: bool = False) -> None:
+        """Restore ``out/ckpt.pt`` when ``resume`` (refusing one from other stores, schema or world size), refuse to
+        overwrite an existing run otherwise; write ``config.json``; wrap the model in DDP when world > 1."""
+        if resume:
+            ck = load_checkpoint(self.ckpt_path)
+            check_resumable(ck, self.ckpt_path, subjects=self.subjects, world=self.world,
+                            workers=self.cfg.loader_workers, schema_version=self.schema_version)
+            self.load_state_dict(ck)
+        elif self.ckpt_path.exists():
+            raise FileExistsError(f"{self.ckpt_path} exists: pass --resume to continue it, or choose another --out")
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        if self.world > 1:
+            self.module = torch.nn.parallel.DistributedDataParallel(self.model)
+
+    def _epoch_steps(self, epochs: Sequence[int]) -> list[int]:
+        """Steps of each of ``epochs``: this rank's batches, the minimum over ranks under DDP (every rank must take
+        the same number of steps)."""
+        n = [sum(self.stream.batches_per_worker(e)) for e in epochs]
+        if self.world > 1 and n:
+            t = torch.tensor(n, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+            n = t.tolist()
+        return n
+
+    # -- checkpoint ----------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "subjects": self.subjects,
+            "skeleton": self.skeleton.to_attrs(), "config": self.cfg.to_dict(), "schema_version": self.schema_version,
+            "step": self.step, "stores": [str(p) for p in self.paths],
+            "loader": {"epoch": self.epoch, "consumed": self.consumed, "world": self.world,
+                       "workers": self.cfg.loader_workers},
+        }
+
+    def load_state_dict(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.step, self.epoch, self.consumed = ck["step"], ck["loader"]["epoch"], ck["loader"]["consumed"]
+
+    def rank_checksums(self) -> torch.Tensor:
+        """(world, 2 n_params) float64: every rank's parameter checksums (a collective under DDP: all ranks call)."""
+        mine = parameter_checksums(self.model)
+        if self.world == 1:
+            return mine[None].cpu()
+        rows = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(rows, mine)
+        return torch.stack(rows).cpu()
+
+    def save(self) -> None:
+        """Checkpoint (every rank calls it; rank 0 writes). Under DDP the ranks' parameters must be equal: a
+        difference means the gradient averaging failed, and the run stops with an error."""
+        sums = self.rank_checksums()
+        if not torch.equal(sums, sums[:1].expand_as(sums)):
+            raise RuntimeError(f"step {self.step}: the {self.world} ranks' parameters differ (DDP out of step)")
+        if self.rank == 0:
+            save_checkpoint(self.ckpt_path, self.state_dict() | {"rank_checksums": sums})
+
+    # -- one step ------------------------------------------------------------------------------------------------
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One optimiser step at ``self.step``'s learning rate; returns the loss terms (detached tensors, on the
+        device: nothing here waits for it)."""
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            g["lr"] = base * lr_factor(self.cfg, self.step, self.planned)
+        with precision.matmul_precision(self.precision, self.device):
+            with precision.autocast(self.precision, self.device):
+                loss, terms = self.loss_fn(self.module, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return terms
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def _done(self) -> bool:
+        return self.epoch >= self.cfg.epochs if self.limit is None else self.step >= self.limit
+
+    def _out_of_time(self, started: float, max_seconds: float | None) -> bool:
+        if max_seconds is None:
+            return False
+        over = time.monotonic() - started > max_seconds  # a host clock: no device sync
+        if self.world == 1:
+            return over
+        flag = torch.tensor(float(over), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+        return bool(flag.item())
+
+    def fit(self, progress: bool = True, max_seconds: float | None = None, stop_at_step: int | None = None) -> Run:
+        """Train until ``cfg.steps`` (or ``cfg.epochs``) are done, checkpoint every ``checkpoint_every`` steps and at
+        the end. ``stop_at_step`` interrupts at that step (the schedule still planned for the whole run);
+        ``max_seconds`` stops early at a step boundary. Both leave a checkpoint that ``--resume`` continues."""
+        log = TrainLog(self.out, planned=self.planned, initial_step=self.step,
+                       progress=progress) if self.rank == 0 else None
+        started = time.monotonic()
+        mark_time, mark_points = started, 0  # throughput since the last logging step
+        terms: dict[str, torch.Tensor] = {}
+        rate = 0.0
+        try:
+            while not self._done():
+                self.stream.set_epoch(self.epoch, self.consumed)
+                (steps_this_epoch,) = self._epoch_steps([self.epoch])
+                loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.loader_workers,
+                                    pin_memory=self.device.startswith("cuda"))
+                for raw in loader:
+                    if self.consumed >= steps_this_epoch or self._done():
+                        break
+                    batch = Batch.from_dict(raw).to(self.device)
+                    terms = self.train_step(batch)
+                    self.step += 1
+                    self.consumed += 1
+                    mark_points += batch.points.shape[0] * (batch.points.shape[1] + batch.eikonal.shape[1])
+                    if self.step % self.cfg.log_every == 0 or self.step == 1:
+                        values = {k: float(v) for k, v in terms.items()}  # the one sync, on logging steps
+                        now = time.monotonic()
+                        rate = mark_points * self.world / max(now - mark_time, 1e-9)
+                        mark_time, mark_points = now, 0
+                        if log is not None:
+                            log.write(self.step, self.epoch, values, rate, now - started)
+                    if log is not None:
+                        log.advance()
+                    if self.step % self.cfg.checkpoint_every == 0:
+                        self.save()
+                    if (stop_at_step is not None and self.step >= stop_at_step) \
+                            or self._out_of_time(started, max_seconds):
+                        self.limit = self.step  # stop here; the checkpoint below keeps the place
+                        break
+                if self.consumed < steps_this_epoch:
+                    break  # stopped mid-epoch: the checkpoint keeps the epoch and what was consumed
+                self.epoch += 1
+                self.consumed = 0
+            self.save()
+        finally:
+            if log is not None:
+                log.close()
+        last = float(terms["total"]) if "total" in terms else float("nan")
+        if mark_points:  # steps since the last logging step: their throughput (after the sync above)
+            rate = mark_points * self.world / max(time.monotonic() - mark_time, 1e-9)
+        return Run(self.out, self.step, self.epoch, last, rate)
