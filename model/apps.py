@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hipnet.model.evaluate import model_sdf
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh, extract_mesh
+from hipnet.model.query import model_sdf
 from hipnet.pipeline.kinematics import forward_kinematics, matrix_to_quaternion, quaternion_to_matrix, slerp
 
 # ---------------------------------------------------------------------------------------------------- codes

@@ -9,19 +9,21 @@
   directions);
 - the SNARF variant (cube 1.1x the largest extent; near N(0, 0.01)) when the store holds it.
 
-Everything here takes an SDF as a plain function of points, so the metrics are tested on analytic shapes.
+Everything here takes an SDF as a plain function of points, so the metrics are tested on analytic shapes. A frame
+is keyed ``store/subject/sequence/index`` (``store_labels``), so frames of several stores never collide.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import SDF, Mesh, extract_mesh
+from hipnet.model.query import CHUNK, model_sdf
 from hipnet.pipeline.stages.surface import sample_surface
 from hipnet.pipeline.store import Store
 
@@ -68,9 +70,11 @@ def surface_metrics(pred: Mesh, gt: Mesh, n: int = 100_000, seed: int = 0) -> Su
 
 @dataclass
 class FrameScore:
-    frame: int
+    frame: int  # index in its store
     subject: str
     sequence: str
+    store: str  # the store's label (``store_labels``)
+    key: str  # store/subject/sequence/index: unique across the stores of one evaluation
     uniform_iou: float
     near_iou: float
     joint_iou: list[float]
@@ -79,27 +83,24 @@ class FrameScore:
     surface: SurfaceScore | None = None
 
 
-def model_sdf(model: HIPNet, joint_transforms: np.ndarray, code: torch.Tensor | None, device: str = "cpu",
-              phi: torch.Tensor | None = None) -> SDF:
-    """The trained network for one frame as a function of points (N, 3) -> SDF (N,). ``code``: the subject code
-    (D,) (None in single-subject mode); ``phi``: a pose encoding (pose_dim,) to use instead of the transforms'."""
-    jt = torch.as_tensor(joint_transforms, dtype=torch.float32, device=device)[None]
-    code = None if code is None else code.to(device)[None]
-    phi = None if phi is None else phi.to(device)[None]
-
-    @torch.no_grad()
-    def sdf(points: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(points, dtype=torch.float32, device=device)[None]
-        return model(x, jt, code=code, phi=phi)[0][0].float().cpu().numpy()
-
-    return sdf
-
-
 @dataclass
 class Evaluation:
     frames: list[FrameScore] = field(default_factory=list)
-    meshes: dict[int, tuple[Mesh, Mesh]] = field(default_factory=dict)  # frame -> (prediction, truth)
+    meshes: dict[str, tuple[Mesh, Mesh]] = field(default_factory=dict)  # frame key -> (prediction, truth)
     queries: int = 0
+
+    @classmethod
+    def merge(cls, evaluations: Sequence[Evaluation]) -> Evaluation:
+        """One evaluation of several stores' frames (their keys must differ: give each store its own label)."""
+        out = cls()
+        for ev in evaluations:
+            clash = sorted({s.key for s in out.frames} & {s.key for s in ev.frames})
+            if clash:
+                raise ValueError(f"frame keys {clash[:3]} come from two stores: label the stores apart")
+            out.frames += ev.frames
+            out.meshes.update(ev.meshes)
+            out.queries += ev.queries
+        return out
 
     def summary(self, joint_names: Sequence[str]) -> dict:
         f = self.frames
@@ -131,47 +132,101 @@ class Evaluation:
         return {"summary": self.summary(joint_names), "frames": [asdict(s) for s in self.frames]}
 
 
-def evaluate_store(store: Store, sdf_of: Callable[[int], SDF], frames: Sequence[int], mesh_frames: Sequence[int] = (),
-                   resolution: int = 256, chamfer_points: int = 100_000, batch: int = 262_144,
-                   progress: Callable[[int], None] | None = None) -> Evaluation:
-    """Score ``frames`` of an evaluation store; ``sdf_of(i)`` gives frame i's SDF (canonical frame). Meshes are
-    extracted (coarse-to-fine, bbox of the truth x1.1) for ``mesh_frames``."""
+def store_labels(paths: Sequence[Path]) -> list[str]:
+    """A distinct short name per store for frame keys and mesh files: the file stem (``test``), with its parent
+    folders (``anny_test``) where two stores share a stem, and the position in the list as a last resort."""
+    paths = [Path(p) for p in paths]
+    for depth in range(1, 4):
+        labels = ["_".join([*p.parent.parts[len(p.parent.parts) - depth + 1 :], p.stem]) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{k}_{p.stem}" for k, p in enumerate(paths)]
+
+
+def score_frame(store: Store, i: int, sdf: SDF, label: str | None = None) -> FrameScore:
+    """Frame ``i``'s occupancy scores (uniform, near-surface, per-joint near-surface, SNARF when stored) for an
+    SDF in the store's canonical frame. ``label`` names the store in the frame key (default: its stem)."""
     if "eval" not in store.sections:
         raise ValueError(f"{store.path}: no evaluation points (a training store?); preprocess an evaluation split")
-    n_joints = store.skeleton.num_joints
+    key = store.frame_key(i)
+    subject, sequence, _ = key.split("/")
+    label = store.path.stem if label is None else label
+    u = sdf(store.read("eval/uniform_points", i)) < 0
+    nr = sdf(store.read("eval/near_points", i)) < 0
+    near_gt = store.read("eval/near_occupancy", i)
+    score = FrameScore(
+        frame=int(i), subject=subject, sequence=sequence, store=label, key=f"{label}/{key}",
+        uniform_iou=iou(u, store.read("eval/uniform_occupancy", i)),
+        near_iou=iou(nr, near_gt),
+        joint_iou=joint_ious(nr, near_gt, store.read("eval/near_labels", i), store.skeleton.num_joints).tolist(),
+    )
+    if "snarf" in store.sections:
+        score.snarf_uniform_iou = iou(sdf(store.read("snarf/uniform_points", i)) < 0,
+                                      store.read("snarf/uniform_occupancy", i))
+        score.snarf_near_iou = iou(sdf(store.read("snarf/near_points", i)) < 0, store.read("snarf/near_occupancy", i))
+    return score
+
+
+def evaluate_store(store: Store, sdf_of: Callable[[int], SDF], frames: Sequence[int], mesh_frames: Sequence[int] = (),
+                   resolution: int = 256, chamfer_points: int = 100_000, label: str | None = None,
+                   progress: Callable[[int], None] | None = None) -> Evaluation:
+    """Score ``frames`` of an evaluation store; ``sdf_of(i)`` gives frame i's SDF (canonical frame). Meshes are
+    extracted (coarse-to-fine, bbox of the truth x1.1) for ``mesh_frames``, keyed by frame key."""
+    if "eval" not in store.sections:
+        raise ValueError(f"{store.path}: no evaluation points (a training store?); preprocess an evaluation split")
     faces = store.read("mesh/faces")
+    per_frame = store.group["eval/uniform_points"].shape[1] + store.group["eval/near_points"].shape[1]
     result = Evaluation()
     mesh_set = set(mesh_frames)
     for i in frames:
         sdf = sdf_of(i)
-
-        def inside(points, sdf=sdf):
-            return np.concatenate([sdf(points[s : s + batch]) for s in range(0, len(points), batch)]) < 0
-
-        u = inside(store.read("eval/uniform_points", i))
-        nr = inside(store.read("eval/near_points", i))
-        near_gt = store.read("eval/near_occupancy", i)
-        subject, sequence, _ = store.frame_key(i).split("/")
-        score = FrameScore(
-            frame=int(i), subject=subject, sequence=sequence,
-            uniform_iou=iou(u, store.read("eval/uniform_occupancy", i)),
-            near_iou=iou(nr, near_gt),
-            joint_iou=joint_ious(nr, near_gt, store.read("eval/near_labels", i), n_joints).tolist(),
-        )
-        result.queries += len(u) + len(nr)
-        if "snarf" in store.sections:
-            score.snarf_uniform_iou = iou(inside(store.read("snarf/uniform_points", i)),
-                                          store.read("snarf/uniform_occupancy", i))
-            score.snarf_near_iou = iou(inside(store.read("snarf/near_points", i)), store.read("snarf/near_occupancy", i))
+        score = score_frame(store, i, sdf, label)
+        result.queries += per_frame
         if i in mesh_set:
             truth = Mesh(store.read("mesh/vertices", i), faces)
             lo, hi = truth.vertices.min(0), truth.vertices.max(0)
             centre, half = (lo + hi) / 2, (hi - lo) / 2 * 1.1
-            pred, spent = extract_mesh(sdf, centre - half, centre + half, resolution, batch=batch)
+            pred, spent = extract_mesh(sdf, centre - half, centre + half, resolution)
             result.queries += spent
             score.surface = surface_metrics(pred, truth, chamfer_points, seed=int(i))
-            result.meshes[int(i)] = (pred, truth)
+            result.meshes[score.key] = (pred, truth)
         result.frames.append(score)
         if progress is not None:
             progress(1)
     return result
+
+
+def store_codes(model: HIPNet, subjects: Sequence[str], store: Store, unknown: str = "error") -> list:
+    """The subject code of each of ``store.subjects`` (D,) tensors, None in single-subject mode. A subject the
+    checkpoint (trained on ``subjects``) does not know is refused (``unknown="error"``) or gets the mean code
+    (``"mean"``: the paper's 0-point protocol)."""
+    if model.codes is None:
+        return [None] * len(store.subjects)
+    codes, names = model.codes.weight.detach(), list(subjects)
+    missing = sorted(set(store.subjects) - set(names))
+    if missing and unknown == "error":
+        raise ValueError(f"{store.path}: subjects {missing} are not in the checkpoint (held-out subjects?); "
+                         "pass --unknown-subjects mean, or fit them with hipnet-fit")
+    return [codes[names.index(s)] if s in names else codes.mean(0) for s in store.subjects]
+
+
+def evaluate_model(model: HIPNet, subjects: Sequence[str], store: Store, frames: Sequence[int],
+                   mesh_frames: Sequence[int] = (), resolution: int = 256, chamfer_points: int = 100_000,
+                   label: str | None = None, unknown: str = "error", chunk: int = CHUNK, device: str = "cpu",
+                   progress: Callable[[int], None] | None = None) -> Evaluation:
+    """``evaluate_store`` for a trained model: each frame with its subject's code (``store_codes``) and pose."""
+    codes = store_codes(model, subjects, store, unknown)
+    jts, subject_ids = store.read("pose/joint_transforms"), store.read("frame/subject")
+
+    def sdf_of(i: int) -> SDF:
+        return model_sdf(model, jts[i], codes[int(subject_ids[i])], device, chunk=chunk)
+
+    return evaluate_store(store, sdf_of, frames, mesh_frames, resolution, chamfer_points, label, progress)
+
+
+def spread_frames(n: int, stride: int = 1, limit: int | None = None) -> list[int]:
+    """Every ``stride``-th of ``n`` frames, at most ``limit`` of them spread evenly over the whole range."""
+    frames = list(range(0, n, stride))
+    if limit is not None and len(frames) > limit:
+        frames = [frames[round(k * (len(frames) - 1) / max(1, limit - 1))] for k in range(limit)]
+    return frames

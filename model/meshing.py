@@ -15,7 +15,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-SDF = Callable[[np.ndarray], np.ndarray]  # (N, 3) float32 -> (N,) float
+from hipnet.pipeline.components import largest_submesh
+
+SDF = Callable[[np.ndarray], np.ndarray]  # (N, 3) float32 -> (N,) float; chunking is its own business (model/query.py)
 
 
 class Mesh(NamedTuple):
@@ -32,17 +34,14 @@ def _nodes(lo: np.ndarray, hi: np.ndarray, n: int) -> list[np.ndarray]:
     return [np.linspace(lo[k], hi[k], n + 1, dtype=np.float64) for k in range(3)]
 
 
-def _query(sdf: SDF, points: np.ndarray, batch: int) -> np.ndarray:
-    out = np.empty(len(points), dtype=np.float32)
-    for s in range(0, len(points), batch):
-        out[s : s + batch] = sdf(points[s : s + batch].astype(np.float32))
-    return out
+def _query(sdf: SDF, points: np.ndarray) -> np.ndarray:
+    return np.asarray(sdf(points.astype(np.float32)), dtype=np.float32)
 
 
-def dense_grid(sdf: SDF, lo, hi, resolution: int, batch: int = 262_144) -> Grid:
+def dense_grid(sdf: SDF, lo, hi, resolution: int) -> Grid:
     axes = _nodes(np.asarray(lo, float), np.asarray(hi, float), resolution)
     pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    return Grid(_query(sdf, pts, batch).reshape((resolution + 1,) * 3), len(pts))
+    return Grid(_query(sdf, pts).reshape((resolution + 1,) * 3), len(pts))
 
 
 def _upsample(values: np.ndarray) -> np.ndarray:
@@ -79,14 +78,13 @@ def _near_cells(values: np.ndarray, threshold: float) -> np.ndarray:
     return (m < threshold) | change
 
 
-def coarse_to_fine_grid(sdf: SDF, lo, hi, resolution: int = 256, start: int = 32, margin: float = 1.5,
-                        batch: int = 262_144) -> Grid:
+def coarse_to_fine_grid(sdf: SDF, lo, hi, resolution: int = 256, start: int = 32, margin: float = 1.5) -> Grid:
     """Node values at ``resolution`` per axis, evaluating the SDF only near the surface (``resolution`` must be
     ``start`` times a power of two)."""
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
     if resolution % start or (resolution // start) & (resolution // start - 1):
         raise ValueError(f"resolution {resolution} must be start ({start}) times a power of two")
-    grid = dense_grid(sdf, lo, hi, start, batch)
+    grid = dense_grid(sdf, lo, hi, start)
     values, spent, n = grid.values, grid.evaluated, start
     while n < resolution:
         cell = (hi - lo) / n
@@ -102,7 +100,7 @@ def coarse_to_fine_grid(sdf: SDF, lo, hi, resolution: int = 256, start: int = 32
         where = np.argwhere(need)
         axes = _nodes(lo, hi, n)
         pts = np.stack([axes[k][where[:, k]] for k in range(3)], axis=1)
-        values[need] = _query(sdf, pts, batch)
+        values[need] = _query(sdf, pts)
         spent += len(pts)
     return Grid(values, spent)
 
@@ -120,22 +118,14 @@ def marching_cubes(grid: np.ndarray, lo, hi) -> Mesh:
 
 
 def largest_component(mesh: Mesh) -> Mesh:
-    import trimesh
-
-    if len(mesh.faces) == 0:
-        return mesh
-    parts = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).split(only_watertight=False)
-    if len(parts) <= 1:
-        return mesh
-    best = max(parts, key=lambda m: len(m.faces))
-    return Mesh(np.asarray(best.vertices, np.float32), np.asarray(best.faces, np.int32))
+    return Mesh(*largest_submesh(mesh.vertices, mesh.faces))
 
 
-def extract_mesh(sdf: SDF, lo, hi, resolution: int = 256, start: int = 32, keep_largest: bool = True,
-                 batch: int = 262_144) -> tuple[Mesh, int]:
+def extract_mesh(sdf: SDF, lo, hi, resolution: int = 256, start: int = 32,
+                 keep_largest: bool = True) -> tuple[Mesh, int]:
     """Coarse-to-fine marching cubes; returns (mesh, SDF queries spent)."""
     start = min(start, resolution)
-    grid = coarse_to_fine_grid(sdf, lo, hi, resolution, start, batch=batch)
+    grid = coarse_to_fine_grid(sdf, lo, hi, resolution, start)
     mesh = marching_cubes(grid.values, lo, hi)
     return (largest_component(mesh) if keep_largest else mesh), grid.evaluated
 

@@ -1,13 +1,18 @@
-"""The evaluation report: ``metrics.json`` (everything, with provenance) and ``report.md`` with pictures."""
+"""The evaluation report: ``metrics.json`` (everything, with provenance) and ``report.md`` with pictures; the
+extracted meshes as PLY; the mesh pictures the applications draw."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hipnet.model.evaluate import Evaluation
+from hipnet.model.meshing import Mesh, save_mesh
+from hipnet.pipeline.stages.canonical import to_world
+from hipnet.pipeline.store import Store
 
 
 def _pct(x: float | None) -> str:
@@ -32,18 +37,39 @@ def histogram_png(path: Path, ev: Evaluation) -> None:
     plt.close(fig)
 
 
-def meshes_png(path: Path, ev: Evaluation, keys: dict[int, str]) -> None:
+def mesh_rows_png(path: Path, rows: Sequence[Sequence[Mesh]], row_labels: Sequence[str] | None = None,
+                  col_labels: Sequence[str] | None = None, title: str | None = None) -> None:
+    """A picture of meshes in rows and columns (``hipnet.viz.render.mesh_grid_png``)."""
     from hipnet.viz.render import mesh_grid_png
 
-    rows, labels = [], []
-    for i, (pred, truth) in sorted(ev.meshes.items()):
-        rows.append([(truth.vertices, truth.faces), (pred.vertices, pred.faces)])
-        labels.append(keys[i].replace("/", "\n", 1))
-    mesh_grid_png(path, rows, row_labels=labels, col_labels=["ground truth", "HIPNet"],
-                  title="test frames: ground truth vs extracted mesh")
+    mesh_grid_png(path, [[(m.vertices, m.faces) for m in row] for row in rows], row_labels, col_labels, title)
 
 
-def write_report(out: Path, ev: Evaluation, joint_names: list[str], provenance: dict, keys: dict[int, str]) -> dict:
+def meshes_png(path: Path, ev: Evaluation) -> None:
+    """Ground truth beside the extracted mesh, a row per meshed frame (labelled store/subject, sequence/index)."""
+    items = sorted(ev.meshes.items())
+    mesh_rows_png(path, [[truth, pred] for _, (pred, truth) in items],
+                  ["{}/{}\n{}/{}".format(*key.split("/")) for key, _ in items],
+                  ["ground truth", "HIPNet"], "test frames: ground truth vs extracted mesh")
+
+
+def save_meshes(folder: Path, store: Store, ev: Evaluation) -> list[Path]:
+    """Each extracted mesh of ``store``'s evaluation as PLY, ``<key>_canonical.ply`` and ``<key>_source.ply``
+    (``/`` in the frame key becomes ``_``, so the store's label keeps the files of several stores apart)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = {s.key: s.frame for s in ev.frames}
+    written = []
+    for key, (pred, _) in sorted(ev.meshes.items()):
+        stem = key.replace("/", "_")
+        world = store.read("pose/world_from_canonical", frame[key])
+        source = Mesh(to_world(pred.vertices, world).astype("float32"), pred.faces)
+        for name, mesh in ((f"{stem}_canonical.ply", pred), (f"{stem}_source.ply", source)):
+            save_mesh(folder / name, mesh)
+            written.append(folder / name)
+    return written
+
+
+def write_report(out: Path, ev: Evaluation, joint_names: list[str], provenance: dict) -> dict:
     """Write metrics.json, report.md, iou_hist.png and meshes.png into ``out``; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     summary = ev.summary(joint_names)
@@ -51,7 +77,7 @@ def write_report(out: Path, ev: Evaluation, joint_names: list[str], provenance: 
     (out / "metrics.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
     histogram_png(out / "iou_hist.png", ev)
     if ev.meshes:
-        meshes_png(out / "meshes.png", ev, keys)
+        meshes_png(out / "meshes.png", ev)
     lines = [
         "# HIPNet evaluation",
         "",

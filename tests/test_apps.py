@@ -27,6 +27,7 @@ from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.kinematics import axis_angle_to_matrix, forward_kinematics
 from hipnet.pipeline.process import PreprocessConfig
+from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.run import preprocess_split
 from hipnet.pipeline.skeleton import SMPL22, Skeleton
 from hipnet.pipeline.store import Store
@@ -34,22 +35,25 @@ from hipnet.pipeline.store import Store
 RADII = {"small": 0.15, "large": 0.25}
 
 
-class BallsReader:
+class BallsReader(Reader):
     """Two subjects, balls of radius 0.15 and 0.25 about the pelvis, three frames each (a two-joint skeleton)."""
 
-    name = dataset = "balls"
+    dataset = name = "balls"
     skeleton = Skeleton(("pelvis", "top"), (-1, 0))
 
     def __init__(self, root="balls", splits=("train",)):
-        self.root = root
+        super().__init__(root, splits)
+        self.all_sequences = [{"subject": s, "name": "still", "split": "train"} for s in RADII]
         self.jt = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
         self.jt[1, 1, 3] = 0.2
 
+    @property
+    def info(self):
+        return ReaderInfo("balls", "balls", str(self.root), None, tuple(RADII),
+                          tuple(SequenceInfo(s, "still", "train", 3) for s in RADII))
+
     def frame_refs(self):
         return [FrameRef(s, "still", k, f"balls/{s}") for s in RADII for k in range(3)]
-
-    def subject_names(self):
-        return list(RADII)
 
     def _mesh(self, name):
         m = trimesh.creation.icosphere(4, radius=RADII[name])
@@ -86,7 +90,7 @@ def _frame_of(store, name):
 
 
 def test_fitting_recovers_a_subject_better_than_the_mean_code(balls):
-    from hipnet.cli.apps import observed_points, score_code
+    from hipnet.model.fitting import observed_points, score_code
 
     store, _, model = balls
     i = _frame_of(store, "large")

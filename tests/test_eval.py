@@ -4,6 +4,7 @@ accuracy and coarse-to-fine = dense, per-joint grouping on a two-bone capsule, a
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -11,39 +12,42 @@ import pytest
 import trimesh
 from click.testing import CliRunner
 
+from hipnet.cli.eval import main as eval_main
 from hipnet.model.evaluate import evaluate_store, iou, joint_ious, surface_metrics
 from hipnet.model.meshing import Mesh, coarse_to_fine_grid, dense_grid, extract_mesh, marching_cubes
-from hipnet.pipeline.frames import Frame, Subject
+from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.process import PreprocessConfig
+from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.run import preprocess_split
+from hipnet.pipeline.schema import SCHEMA_VERSION
 from hipnet.pipeline.skeleton import Skeleton
 from hipnet.pipeline.store import Store
 
 R = 0.4
 
 
-class SphereReader:
+class SphereReader(Reader):
     """A reader of one frame: an icosphere of radius R centred at the origin, with a two-joint skeleton on the Y
     axis (labels: lower / upper hemisphere)."""
 
-    name = dataset = "sphere"
+    dataset = name = "sphere"
+    skeleton = Skeleton(("lower", "upper"), (-1, 0))
 
     def __init__(self, root="sphere", splits=("test",)):
+        super().__init__(root, splits)
+        self.all_sequences = [{"subject": "ball", "name": "still", "split": "test"}]
         m = trimesh.creation.icosphere(6, radius=R)
         self.v, self.f = np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int32)
-        self.root = root
-        self.skeleton = Skeleton(("lower", "upper"), (-1, 0))
         jt = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
         jt[0, 1, 3], jt[1, 1, 3] = -0.2, 0.2
         self.jt = jt
 
+    @property
+    def info(self):
+        return ReaderInfo("sphere", "sphere", str(self.root), None, ("ball",), (SequenceInfo("ball", "still", "test", 1),))
+
     def frame_refs(self):
-        from hipnet.pipeline.frames import FrameRef
-
         return [FrameRef("ball", "still", 0, "sphere")]
-
-    def subject_names(self):
-        return ["ball"]
 
     def subject(self, name):
         return Subject(name, self.jt[:, :3, 3], self.f, self.v)
@@ -78,7 +82,7 @@ def test_exact_sphere_scores_iou_one_and_chamfer_near_zero(sphere_store):
     # the store's truth is an icosphere (chords inside the sphere): agreement up to its ~1e-3 relative sag
     assert s.uniform_iou > 0.997 and s.near_iou > 0.98 and s.snarf_uniform_iou > 0.997 and s.snarf_near_iou > 0.95
     # Chamfer of point samples has a floor: two independent 50k samplings of the same mesh are ~3 mm apart here
-    truth = ev.meshes[0][1]
+    truth = ev.meshes[s.key][1]
     floor = surface_metrics(truth, truth, n=50_000, seed=1)
     assert s.surface.chamfer_mm < floor.chamfer_mm + 0.3 and s.surface.normal_consistency > 0.999
     assert s.surface.chamfer_l1_x1e4 == pytest.approx(s.surface.chamfer_mm / 1000 / (2 * R / 10) * 1e4, rel=0.02)
@@ -148,23 +152,34 @@ def test_surface_metrics_in_closed_form():
     assert s.normal_consistency > 0.999
 
 
-def test_hipnet_eval_end_to_end_on_a_tiny_trained_model(tmp_path, tiny_raw):
-    from hipnet.cli.eval import main
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_raw):
+    """(train and test stores, run folder): a tiny model trained 5 steps on the tiny Anny dataset."""
     from hipnet.model.config import PRESETS
     from hipnet.model.train import train
     from hipnet.pipeline.readers.anny import AnnyReader
 
+    tmp = tmp_path_factory.mktemp("tiny_run")
     cfg = PreprocessConfig(surface_points=500, eval_points=2000, shard_frames=8, geodesics="per-template")
-    stores = {s: preprocess_split(AnnyReader(tiny_raw, (s,)), tmp_path / "data", cfg, s).store
-              for s in ("train", "test")}
+    stores = {s: preprocess_split(AnnyReader(tiny_raw, (s,)), tmp / "data", cfg, s).store for s in ("train", "test")}
     small = PRESETS["small"]
     tcfg = replace(small, model=replace(small.model, hidden=16, layers=4, skip=2, code_dim=8, pose_dim=8),
                    points_per_frame=200, eikonal_per_frame=200, steps=5, loader_workers=0)
-    train([stores["train"]], tcfg, tmp_path / "run", progress=False)
-    out = tmp_path / "run" / "eval"
-    result = CliRunner().invoke(main, ["--checkpoint", str(tmp_path / "run" / "ckpt.pt"), "--shards",
-                                       str(stores["test"]), "--max-frames", "3", "--mesh-frames", "2",
-                                       "--resolution", "32", "--chamfer-points", "2000", "--device", "cpu"])
+    train([stores["train"]], tcfg, tmp / "run", progress=False)
+    return stores, tmp / "run"
+
+
+def _eval(run, *args):
+    return CliRunner().invoke(eval_main, ["--checkpoint", str(run / "ckpt.pt"), "--max-frames", "3", "--resolution",
+                                            "32", "--chamfer-points", "2000", "--device", "cpu", *map(str, args)])
+
+
+def test_hipnet_eval_end_to_end_on_a_tiny_trained_model(tmp_path, tiny_raw, tiny_run):
+    from hipnet.pipeline.readers.anny import AnnyReader
+
+    stores, run = tiny_run
+    out = tmp_path / "eval"
+    result = _eval(run, "--shards", stores["test"], "--mesh-frames", "2", "--out", out)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["summary"]["frames"] == 3 and len(metrics["frames"]) == 3
@@ -175,7 +190,104 @@ def test_hipnet_eval_end_to_end_on_a_tiny_trained_model(tmp_path, tiny_raw):
     assert (out / "iou_hist.png").stat().st_size > 5000
     assert len(list((out / "meshes").glob("*.ply"))) in (0, 4)  # an untrained model may have no surface yet
     # held-out subjects are refused unless asked for the mean code
+    cfg = PreprocessConfig(surface_points=500, eval_points=2000, shard_frames=8, geodesics="per-template")
     held = preprocess_split(AnnyReader(tiny_raw, ("heldout",)), tmp_path / "data", cfg, "heldout").store
-    bad = CliRunner().invoke(main, ["--checkpoint", str(tmp_path / "run" / "ckpt.pt"), "--shards", str(held),
-                                    "--max-frames", "1", "--mesh-frames", "0", "--device", "cpu"])
+    bad = _eval(run, "--shards", held, "--max-frames", "1", "--mesh-frames", "0", "--out", tmp_path / "held")
     assert bad.exit_code == 1 and "not in the checkpoint" in bad.output
+
+
+def test_two_stores_keep_their_frames_and_meshes_apart(tmp_path, tiny_run):
+    """Two stores with the same frames (and the same file stem): six frame keys and two sets of meshes, each
+    prefixed by its store's label, none overwriting another."""
+    stores, run = tiny_run
+    copy = tmp_path / "copy" / "test.zarr"
+    shutil.copytree(stores["test"], copy)
+    out = tmp_path / "eval"
+    result = _eval(run, "--shards", stores["test"], "--shards", copy, "--mesh-frames", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    frames = json.loads((out / "metrics.json").read_text())["frames"]
+    labels = {"data_test", "copy_test"}
+    assert len({f["key"] for f in frames}) == 6 and {f["store"] for f in frames} == labels
+    assert {f["key"].split("/", 1)[1] for f in frames if f["store"] == "data_test"} == \
+        {f["key"].split("/", 1)[1] for f in frames if f["store"] == "copy_test"}
+    meshed = {f["key"] for f in frames if f["surface"] is not None}
+    assert len(meshed) == 4 and {k.split("/")[0] for k in meshed} == labels
+    files = sorted(p.name for p in (out / "meshes").glob("*.ply"))
+    by_store = {label: [f for f in files if f.startswith(f"{label}_")] for label in labels}
+    assert len(by_store["data_test"]) == len(by_store["copy_test"]) and len(files) in (0, 8)
+    assert [f.removeprefix("data_") for f in by_store["data_test"]] == \
+        [f.removeprefix("copy_") for f in by_store["copy_test"]]
+
+
+def _variant(src, dst, edit):
+    """A copy of store ``src`` whose skeleton attribute is ``edit(names, parents)``."""
+    from hipnet.pipeline.store import open_group
+
+    shutil.copytree(src, dst)
+    group = open_group(dst, mode="r+")
+    names, parents = list(group.attrs["skeleton"]["names"]), list(group.attrs["skeleton"]["parents"])
+    edit(names, parents)
+    group.attrs["skeleton"] = {"names": names, "parents": parents}
+    return dst
+
+
+def _swap(names, parents):
+    names[1], names[2] = names[2], names[1]  # L_hip <-> R_hip: same tree, the hips' transforms exchanged
+
+
+def _rename(names, parents):
+    names[names.index("head")] = "skull"
+
+
+def _reparent(names, parents):
+    parents[names.index("L_collar")] = names.index("spine2")
+
+
+@pytest.mark.parametrize("edit, says", [
+    (_swap, "joint order differs from position 1: the checkpoint has L_hip, the store R_hip"),
+    (_rename, "joint names differ: only the checkpoint has head; only the store has skull"),
+    (_reparent, "parents differ: L_collar (checkpoint spine3, store spine2)"),
+])
+def test_incompatible_skeletons_are_refused_by_eval_fit_and_animate(tmp_path, tiny_run, edit, says):
+    from hipnet.cli.apps import animate_main, fit_main
+    from hipnet.model.train import load_checkpoint
+
+    stores, run = tiny_run
+    bad = _variant(stores["test"], tmp_path / "bad.zarr", edit)
+    subject, sequence, _ = Store.open(bad).frame_key(0).split("/")
+    ck = ["--checkpoint", str(run / "ckpt.pt"), "--resolution", "32", "--out", str(tmp_path / "out")]
+    results = {
+        "eval": _eval(run, "--shards", bad, "--out", tmp_path / "out"),
+        "fit": CliRunner().invoke(fit_main, [*ck, "--store", str(bad), "--frame", "0", "--n-points", "100"]),
+        "animate": CliRunner().invoke(animate_main, [*ck, "--subject", load_checkpoint(run / "ckpt.pt")["subjects"][0],
+                                                     "--motion", f"{bad}:{subject}/{sequence}"]),
+    }
+    for command, r in results.items():
+        assert r.exit_code == 1, (command, r.output)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and str(bad) in lines[0] and says in lines[0], (command, r.output)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_checkpoint_of_another_schema_version_is_refused(tmp_path, tiny_run):
+    import torch
+
+    from hipnet.cli.apps import fit_main
+    from hipnet.model.train import load_checkpoint
+
+    stores, run = tiny_run
+    ck = load_checkpoint(run / "ckpt.pt")
+    old = tmp_path / "old.pt"
+    torch.save({**ck, "schema_version": 0}, old)
+    results = [
+        CliRunner().invoke(eval_main, ["--checkpoint", str(old), "--shards", str(stores["test"]), "--device", "cpu",
+                                         "--out", str(tmp_path / "out")]),
+        CliRunner().invoke(fit_main, ["--checkpoint", str(old), "--store", str(stores["test"]), "--out",
+                                      str(tmp_path / "out")]),
+    ]
+    for r in results:
+        assert r.exit_code == 1, r.output
+        line = r.output.strip()
+        assert "\n" not in line and str(stores["test"]) in line and str(old) in line, line
+        assert f"store schema_version {SCHEMA_VERSION}" in line and "schema_version 0" in line, line
+    assert not (tmp_path / "out").exists()

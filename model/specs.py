@@ -1,0 +1,75 @@
+"""Poses and motions named in stores, as the application commands take them.
+
+- ``STORE:I``: frame I of the store; ``STORE:SUBJECT/SEQUENCE/INDEX``: the frame with that key (one pose);
+- ``STORE:SUBJECT/SEQUENCE``: that sequence's frames in time order (a motion).
+
+Every function takes ``open_store`` (a path -> ``Store`` function; ``hipnet.model.compat.StoreOpener`` checks each
+store against the checkpoint) so what is opened, and how it is checked, is the caller's choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from hipnet.pipeline.store import Store
+
+Opener = Callable[[Path], Store]
+
+
+def split_spec(spec: str) -> tuple[Path, str]:
+    """(store path, what) of ``STORE:WHAT`` (the last colon splits, so a path may hold colons)."""
+    if ":" not in spec:
+        raise ValueError(f"{spec!r}: expected STORE:FRAME or STORE:SUBJECT/SEQUENCE[/INDEX]")
+    path, _, what = spec.rpartition(":")
+    return Path(path), what
+
+
+def frame_of(spec: str, open_store: Opener = Store.open) -> tuple[Store, int]:
+    """(store, frame index) for ``STORE:I`` or ``STORE:SUBJECT/SEQUENCE/INDEX``."""
+    path, what = split_spec(spec)
+    store = open_store(path)
+    if what.isdigit():
+        i = int(what)
+        if i >= store.n_frames:
+            raise ValueError(f"{path}: frame {i} out of range (the store has {store.n_frames} frames)")
+        return store, i
+    keys = store.frame_keys()
+    if what not in keys:
+        raise ValueError(f"{path}: no frame {what!r} (keys look like {keys[0]!r})")
+    return store, keys.index(what)
+
+
+def motion_of(spec: str, open_store: Opener = Store.open) -> tuple[Store, list[int]]:
+    """(store, frame indices in time order) of ``STORE:SUBJECT/SEQUENCE``."""
+    path, what = split_spec(spec)
+    store = open_store(path)
+    keys = [key.rsplit("/", 1) for key in store.frame_keys()]
+    frames = sorted((int(k), i) for i, (seq, k) in enumerate(keys) if seq == what)
+    if not frames:
+        names = sorted({seq for seq, _ in keys})
+        more = " ..." if len(names) > 6 else ""
+        raise ValueError(f"{path}: no sequence {what!r}; it has {', '.join(names[:6])}{more}")
+    return store, [i for _, i in frames]
+
+
+def default_pose(ckpt: Mapping) -> str:
+    """``STORE:0`` for the checkpoint's first training store, when it is still where training found it."""
+    first = Path(ckpt["stores"][0])
+    if not first.exists():
+        raise ValueError(f"the checkpoint's training store {first} is not here; name a pose with --pose STORE:FRAME")
+    return f"{first}:0"
+
+
+def rest_joints_of(ckpt: Mapping, name: str, extra: Iterable[Store] = (),
+                   open_store: Opener = Store.open) -> np.ndarray | None:
+    """Subject ``name``'s rest joints (J, 3) from the ``extra`` stores or the checkpoint's training stores that
+    are still here, the first that has the subject; None if none has it."""
+    training = (open_store(Path(p)) for p in ckpt["stores"] if Path(p).exists())
+    for store in itertools.chain(extra, training):
+        if name in store.subjects:
+            return store.read("subject/rest_joints", store.subjects.index(name))
+    return None
