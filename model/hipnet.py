@@ -115,7 +115,12 @@ class HIPNet(nn.Module):
         self.skeleton = skeleton
         j = skeleton.num_joints
         self.register_buffer("parents", torch.as_tensor(skeleton.parents, dtype=torch.long), persistent=False)
-        self.levels = [torch.as_tensor(lv, dtype=torch.long) for lv in skeleton.levels()]
+        # the tree levels: joint ids as Python ints (the structure of the loop, no device round trip) and, as one
+        # device buffer in level order sliced by those offsets, the index tensors the batched matmuls gather with
+        self.levels = [[int(j) for j in lv] for lv in skeleton.levels()]
+        self.level_parents = [[skeleton.parents[j] for j in lv] for lv in self.levels]
+        self.register_buffer("level_order", torch.as_tensor([j for lv in self.levels for j in lv], dtype=torch.long),
+                             persistent=False)
         self.pose_encoder = nn.Sequential(
             nn.Linear(j * 12, cfg.pose_hidden), nn.Softplus(beta=cfg.softplus_beta),
             nn.Linear(cfg.pose_hidden, cfg.pose_hidden), nn.Softplus(beta=cfg.softplus_beta),
@@ -192,15 +197,17 @@ class HIPNet(nn.Module):
         nf, npts, _ = x.shape
         outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
         zeros = x.new_zeros(1, nf, npts, 1)
-        for idx in self.levels:
-            idx = idx.to(x.device)
+        start = 0
+        for joints, parents in zip(self.levels, self.level_parents, strict=True):
+            idx = self.level_order[start : start + len(joints)]
+            start += len(joints)
             xp = self.point_inputs(x, joint_transforms, idx)
-            if outs[0] is None:  # the root level: no parent output
-                parent = zeros.expand(len(idx), nf, npts, 1)
+            if parents[0] < 0 or not self.cfg.hierarchical:  # the root level (or a flat model): no parent output
+                parent = zeros.expand(len(joints), nf, npts, 1)
             else:
-                parent = torch.stack([outs[p] for p in self.parents[idx].tolist()]).unsqueeze(-1)
+                parent = torch.stack([outs[p] for p in parents]).unsqueeze(-1)
             y = self.subnets(idx, torch.cat([xp, parent], dim=-1), cond)
-            for k, j in enumerate(idx.tolist()):
+            for k, j in enumerate(joints):
                 outs[j] = y[k]
         parts = torch.stack(outs, dim=-1)  # F, P, J
         return self.aggregate(parts, cond), parts
@@ -214,7 +221,7 @@ def naive_forward(model: HIPNet, x: torch.Tensor, joint_transforms: torch.Tensor
     outs = []
     for j in range(model.skeleton.num_joints):
         p = model.skeleton.parents[j]
-        parent = outs[p].unsqueeze(-1) if p >= 0 else x.new_zeros(nf, npts, 1)
+        parent = outs[p].unsqueeze(-1) if p >= 0 and cfg.hierarchical else x.new_zeros(nf, npts, 1)
         xj = model.point_inputs(x, joint_transforms, torch.tensor([j]))[0]
         inp = torch.cat([xj, parent], dim=-1)
         h = inp

@@ -1,0 +1,471 @@
+"""The accuracy harness: named HIPNet variants and NASA trained on the same embedded stores with the same budget,
+scored by the same evaluation code (`make bench-accuracy`; `--quick` for the test suite).
+
+Every variant shares the `fast` preset's sizes and optimiser (32-wide sub-networks, 8 frames x (500 surface +
+1,000 eikonal) points per step, Adam at 4e-3 with a cosine decay over the budget); only the formulation switches
+differ, so each row of the table isolates one choice:
+
+- the paper's table 6 ladder on the paper's formulation (global coordinates, learnt mean aggregation, equation-2
+  loss): `paper-base` (flat: sub-networks do not see their parent's output; no sub-network losses; no subject
+  codes), `paper-subnet` (+ sub-network losses), `paper-hier` (+ hierarchical propagation), `paper-full`
+  (+ subject codes);
+- the same ladder on the formulation that converges on a CPU (local joint frames, soft-min aggregation,
+  oriented-distance term): `fast-base`, `fast-subnet`, `fast-hier`, `fast-full`;
+- our departures, each alone on top of `paper-full`: `+local`, `+softmin`, `+sdf`; all three together is `fast`
+  (the same configuration as `fast-full`, whose seed-0 run it shares);
+- `nasa`: NASA's deformable model (seed 003; `hipnet.model.nasa`) trained as NASA trains (occupancy L2 on
+  uniform and near-surface samples plus the skinning-weight auxiliary term), with a subject code so one model
+  holds every subject.
+
+Per variant: the training curve (uniform and near-surface mIoU on a fixed small set of test frames and points,
+every `eval_every` steps, against training wall time), then on a fixed set of test frames the standard metrics
+(`hipnet.model.evaluate`: uniform and near-surface mIoU, per-joint near-surface IoU, Chamfer-L1 and normal
+consistency on meshed frames) and test-time fitting of the held-out subjects from 1k points (figure-6 protocol).
+Results: bench/results/accuracy.json (resumable: a rerun skips variants whose results are written with the same
+budget), docs/accuracy.png, and the README table (`--readme` rewrites it from the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # bench/_results.py (this script is run as a file, not imported)
+from _results import machine  # noqa: E402
+
+from hipnet.model.config import PRESETS, TrainConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int = 250
+    eval_every: int = 50
+    curve_frames: int = 4  # test frames of the training curve
+    curve_points: int = 5000  # of each kind (uniform, near) per curve frame
+    final_frames: int = 16  # test frames of the final scores
+    mesh_frames: int = 8  # of those, meshed for Chamfer and normal consistency
+    resolution: int = 128
+    chamfer_points: int = 100_000
+    fit_points: int = 1000
+    fit_iters: int = 100
+    nasa_points: int = 1024  # NASA's own sampling: 1024 uniform + 1024 near + 2048 vertices per frame
+    nasa_vertices: int = 2048
+    loader_workers: int = 1  # the fast preset's; 0 (in-process) for the quick mode
+    tiny: bool = False  # 2 frames x (64 + 64) points per step, 16-wide sub-networks: the quick mode
+
+
+QUICK = Budget(steps=2, eval_every=1, loader_workers=0, tiny=True, curve_frames=2, curve_points=200, final_frames=2,
+               mesh_frames=1, resolution=24, chamfer_points=2000, fit_points=100, fit_iters=2, nasa_points=64,
+               nasa_vertices=64)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    group: str
+    model: tuple[tuple[str, object], ...] = ()  # ModelConfig overrides
+    train: tuple[tuple[str, object], ...] = ()  # TrainConfig overrides
+    kind: str = "hipnet"  # or "nasa"
+    seeds: tuple[int, ...] = (0,)
+    same_as: str | None = None  # the same configuration as this variant: its seed-0 run is shared
+
+
+PAPER = (("local_frames", False), ("aggregation", "mean"))
+FAST = (("local_frames", True), ("aggregation", "softmin"))
+RUNGS = {"base": ((("hierarchical", False), ("code_dim", 0)), (("subnet_losses", False),)),
+         "subnet": ((("hierarchical", False), ("code_dim", 0)), ()),
+         "hier": ((("code_dim", 0),), ()),
+         "full": ((), ())}
+VARIANTS = [
+    *(Variant(f"paper-{r}", "paper ladder", PAPER + m, (("lambda_sdf", 0.0),) + t, seeds=(0, 1) if r == "full" else (0,))
+      for r, (m, t) in RUNGS.items()),
+    *(Variant(f"fast-{r}", "fast ladder", FAST + m, (("lambda_sdf", 1.0),) + t) for r, (m, t) in RUNGS.items()),
+    Variant("+local", "departures", (("local_frames", True), ("aggregation", "mean")), (("lambda_sdf", 0.0),)),
+    Variant("+softmin", "departures", (("local_frames", False), ("aggregation", "softmin")), (("lambda_sdf", 0.0),)),
+    Variant("+sdf", "departures", PAPER, (("lambda_sdf", 1.0),)),
+    Variant("fast", "departures", FAST, (("lambda_sdf", 1.0),), seeds=(0, 1), same_as="fast-full"),
+    Variant("nasa", "peer", kind="nasa", seeds=(0, 1)),
+]
+
+
+def train_config(v: Variant, seed: int, budget: Budget) -> TrainConfig:
+    base = PRESETS["fast"]
+    if budget.tiny:
+        base = replace(base, model=replace(base.model, hidden=16, pose_dim=8, pose_hidden=16, code_dim=8,
+                                           aggregator_hidden=16), frames_per_step=2, points_per_frame=64,
+                       eikonal_per_frame=64)
+    return replace(base, model=replace(base.model, **dict(v.model)), steps=budget.steps, seed=seed,
+                   checkpoint_every=budget.steps, log_every=max(1, budget.eval_every // 2),
+                   loader_workers=budget.loader_workers, **dict(v.train))
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+
+
+def build_stores(data: Path, quick: bool, workers: int, raw: Path | None = None) -> dict[str, Path]:
+    """The embedded dataset and its three stores: train (with occupancy samples and meshes, for NASA), test and
+    heldout. Reuses what exists (generation and preprocessing are resumable and deterministic)."""
+    from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
+    from hipnet.pipeline.manifest import load_manifest
+    from hipnet.pipeline.process import PreprocessConfig
+    from hipnet.pipeline.readers.anny import AnnyReader
+    from hipnet.pipeline.run import preprocess_split
+
+    raw = raw or data / "raw"
+    if not (raw / "dataset.yaml").exists():
+        manifest = (make_anny_manifest(seed=0, n_realistic=2, n_heldout=1, extremes=("tall_male", "slim_female"),
+                                       sequences_per_subject=4, frames_per_sequence=6, key_every=3, topology="lowpoly")
+                    if quick else load_manifest("anny"))
+        generate_dataset(manifest, raw)
+    small = dict(surface_points=400, eval_points=500, shard_frames=5) if quick else {}
+    train_cfg = PreprocessConfig(geodesics="per-template", eval_on_train=True,
+                                 **({"eval_points": 20_000} | small))
+    eval_cfg = PreprocessConfig(geodesics="per-template", **small)
+    out = {}
+    for split, cfg in (("train", train_cfg), ("test", eval_cfg), ("heldout", eval_cfg)):
+        summary = preprocess_split(AnnyReader(raw, (split,)), data / "stores", cfg, split, workers=workers)
+        out[split] = Path(summary.store)
+    out["raw"] = raw
+    return out
+
+
+def vertex_labels(raw: Path, subjects: list[str]) -> dict[str, np.ndarray]:
+    """Each subject's mesh vertices labelled by the argmax of their skinning weights (NASA's auxiliary term)."""
+    labels = {}
+    for name in subjects:
+        with np.load(raw / "subjects" / f"{name}.npz", allow_pickle=False) as z:
+            labels[name] = z["skinning_weights"].argmax(1)
+    return labels
+
+
+# ------------------------------------------------------------------------------------------------------ evaluation
+
+
+def finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def spaced(n: int, k: int) -> list[int]:
+    return sorted({round(t) for t in np.linspace(0, n - 1, min(k, n))})
+
+
+class Evaluator:
+    """The fixed evaluation of every variant: the same frames and points for all."""
+
+    def __init__(self, stores: dict[str, Path], budget: Budget) -> None:
+        from hipnet.pipeline.store import Store
+
+        self.budget = budget
+        self.test, self.heldout = Store.open(stores["test"]), Store.open(stores["heldout"])
+        self.final_frames = spaced(self.test.n_frames, budget.final_frames)
+        self.mesh_frames = [self.final_frames[k] for k in spaced(len(self.final_frames), budget.mesh_frames)]
+        self.curve_frames = spaced(self.test.n_frames, budget.curve_frames)
+        self.curve_set = {i: {kind: (self.test.read(f"eval/{kind}_points", i)[: budget.curve_points],
+                                     self.test.read(f"eval/{kind}_occupancy", i)[: budget.curve_points])
+                              for kind in ("uniform", "near")} for i in self.curve_frames}
+
+    def sdf_of(self, model, names: list[str], store):
+        from hipnet.model.query import model_sdf
+
+        codes = model.codes.weight.detach() if model.codes is not None else None
+        jts, subj = store.read("pose/joint_transforms"), store.read("frame/subject")
+
+        def sdf(i: int):
+            code = None
+            if codes is not None:
+                name = store.subjects[int(subj[i])]
+                code = codes[names.index(name)] if name in names else codes.mean(0)
+            return model_sdf(model, jts[i], code)
+
+        return sdf
+
+    def curve_point(self, model, names: list[str]) -> dict:
+        from hipnet.model.evaluate import iou
+
+        sdf_of = self.sdf_of(model, names, self.test)
+        scores = {"uniform": [], "near": []}
+        for i, sets in self.curve_set.items():
+            sdf = sdf_of(i)
+            for kind, (points, occupancy) in sets.items():
+                scores[kind].append(iou(sdf(points) < 0, occupancy))
+        return {f"{k}_miou": 100 * float(np.mean(v)) for k, v in scores.items()}
+
+    def final(self, model, names: list[str]) -> dict:
+        from hipnet.model.evaluate import evaluate_store
+
+        b = self.budget
+        ev = evaluate_store(self.test, self.sdf_of(model, names, self.test), self.final_frames, self.mesh_frames,
+                            b.resolution, b.chamfer_points)
+        s = ev.summary(self.test.skeleton.names)
+        empty = sum(1 for pred, _ in ev.meshes.values() if len(pred.faces) == 0)
+        out = {"uniform_miou": 100 * s["uniform_miou"], "near_miou": 100 * s["near_miou"],
+               "per_joint_near_iou": {k: finite(100 * v) for k, v in s["per_joint_near_iou"].items()},
+               "chamfer_x1e4": None, "chamfer_mm": None, "normal_consistency": None, "frames": s["frames"],
+               "mesh_frames": s.get("mesh_frames", 0), "empty_meshes": empty}
+        if not empty:  # an empty extraction has no Chamfer distance: counted, never averaged in as infinity
+            out |= {"chamfer_x1e4": s.get("chamfer_l1_x1e4"), "chamfer_mm": s.get("chamfer_mm"),
+                    "normal_consistency": s.get("normal_consistency")}
+        return out
+
+    def fit(self, model) -> dict:
+        """Held-out subjects fitted from ``fit_points`` surface points (figure 6): the first frame of each."""
+        from hipnet.model.apps import fit_code
+        from hipnet.model.fitting import observed_points, score_code
+
+        if model.codes is None:
+            return {"fit_1k_uniform_miou": None, "fit_1k_near_miou": None, "fit_note": "no subject codes"}
+        subj = self.heldout.read("frame/subject")
+        frames = [int(np.flatnonzero(subj == s)[0]) for s in sorted(set(subj.tolist()))]
+        scores = []
+        for i in frames:
+            points = observed_points(self.heldout, i, self.budget.fit_points, False, seed=0)
+            fit = fit_code(model, points, self.heldout.read("pose/joint_transforms", i), self.budget.fit_iters, 1e-3)
+            scores.append(score_code(model, self.heldout, i, fit.code))
+        return {"fit_1k_uniform_miou": 100 * float(np.mean([s["uniform_iou"] for s in scores])),
+                "fit_1k_near_miou": 100 * float(np.mean([s["near_iou"] for s in scores])), "fit_frames": len(frames)}
+
+
+# -------------------------------------------------------------------------------------------------------- training
+
+
+def run_hipnet(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], runs: Path, ev: Evaluator):
+    from hipnet.model.train import CKPT, load_checkpoint, model_from_checkpoint, train
+
+    cfg = train_config(v, seed, budget)
+    out = runs / f"{v.name}_s{seed}"
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished variant starts again (its curve was not kept)
+    curve, train_s = [], 0.0
+    for stop in range(budget.eval_every, budget.steps + 1, budget.eval_every):
+        t0 = time.time()
+        train([stores["train"]], cfg, out, resume=stop > budget.eval_every, progress=False, stop_at_step=stop)
+        train_s += time.time() - t0
+        ck = load_checkpoint(out / CKPT)
+        model = model_from_checkpoint(ck).eval()
+        curve.append({"step": stop, "train_s": round(train_s, 1), **ev.curve_point(model, list(ck["subjects"]))})
+        print(f"  {v.name} seed {seed} step {stop}: {curve[-1]}", flush=True)
+    queries = cfg.frames_per_step * (cfg.points_per_frame + cfg.eikonal_per_frame)
+    return model, list(ck["subjects"]), curve, train_s, cfg.to_dict(), queries
+
+
+def run_nasa(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], ev: Evaluator):
+    from hipnet.model.nasa import NASA, NasaConfig, NasaSampler, nasa_loss
+    from hipnet.model.train import lr_factor
+    from hipnet.pipeline.store import Store
+
+    cfg = train_config(v, seed, budget)  # the shared optimiser, frames per step and budget
+    ncfg = NasaConfig(**(dict(width=8, code_dim=8) if budget.tiny else {}) | dict(v.model))
+    store = Store.open(stores["train"])
+    torch.manual_seed(seed)
+    model = NASA(store.skeleton, len(store.subjects), ncfg)
+    sampler = NasaSampler(store, vertex_labels(stores["raw"], store.subjects), cfg.frames_per_step,
+                          budget.nasa_points, budget.nasa_vertices, seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    curve, train_s = [], 0.0
+    for step in range(budget.steps):
+        t0 = time.time()
+        model.train()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(cfg, step, budget.steps)
+        loss, _ = nasa_loss(model, sampler.batch(step))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        train_s += time.time() - t0
+        if (step + 1) % budget.eval_every == 0:
+            model.eval()
+            curve.append({"step": step + 1, "train_s": round(train_s, 1), **ev.curve_point(model, store.subjects)})
+            print(f"  nasa seed {seed} step {step + 1}: {curve[-1]}", flush=True)
+    config = {"nasa": asdict(ncfg), "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "lr_final": cfg.lr_final,
+              "frames_per_step": cfg.frames_per_step, "steps": budget.steps, "seed": seed}
+    queries = cfg.frames_per_step * (2 * budget.nasa_points + budget.nasa_vertices)
+    return model, list(store.subjects), curve, train_s, config, queries
+
+
+def run_variant(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], runs: Path, ev: Evaluator) -> dict:
+    t0 = time.time()
+    runner = run_nasa(v, seed, budget, stores, ev) if v.kind == "nasa" else run_hipnet(v, seed, budget, stores, runs, ev)
+    model, names, curve, train_s, config, queries = runner
+    model.eval()
+    entry = {"name": v.name, "group": v.group, "kind": v.kind, "seed": seed, "steps": budget.steps,
+             "train_s": round(train_s, 1), "query_points_per_step": queries, "config": config, "curve": curve}
+    entry |= ev.final(model, names)
+    entry |= ev.fit(model)
+    entry["wall_s"] = round(time.time() - t0, 1)
+    return entry
+
+
+# --------------------------------------------------------------------------------------------------------- outputs
+
+
+def load_results(path: Path, budget: Budget) -> dict:
+    if path.exists():
+        data = json.loads(path.read_text())
+        if data.get("budget") == asdict(budget):
+            return data
+        print(f"{path}: written with another budget; starting a new results file", flush=True)
+    return {"budget": asdict(budget), "variants": []}
+
+
+def save_results(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def spread(data: dict) -> dict:
+    """Mean and spread (max - min) over seeds of each variant with more than one seed."""
+    out = {}
+    for name in dict.fromkeys(e["name"] for e in data["variants"]):
+        runs = [e for e in data["variants"] if e["name"] == name]
+        if len(runs) > 1:
+            out[name] = {k: {"mean": float(np.mean([r[k] for r in runs])), "spread": float(np.ptp([r[k] for r in runs]))}
+                         for k in ("uniform_miou", "near_miou")}
+    return out
+
+
+def table(data: dict) -> str:
+    """The README's accuracy table, from the results file."""
+    lines = ["| variant | group | seeds | uniform mIoU (%) | near mIoU (%) | Chamfer (mm) | normal cons. | "
+             "fit 1k uniform (%) | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(e["name"] for e in data["variants"]):
+        runs = [e for e in data["variants"] if e["name"] == name]
+
+        def cell(k, fmt="{:.1f}", runs=runs):
+            vals = [r[k] for r in runs if r.get(k) is not None]
+            if not vals:
+                return "-"
+            text = fmt.format(np.mean(vals))
+            return text + (f" ± {np.ptp(vals) / 2:.1f}" if len(vals) > 1 else "")
+
+        lines.append(f"| `{name}` | {runs[0]['group']} | {len(runs)} | {cell('uniform_miou')} | {cell('near_miou')} | "
+                     f"{cell('chamfer_mm')} | {cell('normal_consistency', '{:.3f}')} | {cell('fit_1k_uniform_miou')} | "
+                     f"{cell('train_s', '{:.0f}')} |")
+    return "\n".join(lines)
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(e["group"] for e in data["variants"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups, strict=True):
+        for e in data["variants"]:
+            if e["group"] != group and not (group == "peer" and e["name"] in ("fast", "paper-full")):
+                continue
+            c = e["curve"]
+            ax.plot([p["train_s"] / 60 for p in c], [p["uniform_miou"] for p in c], marker="o", ms=3,
+                    label=f"{e['name']} (seed {e['seed']})")
+        ax.set_title(group)
+        ax.set_xlabel("training wall time (min)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("uniform mIoU on the curve frames (%)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_readme(data: dict, readme: Path) -> None:
+    begin, end = "<!-- accuracy-table:begin -->", "<!-- accuracy-table:end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{readme}: no {begin} ... {end} markers to write the table between")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    note = (f"\n_Generated by `python bench/accuracy.py --readme` from bench/results/accuracy.json (commit "
+            f"{data.get('commit')}, {data['budget']['steps']} steps per variant)._\n\n")
+    readme.write_text(head + begin + note + table(data) + "\n" + end + tail)
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny data and budget: the plumbing, in seconds (tests)")
+    p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per variant (default: the budget's)")
+    p.add_argument("--data", type=Path, default=None, help="data folder (default: data/accuracy[_quick])")
+    p.add_argument("--raw", type=Path, default=None,
+                   help="the generated embedded dataset (default: DATA/raw, generated when absent)")
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default: bench/results/accuracy.json)")
+    p.add_argument("--png", type=Path, default=None, help="curve picture (default: docs/accuracy.png)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (fixed and recorded)")
+    p.add_argument("--workers", type=int, default=2, help="preprocessing worker processes")
+    p.add_argument("--readme", action="store_true", help="only rewrite the README table and the picture from the JSON")
+    args = p.parse_args(argv)
+
+    budget = QUICK if args.quick else Budget()
+    if args.steps:
+        budget = replace(budget, steps=args.steps, eval_every=max(1, args.steps // 5))
+    out = args.out or ROOT / "bench" / "results" / "accuracy.json"
+    png = args.png or ROOT / "docs" / "accuracy.png"
+    if args.readme:
+        data = json.loads(out.read_text())
+        plot(data, png)
+        write_readme(data, ROOT / "README.md")
+        print(table(data))
+        return 0
+    torch.set_num_threads(args.threads)
+    data_dir = args.data or ROOT / "data" / ("accuracy_quick" if args.quick else "accuracy")
+    wanted = None if args.only is None else set(args.only.split(","))
+    unknown = (wanted or set()) - {v.name for v in VARIANTS}
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {[v.name for v in VARIANTS]}")
+    stores = build_stores(data_dir, args.quick, args.workers, args.raw)
+    ev = Evaluator(stores, budget)
+    data = load_results(out, budget)
+    data |= {"machine": machine(), "threads": args.threads, "commit": commit(),
+             "eval_set": {"store": stores["test"].name, "final_frames": ev.final_frames, "mesh_frames": ev.mesh_frames,
+                          "curve_frames": ev.curve_frames, "curve_points_per_kind": budget.curve_points}}
+    for v in VARIANTS:
+        if wanted is not None and v.name not in wanted:
+            continue
+        for seed in v.seeds:
+            done = {(e["name"], e["seed"]) for e in data["variants"]}
+            if (v.name, seed) in done:
+                continue
+            twin = next((e for e in data["variants"] if v.same_as and e["name"] == v.same_as and e["seed"] == seed), None)
+            if twin is not None:
+                entry = {**twin, "name": v.name, "group": v.group, "same_run_as": v.same_as}
+            else:
+                print(f"{v.name} seed {seed}: training {budget.steps} steps", flush=True)
+                entry = run_variant(v, seed, budget, stores, data_dir / "runs", ev)
+            data["variants"].append(entry)
+            data["spread"] = spread(data)
+            save_results(out, data)
+            print(f"{v.name} seed {seed}: uniform {entry['uniform_miou']:.1f}%, near {entry['near_miou']:.1f}%, "
+                  f"Chamfer {entry['chamfer_mm']} mm, fit {entry['fit_1k_uniform_miou']}, {entry['wall_s']} s",
+                  flush=True)
+    plot(data, png)
+    print(table(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
