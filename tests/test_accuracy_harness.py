@@ -15,6 +15,7 @@ def harness():
     sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location("accuracy", BENCH / "accuracy.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["accuracy"] = mod  # dataclasses look their module up here
     spec.loader.exec_module(mod)
     return mod
 
