@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 mkdir -p .gpu/wheels
 # the project's pinned zarr/numcodecs versions, as Python 3.12 wheels (no numpy: the GPU machine has it)
 pins=$(.venv/bin/python -c "import importlib.metadata as m; print(' '.join(f'{p}=={m.version(p)}' for p in
-    ('zarr', 'numcodecs', 'donfig', 'google-crc32c', 'typing_extensions', 'packaging', 'pytest', 'pluggy', 'iniconfig')))")
+    ('zarr', 'numcodecs', 'donfig', 'google-crc32c', 'typing_extensions', 'packaging', 'pytest', 'pluggy', 'iniconfig',
+    'pygments')))")
 .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .gpu/wheels $pins
