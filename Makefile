@@ -57,6 +57,7 @@ demo: setup
 	$(MAKE) --no-print-directory train DATASET=anny
 	$(MAKE) --no-print-directory eval DATASET=anny EVAL_ARGS="$(DEMO_EVAL_ARGS)"
 	$(BIN)/hipnet-data inspect $(DATA)/processed/anny/train.zarr --frame 100 --png $(DATA)/demo/labels.png
+	$(BIN)/python bench/demo_result.py --run $(RUN) --started $(DATA)/demo/.started
 	@echo "demo: $(DATA)/demo/anny_grid.png, $(DATA)/demo/labels.png, stores in $(DATA)/processed/anny, run in $(RUN)"
 	@echo "demo: report $(RUN)/eval/report.md; $$(( ($$(date +%s) - $$(cat $(DATA)/demo/.started)) / 60 )) min" \
 		"$$(( ($$(date +%s) - $$(cat $(DATA)/demo/.started)) % 60 )) s since the demo started"

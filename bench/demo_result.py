@@ -1,0 +1,44 @@
+"""`make demo`'s last step: its real numbers into bench/results/demo.json (the README's demo figures come from it).
+
+Reads the run's evaluation (`RUN/eval/metrics.json`), its training log (`RUN/log.csv`: steps and training wall time)
+and the demo's start time, and writes uniform and near-surface mIoU (percent), Chamfer-L1 (x1e-4 and mm), normal
+consistency, the per-joint near-surface IoU, `wall_s` (the whole demo), `train_s`, `eval_s`, with the machine and
+the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from _results import write_result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="the demo's run folder (runs/anny_fast)")
+    p.add_argument("--started", type=Path, required=True, help="file holding the demo's start time (epoch seconds)")
+    args = p.parse_args()
+    metrics = json.loads((args.run / "eval" / "metrics.json").read_text())
+    s, prov = metrics["summary"], metrics["provenance"]
+    with open(args.run / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    write_result("demo", {
+        "commit": commit, "run": str(args.run), "planned_steps": prov.get("config", {}).get("steps"),
+        "uniform_miou": 100 * s["uniform_miou"], "near_miou": 100 * s["near_miou"],
+        "chamfer_x1e4": s.get("chamfer_l1_x1e4"), "chamfer_mm": s.get("chamfer_mm"),
+        "normal_consistency": s.get("normal_consistency"), "frames": s["frames"], "mesh_frames": s.get("mesh_frames"),
+        "per_joint_near_iou": {k: 100 * v for k, v in s["per_joint_near_iou"].items()},
+        "steps": int(rows[-1]["step"]) if rows else 0, "train_s": float(rows[-1]["wall_s"]) if rows else None,
+        "eval_s": prov.get("wall_s"), "wall_s": round(time.time() - float(args.started.read_text()), 1),
+    })
+
+
+if __name__ == "__main__":
+    main()
