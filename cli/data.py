@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hipnet.cli.data_manifest import BODY_MODELS_HELP, DATASET_HELP, manifest_group, open_dataset
 from hipnet.pipeline.embedded.body import TOPOLOGIES
 
 if TYPE_CHECKING:
@@ -122,24 +123,6 @@ def _preview(root: Path, png: Path, n_subjects: int = 6, n_poses: int = 6) -> No
 _SPLITS_HELP = "Comma-separated splits to process (default: every split the dataset has)."
 
 
-_DATASET_HELP = ("anny, generic (folders that carry their own split), or a manifest: amass_transitions, amass_cmu, "
-                 "dfaust, dfaust_snarf, dfaust_poseprior, cape (data_manifests/), or a manifest YAML path.")
-_BODY_MODELS_HELP = ("Folder with your SMPL/SMPL+H/SMPL-X model files (AMASS smplh/<gender>/model.npz, smplx-style "
-                     "smplh/SMPLH_MALE.pkl, SMPL basicModel_*_v1.0.0.pkl, ...); needed by AMASS, DFAUST and CAPE.")
-
-
-def _open_reader(dataset: str, root: Path, splits: tuple[str, ...], body_models: Path | None = None,
-                 strict: bool = True) -> Reader:
-    from hipnet.pipeline.readers import open_reader
-
-    try:
-        return open_reader(dataset, root, splits, body_models=body_models, strict=strict)
-    except FileNotFoundError as e:
-        if "no manifest" in str(e):
-            raise click.BadParameter(f"unknown dataset {dataset!r}: {_DATASET_HELP}") from None
-        raise
-
-
 def _run_with_progress(fn, desc: str, **kwargs):
     """Run a shard runner with a tqdm bar over shards; a dead worker becomes one clear line."""
     from concurrent.futures import BrokenExecutor
@@ -164,6 +147,8 @@ def _run_with_progress(fn, desc: str, **kwargs):
 
 def _report(summary) -> bool:
     click.echo(str(summary))
+    for note in summary.notes:
+        click.echo(f"  {note}", err=True)
     for f in summary.failures[:20]:
         click.echo(f"  failed: {f}", err=True)
     if len(summary.failures) > 20:
@@ -180,11 +165,11 @@ def _warn_counts(reader: Reader, root: Path) -> None:
 
 
 @main.command("preprocess")
-@click.option("--dataset", required=True, help=_DATASET_HELP)
+@click.option("--dataset", required=True, help=DATASET_HELP)
 @click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="The raw dataset folder.")
 @click.option("--body-models", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help=_BODY_MODELS_HELP)
+              help=BODY_MODELS_HELP)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the stores (<split>.zarr).")
 @click.option("--splits", default=None, help=_SPLITS_HELP)
 @click.option("--points", default=25_000, show_default=True, help="Surface samples per frame.")
@@ -201,14 +186,18 @@ def _warn_counts(reader: Reader, root: Path) -> None:
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (1: run in this process).")
 @click.option("--scheduler", default=None, help="Address of a dask.distributed scheduler (tcp://host:port) to use "
                                                 "instead of local processes.")
+@click.option("--exclude-failed", is_flag=True,
+              help="Finish the stores without what fails (frames, and sequences whose files cannot be listed): each "
+                   "is recorded with its reason in the store's `excluded` attribute; finished frames are kept.")
 def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points, near_sigma, geodesics, snarf,
-                   eval_on_train, shard_frames, seed, workers, scheduler) -> None:
+                   eval_on_train, shard_frames, seed, workers, scheduler, exclude_failed) -> None:
     """Turn a raw dataset into one sharded Zarr store per split: canonical-frame joint transforms, oriented surface
     points with geodesic joint labels, and (for evaluation splits) evaluation points with occupancy and meshes.
 
     Resumable: rerunning the same command skips finished shards and gives the same bytes as an uninterrupted run.
-    Frames that cannot be read are listed with their file and reason; the run finishes the others, the store is
-    not marked complete and the exit code is 1.
+    Frames that cannot be read or give non-finite values, and sequences whose files cannot be listed, are listed
+    with their file, frame and reason; the run finishes the others, the store is not marked complete and the exit
+    code is 1. Rerun after fixing the files, or with --exclude-failed to finish without them.
     """
     from hipnet.pipeline.manifest import SPLITS
     from hipnet.pipeline.process import PreprocessConfig
@@ -217,10 +206,10 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
     cfg = PreprocessConfig(surface_points=points, eval_points=eval_points, near_sigma=near_sigma, geodesics=geodesics,
                            snarf=snarf, eval_on_train=eval_on_train, shard_frames=shard_frames, seed=seed)
     chosen = tuple(splits.split(",")) if splits else SPLITS
-    ok = True
+    ok, attempted, empty = True, 0, []
     t0 = time.time()
     for k, split in enumerate(chosen):
-        reader = _open_reader(dataset, root, (split,), body_models)
+        reader = open_dataset(dataset, root, (split,), body_models)
         if k == 0:
             _warn_counts(reader, root)
         excluded = reader.excluded_refs()
@@ -228,16 +217,23 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
             click.echo(f"{split}: {len(excluded)} frames left out as the manifest lists them unreadable:", err=True)
             for path in excluded:
                 click.echo(f"  excluded: {path}", err=True)
-        if not reader.frame_refs():
+        if not reader.sequences():
+            empty.append(f"{split}: {reader.why_empty(split)}")
             if splits:
-                raise click.ClickException(f"{root}: split {split!r} has no frames")
+                raise click.ClickException(f"{root}: split {split!r} has nothing to do: {reader.why_empty(split)}")
             continue
+        attempted += 1
         summary = _run_with_progress(preprocess_split, f"{split} shards", reader=reader, out=out, cfg=cfg,
-                                     split=split, workers=workers, scheduler=scheduler)
+                                     split=split, workers=workers, scheduler=scheduler, exclude_failed=exclude_failed)
         ok &= _report(summary)
     click.echo(f"done in {time.time() - t0:.0f} s")
+    if not attempted:
+        raise click.ClickException(f"{dataset} in {root}: nothing to do, no split has frames: " + " | ".join(empty))
     if not ok:
-        raise click.ClickException("some frames failed (listed above); fix or remove them and rerun to finish")
+        raise click.ClickException(
+            "some frames or sequences failed (listed above); the stores are kept and resumable: fix the files and "
+            "rerun the same command, or add --exclude-failed to finish without them (recorded in each store's "
+            "`excluded` attribute)")
 
 
 @main.command("geodesics")
@@ -247,7 +243,7 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
 @click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="The raw dataset, if it moved since the store was written (default: the path in the store).")
 @click.option("--body-models", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help=_BODY_MODELS_HELP)
+              help=BODY_MODELS_HELP)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://host:port).")
 def geodesics_cmd(stores, mode, root, body_models, workers, scheduler) -> None:
@@ -263,7 +259,7 @@ def geodesics_cmd(stores, mode, root, body_models, workers, scheduler) -> None:
     for path in stores:
         attrs = dict(open_group(path).attrs)
         source = attrs.get("source", {})
-        reader = _open_reader(source.get("reader", attrs.get("dataset")), root or Path(source["root"]),
+        reader = open_dataset(source.get("reader", attrs.get("dataset")), root or Path(source["root"]),
                               (attrs["split"],), body_models)
         summary = _run_with_progress(relabel_store, f"{path.name} shards", reader=reader, path=path, mode=mode,
                                      workers=workers, scheduler=scheduler)
@@ -364,54 +360,6 @@ def convert_body_model_cmd(src: Path, dst: Path) -> None:
     click.echo(f"wrote {dst}: {kind} model, " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
 
 
-@main.group("manifest")
-def manifest_group() -> None:
-    """Dataset manifests (data_manifests/*.yaml): subjects, sequences, splits, selection rules, expected counts."""
-
-
-@manifest_group.command("check")
-@click.option("--dataset", required=True, help=_DATASET_HELP)
-@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
-              help="The raw dataset folder.")
-@click.option("--body-models", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help=_BODY_MODELS_HELP + " Checked when given.")
-@click.option("--no-read", is_flag=True, help="Only look for the files; do not open them to find corrupt ones.")
-def manifest_check_cmd(dataset, root, body_models, no_read) -> None:
-    """Before a long run: list the files the manifest needs that are missing, files present that it does not use,
-    and files that cannot be read, and compare the counts with the manifest's expected ones. Exit code 1 when
-    anything is missing or unreadable or a count differs."""
-    reader = _open_reader(dataset, root, ("train", "test", "heldout"), body_models, strict=False)
-    rep = reader.check(read_files=not no_read)
-    info = reader.info
-    if reader.needs_body_models and body_models is not None:
-        for name in info.subjects:
-            try:
-                reader.subject(name)
-            except (OSError, ValueError) as e:
-                rep.missing.append(f"subject {name}: {e}")
-    elif reader.needs_body_models:
-        rep.notes.append("body models not checked (pass --body-models DIR)")
-    n_frames = None
-    if not (rep.missing or rep.corrupt):
-        try:
-            n_frames = len(reader.frame_refs())
-        except (OSError, ValueError) as e:
-            rep.corrupt.append(str(e))
-    click.echo(f"{dataset} in {root}: {len(info.sequences)} sequences"
-               + (f", {n_frames} frames selected" if n_frames is not None else ""))
-    for kind, items in (("missing", rep.missing), ("corrupt", rep.corrupt), ("extra", rep.extra),
-                        ("counts", rep.counts), ("notes", rep.notes)):
-        if items:
-            click.echo(f"{kind}: {len(items)}", err=kind != "notes")
-            for item in items[:50]:
-                click.echo(f"  {item}", err=kind != "notes")
-            if len(items) > 50:
-                click.echo(f"  ... and {len(items) - 50} more", err=kind != "notes")
-    if not rep.ok:
-        raise click.ClickException("the raw data does not match the manifest (listed above)")
-    click.echo("ok")
-
-
 def _arrays(group, prefix=""):
     import zarr
 
@@ -421,6 +369,8 @@ def _arrays(group, prefix=""):
         else:
             yield from _arrays(item, prefix + name + "/")
 
+
+main.add_command(manifest_group)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,9 @@
 """The Frame: what every reader yields (DESIGN.md section 3).
 
 Geometry stays float64 from the reader to the store, which casts at write (``pipeline.process`` gives the arrays in
-the store's dtypes); faces are int32. Frame and Subject hold their arrays in these dtypes whatever they are given.
+the store's dtypes); faces are int32. Frame and Subject hold their arrays in these dtypes whatever they are given,
+and refuse NaN or inf in any of them (a ValueError naming the frame or subject and the array): the boundary every
+reader's output crosses.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from hipnet.pipeline.checks import require_finite
 
 
 def _f64(a: np.ndarray | None) -> np.ndarray | None:
@@ -64,6 +68,7 @@ class Frame:
                 f"{where}: skinning_weights must have shape ({len(v)}, {jt.shape[0]}), "
                 f"got {self.skinning_weights.shape}"
             )
+        require_finite(where, vertices=v, joint_transforms=jt, rest_joints=rj, skinning_weights=self.skinning_weights)
 
     @property
     def key(self) -> str:
@@ -99,3 +104,5 @@ class Subject:
     def __post_init__(self) -> None:
         _coerce(self, rest_joints=_f64(self.rest_joints), faces=_i32(self.faces),
                 rest_vertices=_f64(self.rest_vertices), skinning_weights=_f64(self.skinning_weights))
+        require_finite(f"subject {self.name}", rest_joints=self.rest_joints, rest_vertices=self.rest_vertices,
+                       skinning_weights=self.skinning_weights)

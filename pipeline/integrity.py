@@ -169,3 +169,20 @@ def content_problem(index: Mapping, name: str, shard: int, block: np.ndarray, n_
     shard_id, frames = (shard, frames_text(shard, n_frames, shard_frames)) if spec.per_frame else (None, "")
     return FileProblem(name, shard_id, frames, "content differs from its hash in the shard index (altered)",
                        shard_key(spec, shard))
+
+
+def damaged_shards(group: zarr.Group) -> dict[int, FileProblem]:
+    """Shards whose files do not match their own hash record (``hashes/<i>``): a shard file deleted, truncated or
+    altered in size after it was written. A rerun of ``preprocess`` recomputes them (``run.prepare_store``)."""
+    root = store_root(group)
+    per_shard, _ = hashed_arrays(group.attrs[ATTR.sections])
+    n, k = group[DONE].shape[0], int(group.attrs[ATTR.shard_frames])
+    found: dict[int, FileProblem] = {}
+    for i in range(n_shards(n, k)):
+        record = read_record(group, str(i))
+        for name in per_shard if record else []:
+            if name in record and file_size(root, name, i) != record[name][0]:
+                found[i] = FileProblem(name, i, frames_text(i, n, k), "does not match its hash record (deleted or "
+                                       "altered)", shard_key(SPECS[name], i))
+                break
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,17 +49,75 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray], compress: bool = Tru
     atomic_write_bytes(path, npz_bytes(arrays, compress))
 
 
+def _not_an_archive(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be an archive of ``what`` before numpy sees it (numpy's own fallback text invites the
+    user to load it with ``allow_pickle``), or None."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"{path}: cannot open ({e.strerror or e})"
+    if size == 0:
+        return f"{path}: cannot read as {what}: empty file (0 bytes)"
+    return None
+
+
+def load_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (all, or those of ``keys`` that it has) without pickle; every error is a
+    ValueError naming the file in our words: "not a valid .npz (zip) file", "member X is a pickled object; refused",
+    "cannot read as npz (...)" for a damaged member."""
+    path = Path(path)
+    problem = _not_an_archive(path, "npz")
+    if problem is None and not zipfile.is_zipfile(path):
+        problem = f"{path}: cannot read as npz: not a valid .npz (zip) file (truncated, or another format)"
+    if problem:
+        raise ValueError(problem)
+    out = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files if keys is None else [k for k in keys if k in z.files]:
+                out[key] = _member(z, key, path)
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
+    return out
+
+
+def _member(z, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{path}: member {key} is a pickled object; refused") from None
+        raise ValueError(f"{path}: cannot read member {key} ({e})") from e
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """One ``.npy`` array without pickle; errors name the file in our words (see ``load_npz``)."""
+    path = Path(path)
+    problem = _not_an_archive(path, "npy")
+    if problem:
+        raise ValueError(problem)
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError(f"{path}: cannot read as npy: not a .npy file")
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{path}: the array is a pickled object; refused") from None
+        raise ValueError(f"{path}: cannot read as npy ({e})") from e
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read as npy ({type(e).__name__}: {e})") from e
+
+
 def read_npz(path: Path, required: Mapping[str, tuple] | None = None) -> dict[str, np.ndarray]:
-    """Load every array of an ``.npz`` file without pickle; check ``required`` names and shapes.
+    """Load every array of an ``.npz`` file without pickle (``load_npz``); check ``required`` names and shapes.
 
     ``required`` maps a key to its expected shape, with ``None`` for a free axis. Errors name the file and key.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
+    out = load_npz(path)
     for key, shape in (required or {}).items():
         if key not in out:
             raise ValueError(f"{path}: missing key {key!r} (has {sorted(out)})")

@@ -6,7 +6,8 @@ so recomputing a frame (a resumed run, ``hipnet-data geodesics``) reproduces its
 
 Geometry stays float64 through the stages; the store's dtypes (``pipeline.schema``) are applied once, to the arrays
 ``process_frame`` returns. Points whose occupancy or nearest label is computed are quantised first (``stored``), so
-those answers hold for the coordinates the store keeps.
+those answers hold for the coordinates the store keeps. Every returned array is checked finite after the cast (a
+float32 overflow included): a frame whose stages produced NaN or inf is an error, never written as done.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from hipnet.pipeline.checks import require_finite
 from hipnet.pipeline.frames import Frame, Subject
 from hipnet.pipeline.schema import SPECS
 from hipnet.pipeline.stages.canonical import canonicalise
@@ -167,7 +169,9 @@ def process_frame(
         }
     if "mesh" in sections:
         out["mesh/vertices"] = canon.vertices
-    return {name: stored(name, values) for name, values in out.items()}
+    out = {name: stored(name, values) for name, values in out.items()}
+    require_finite(f"frame {frame.key}: stage output (not written)", **out)
+    return out
 
 
 def relabel_frame(frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, dataset: str,
@@ -181,7 +185,9 @@ def relabel_frame(frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, da
             f"frame {frame.key}: resampled surface points differ from the stored ones (the raw data or the config "
             "is not the one this store was written from)"
         )
-    return frame_labels(canon.vertices, geom, s.face_index, s.barycentrics)
+    labels = frame_labels(canon.vertices, geom, s.face_index, s.barycentrics)
+    require_finite(f"frame {frame.key}: stage output (not written)", **{"surface/labels": labels})
+    return labels
 
 
 def nearest_labels(surface_points: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:

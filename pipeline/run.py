@@ -10,6 +10,7 @@ shard stays not-done, and the store is never marked complete while a frame is mi
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,11 +19,25 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.pipeline.frames import FrameRef
+from hipnet.pipeline.integrity import damaged_shards
 from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, nearest_labels, process_frame, relabel_frame
 from hipnet.pipeline.readers.base import Reader
-from hipnet.pipeline.schema import ATTR, CONVENTIONS, DONE, GEODESICS_DONE, SPECS, Dims, shard_slice, specs_for
+from hipnet.pipeline.schema import (
+    ATTR,
+    CONVENTIONS,
+    DONE,
+    GEODESICS_DONE,
+    SCHEMA_VERSION,
+    SPECS,
+    Dims,
+    shard_slice,
+    specs_for,
+)
 from hipnet.pipeline.store import (
+    check_identity,
     create_store,
+    done_mask,
+    frame_ids,
     frames_digest,
     mark_complete,
     mark_incomplete,
@@ -32,6 +47,8 @@ from hipnet.pipeline.store import (
     write_shard,
 )
 
+# What a frame's stages may raise on bad geometry; it becomes that frame's failure and the other frames go on.
+STAGE_ERRORS = (ValueError, RuntimeError, OSError, ArithmeticError, IndexError)
 PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "open3d-cpu", "trimesh")
 
 @dataclass
@@ -41,6 +58,8 @@ class FrameFailure:
     reason: str
 
     def __str__(self) -> str:
+        if not self.source or self.source in self.reason:
+            return f"{self.key}: {self.reason}"
         return f"{self.key} ({self.source}): {self.reason}"
 
 
@@ -49,6 +68,7 @@ class ShardResult:
     shard: int
     written: int
     failures: list[FrameFailure] = field(default_factory=list)
+    kept: int = 0  # frames done before, copied unchanged
 
 
 @dataclass
@@ -60,11 +80,14 @@ class SplitSummary:
     skipped: int = 0  # frames already done before this run
     failures: list[FrameFailure] = field(default_factory=list)
     complete: bool = False
+    notes: list[str] = field(default_factory=list)  # repairs and exclusions, worth saying
+    excluded: list[dict] = field(default_factory=list)  # the store's ``excluded`` attr after this run
 
     def __str__(self) -> str:
         state = "complete" if self.complete else "NOT complete"
+        excluded = f", excluded {len(self.excluded)}" if self.excluded else ""
         return (f"{self.store}: {self.frames} frames in {self.shards} shards; written {self.written}, "
-                f"skipped as already done {self.skipped}, failed {len(self.failures)}; {state}")
+                f"skipped as already done {self.skipped}, failed {len(self.failures)}{excluded}; {state}")
 
 
 # ------------------------------------------------------------------------------------------------ worker side
@@ -92,7 +115,7 @@ def _frames(reader: Reader, refs: Sequence[FrameRef], mode: str):
             continue
         try:
             yield ref, frame, subject_geometry(reader, ref.subject, mode)
-        except (ValueError, OSError) as e:
+        except STAGE_ERRORS as e:
             yield ref, e, None
 
 
@@ -116,7 +139,7 @@ def _each_frame(reader: Reader, refs: Sequence[FrameRef], mode: str, fn) -> tupl
             continue
         try:
             fn(k, frame, geom)
-        except (ValueError, RuntimeError, OSError) as e:  # a bad mesh: report it, keep the other frames
+        except STAGE_ERRORS as e:  # a bad mesh or a non-finite result: report it, keep the other frames
             failures.append(FrameFailure(ref.key, ref.source, f"{type(e).__name__}: {e}"))
             continue
         done[k] = True
@@ -128,21 +151,44 @@ def _each_frame(reader: Reader, refs: Sequence[FrameRef], mode: str, fn) -> tupl
 
 
 def preprocess_shard(reader: Reader, store_path: str, shard: int, refs: Sequence[FrameRef], cfg: PreprocessConfig,
-                     sections: tuple[str, ...]) -> ShardResult:
-    """Compute and write one shard (runs in a worker process)."""
+                     sections: tuple[str, ...], donor: str | None = None, donor_rows: np.ndarray | None = None,
+                     unlistable: dict[int, str] | None = None) -> ShardResult:
+    """Compute and write one shard (runs in a worker process).
+
+    Frames already finished are kept, never recomputed or lost: row ``k`` is copied from row ``donor_rows[k]`` of
+    the store ``donor`` (default: this store and the shard's own rows; the old store on a rebuild) where that row is
+    done. Rows in ``unlistable`` (their sequence cannot be listed now) fail with that reason; the others are
+    computed."""
     group = open_group(Path(store_path), mode="r+")
+    if donor is None:
+        donor = store_path
+        start = shard * int(group.attrs[ATTR.shard_frames])
+        donor_rows = np.arange(start, start + len(refs))
+    unlistable = unlistable or {}
     dims = store_dims(group)
     names = [s.name for s in specs_for(sections) if s.per_frame and not s.name.startswith("frame/") and s.name != "done"]
     blocks = {name: np.zeros((len(refs), *dims.shape(SPECS[name])[1:]), dtype=SPECS[name].dtype) for name in names}
+    source = group if donor == store_path else open_group(Path(donor))
+    rows = np.asarray(donor_rows, dtype=np.int64)
+    have = rows >= 0
+    done = np.zeros(len(refs), dtype=bool)
+    if have.any():
+        done[have] = np.asarray(source[DONE].oindex[rows[have]], dtype=bool)
+    if done.any():
+        for name in names:
+            blocks[name][done] = source[name].oindex[rows[done]]
+    failures = [FrameFailure(refs[k].key, refs[k].source, reason) for k, reason in unlistable.items() if not done[k]]
+    todo = [k for k in range(len(refs)) if not done[k] and k not in unlistable]
 
-    def store_frame(k, frame, geom):
+    def store_frame(j, frame, geom):
         arrays = process_frame(frame, geom, cfg, sections, reader.dataset)
         for name in names:
-            blocks[name][k] = arrays[name]
+            blocks[name][todo[j]] = arrays[name]
 
-    done, failures = _each_frame(reader, refs, cfg.geodesics, store_frame)
+    computed, more = _each_frame(reader, [refs[k] for k in todo], cfg.geodesics, store_frame)
+    done[np.asarray(todo, dtype=np.int64)] = computed
     write_shard(group, shard, blocks, done)
-    return ShardResult(shard, int(done.sum()), failures)
+    return ShardResult(shard, int(computed.sum()), failures + more, int(done.sum() - computed.sum()))
 
 
 def relabel_shard(reader: Reader, store_path: str, shard: int, refs: Sequence[FrameRef],
@@ -216,15 +262,57 @@ def versions() -> dict[str, str]:
     return out
 
 
-def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str):
-    """Create (or reopen) the store of one split; returns (group path, frame refs, sections)."""
-    refs = reader.frame_refs()
-    if not refs:
-        raise ValueError(f"{reader.root}: no frames in split {split!r}")
-    sections = cfg.sections(split)
+@dataclass
+class Plan:
+    """What one run of a split does: the store, its rows' refs (in store order) and what cannot be done."""
+
+    path: Path
+    refs: list[FrameRef]
+    sections: tuple[str, ...]
+    unlistable: dict[int, str] = field(default_factory=dict)  # row -> why its sequence cannot be listed now
+    failures: list[FrameFailure] = field(default_factory=list)  # sequences with no rows that cannot be done
+    excluded: list[dict] = field(default_factory=list)  # the store's ``excluded`` attr
+
+
+def _seq(key: str) -> str:
+    return key.rsplit("/", 1)[0]
+
+
+def _swap_paths(path: Path) -> tuple[Path, Path]:
+    return path.with_name(f".{path.name}.rebuilding"), path.with_name(f".{path.name}.replaced")
+
+
+def _recover_swap(path: Path) -> None:
+    """Finish or undo a rebuild that was interrupted while it swapped the new store in."""
+    new, old = _swap_paths(path)
+    if not path.exists() and old.exists():
+        finished = new.exists() and open_group(new).attrs.get(ATTR.complete)
+        (new if finished else old).rename(path)
+    for leftover in (new, old):
+        if leftover.exists() and path.exists():
+            shutil.rmtree(leftover)
+
+
+def _identity(reader: Reader, cfg: PreprocessConfig, split: str, keys: list[str], sections) -> dict:
+    return {ATTR.schema_version: SCHEMA_VERSION, ATTR.dataset: reader.dataset, ATTR.split: split,
+            ATTR.sections: list(sections), ATTR.shard_frames: cfg.shard_frames, ATTR.config: cfg.to_attrs(),
+            ATTR.frames_sha: frames_digest(keys), ATTR.skeleton: reader.skeleton.to_attrs()}
+
+
+def _create(reader: Reader, path: Path, refs: list[FrameRef], cfg: PreprocessConfig, split: str,
+            sections: tuple[str, ...], extra: dict) -> None:
+    """A new store at ``path`` for ``refs``: ids, subject tables, rest joints and faces written now."""
     subjects = reader.subject_names()
     sequences = list(dict.fromkeys(r.sequence for r in refs))
-    rest = {name: reader.subject(name) for name in subjects}
+    rest, problems = {}, []
+    for name in subjects:
+        try:
+            rest[name] = reader.subject(name)
+        except STAGE_ERRORS as e:
+            problems.append(f"subject {name}: {e}")
+    if problems:
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:4])})" if len(problems) > 1 else ""
+        raise ValueError(f"{problems[0]}{more}; a store needs every subject's rest data, nothing written")
     first = rest[subjects[0]]
     faces = first.faces
     if "mesh" in sections:
@@ -243,22 +331,199 @@ def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str):
         "frame/index": np.array([r.index for r in refs]),
     }
     attrs = {
-        ATTR.dataset: reader.dataset,
-        ATTR.split: split,
-        ATTR.config: cfg.to_attrs(),
-        ATTR.skeleton: reader.skeleton.to_attrs(),
+        **_identity(reader, cfg, split, [r.key for r in refs], sections),
         ATTR.subjects: subjects,
         ATTR.sequences: sequences,
-        ATTR.frames_sha: frames_digest([r.key for r in refs]),
         ATTR.source: {"reader": reader.name, "root": str(Path(reader.root).resolve())},
         ATTR.manifest_hash: reader.info.manifest_hash,
         ATTR.versions: versions(),
         **CONVENTIONS,
+        **{k: v for k, v in extra.items() if v},
     }
-    path = Path(out) / f"{split}.zarr"
     create_store(path, dims=dims, sections=sections, shard_frames=cfg.shard_frames, attrs=attrs, ids=ids,
                  rest_joints=np.stack([rest[n].rest_joints for n in subjects]), faces=faces)
-    return path, refs, sections
+
+
+def _duplicates(refs: list[FrameRef]) -> None:
+    seen: dict[str, str] = {}
+    for r in refs:
+        if r.key in seen:
+            raise ValueError(f"frame {r.key} is listed twice ({seen[r.key]} and {r.source}): a sequence is named "
+                             "twice in the dataset's description; a store holds each frame once")
+        seen[r.key] = r.source
+
+
+def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str) -> Plan:
+    """Create (or reopen) the store of one split and say what this run does.
+
+    The frame list is fixed when the store is created: the frames of every sequence that can be listed. A sequence
+    that cannot be listed then is recorded (``unlisted``) and fails every run until ``--exclude-failed``. On a rerun
+    the store's rows keep their places: a sequence that cannot be listed now keeps its rows (done ones stay done,
+    the others fail with the reason); any other change of the frame list is refused."""
+    path = Path(out) / f"{split}.zarr"
+    _recover_swap(path)
+    listing = reader.list_frames()
+    sections = cfg.sections(split)
+    exists = (path / "zarr.json").exists()
+    old = dict(open_group(path).attrs) if exists else {}
+    excluded = list(old.get(ATTR.excluded, []))
+    gone = {e["key"] for e in excluded}
+    refs = [r for r in listing.refs if r.key not in gone and _seq(r.key) not in gone]
+    failed = {f.key: f.reason for f in listing.failures if f.key not in gone}
+    _duplicates(refs)
+    if not exists:
+        seq_failures = [FrameFailure(k, "", why) for k, why in failed.items()]
+        if refs:
+            _create(reader, path, refs, cfg, split, sections,
+                    {ATTR.unlisted: [{"key": k, "reason": why} for k, why in failed.items()]})
+        return Plan(path, refs, sections, {}, seq_failures)
+    group = open_group(path, mode="r+")
+    rows, unlistable, failures = _reconcile(path, frame_ids(group), refs, failed,
+                                            {u["key"]: u["reason"] for u in old.get(ATTR.unlisted, [])})
+    check_identity(path, old, _identity(reader, cfg, split, [r.key for r in rows], sections))
+    return Plan(path, rows, sections, unlistable, failures, excluded)
+
+
+def _reconcile(path: Path, stored: list[tuple[str, str, int]], refs: list[FrameRef], failed: dict[str, str],
+               unlisted: dict[str, str]) -> tuple[list[FrameRef], dict[int, str], list[FrameFailure]]:
+    """The store's rows as refs of this run, (row -> reason) for rows whose sequence cannot be listed now, and the
+    failures of sequences without rows. Refuses (FileExistsError) a frame list that changed otherwise."""
+    now: dict[str, list[FrameRef]] = {}
+    for r in refs:
+        now.setdefault(_seq(r.key), []).append(r)
+    by_seq: dict[str, list[tuple[str, str, int]]] = {}
+    for ident in stored:
+        by_seq.setdefault(f"{ident[0]}/{ident[1]}", []).append(ident)
+    rows: list[FrameRef] = []
+    unlistable: dict[int, str] = {}
+    for seq, idents in by_seq.items():
+        if seq in failed:
+            unlistable.update({len(rows) + k: failed[seq] for k in range(len(idents))})
+            rows += [FrameRef(s, q, i, "") for s, q, i in idents]
+            continue
+        got = now.pop(seq, [])
+        if [r.key for r in got] != [f"{s}/{q}/{i}" for s, q, i in idents]:
+            raise FileExistsError(f"{path} exists and its frame list differs from the data's: sequence {seq} has "
+                                  f"{len(idents)} frames in the store and lists {len(got)} now; choose another --out "
+                                  "or delete it to start over")
+        rows += got
+    failures = [FrameFailure(k, "", why) for k, why in failed.items() if k not in by_seq]
+    for seq in now:
+        if seq not in unlisted:
+            raise FileExistsError(f"{path} exists and its frame list differs from the data's: sequence {seq} is not "
+                                  "in the store; choose another --out or delete it to start over")
+        failures.append(FrameFailure(seq, "", f"can be listed now, but this store's frame list was fixed without it "
+                                              f"({unlisted[seq]}); --exclude-failed finishes the store without it, "
+                                              "another --out makes a store with it"))
+    return rows, unlistable, failures
+
+
+def _repair(group, summary: SplitSummary) -> None:
+    """Before resuming: a shard whose file no longer matches its hash record is marked not done (and recomputed),
+    and a store marked complete with frames not done is unmarked, so ``complete`` never covers a redo."""
+    n, k = group[DONE].shape[0], int(group.attrs[ATTR.shard_frames])
+    for i, problem in damaged_shards(group).items():
+        group[DONE][shard_slice(i, n, k)] = False
+        summary.notes.append(f"{problem}: recomputing its frames")
+    if group.attrs.get(ATTR.complete) and not done_mask(group).all():
+        mark_incomplete(group)
+
+
+def _run_plan(reader: Reader, plan: Plan, target: Path, donor: Path, donor_rows: np.ndarray,
+              cfg: PreprocessConfig, workers: int, scheduler: str | None, progress, on_start) -> SplitSummary:
+    from dask import delayed
+
+    group = open_group(target, mode="r+")
+    n, k = len(plan.refs), cfg.shard_frames
+    summary = SplitSummary(target, n, -(-n // k))
+    if target == donor:
+        _repair(group, summary)
+    todo = shards_todo(group)
+    summary.skipped = n - sum(shard_slice(i, n, k).stop - i * k for i in todo)
+    if on_start:
+        on_start(len(todo))
+    task = delayed(preprocess_shard, pure=False)
+
+    def task_of(i: int):
+        sl = shard_slice(i, n, k)
+        unlistable = {row - sl.start: why for row, why in plan.unlistable.items() if sl.start <= row < sl.stop}
+        return task(reader, str(target), i, plan.refs[sl], cfg, plan.sections, str(donor), donor_rows[sl], unlistable)
+
+    def collect(result: ShardResult) -> None:
+        summary.written += result.written
+        summary.skipped += result.kept
+        summary.failures += result.failures
+        if progress:
+            progress(1)
+
+    run_tasks([task_of(i) for i in todo], workers, scheduler, collect)
+    summary.failures += plan.failures
+    return summary
+
+
+def preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: str, workers: int = 1,
+                     scheduler: str | None = None, progress: Callable[[int], None] | None = None,
+                     on_start: Callable[[int], None] | None = None, exclude_failed: bool = False) -> SplitSummary:
+    """Preprocess the frames of ``reader`` (built for this one split) into ``out/<split>.zarr``.
+
+    Every frame that can be done is done; what cannot (a frame that fails, a sequence that cannot be listed) is
+    reported and the store is not complete. ``exclude_failed``: then leave those out, record them with their
+    reasons in the store's ``excluded`` attr, rebuild the store without their rows (finished frames are copied,
+    not recomputed) and mark it complete."""
+    plan = prepare_store(reader, out, cfg, split)
+    if not plan.refs:
+        summary = SplitSummary(plan.path, 0, 0, failures=plan.failures)
+        summary.notes.append(f"{plan.path}: not written: no sequence of split {split!r} could be listed")
+        return summary
+    rows = np.arange(len(plan.refs))
+    summary = _run_plan(reader, plan, plan.path, plan.path, rows, cfg, workers, scheduler, progress, on_start)
+    summary.excluded = plan.excluded
+    group = open_group(plan.path, mode="r+")
+    if exclude_failed and (summary.failures or group.attrs.get(ATTR.unlisted)):
+        return _exclude(reader, plan, summary, cfg, split, workers, scheduler)
+    summary.complete = not summary.failures and mark_complete(group)
+    return summary
+
+
+def _exclude(reader: Reader, plan: Plan, summary: SplitSummary, cfg: PreprocessConfig, split: str, workers: int,
+             scheduler: str | None) -> SplitSummary:
+    """Leave out what failed: record it in ``excluded``, rebuild the store without its rows by copying the
+    finished frames, swap the rebuilt store in, mark it complete."""
+    group = open_group(plan.path, mode="r+")
+    failed = {f.key: f.reason for f in summary.failures}
+    for u in group.attrs.get(ATTR.unlisted, []):
+        failed.setdefault(u["key"], f"could not be listed when the store was created ({u['reason']})")
+    excluded = plan.excluded + [{"key": k, "reason": why} for k, why in failed.items()]
+    keep = np.array([k for k, r in enumerate(plan.refs) if r.key not in failed and _seq(r.key) not in failed],
+                    dtype=np.int64)
+    notes = summary.notes + [f"excluded {e['key']}: {e['reason']}" for e in excluded[len(plan.excluded):]]
+    if not len(keep):
+        raise ValueError(f"{plan.path}: every frame failed; nothing is left to finish the store with")
+    if len(keep) == len(plan.refs):  # only sequences without rows: the frame list stays, the records change
+        group.attrs[ATTR.excluded] = excluded
+        if ATTR.unlisted in group.attrs:
+            del group.attrs[ATTR.unlisted]
+        result = SplitSummary(plan.path, len(keep), summary.shards, summary.written, summary.skipped,
+                              notes=notes, excluded=excluded)
+        result.complete = mark_complete(group)
+        return result
+    new, _ = _swap_paths(plan.path)
+    if new.exists():
+        shutil.rmtree(new)
+    refs = [plan.refs[k] for k in keep]
+    _create(reader, new, refs, cfg, split, plan.sections, {ATTR.excluded: excluded})
+    kept = Plan(new, refs, plan.sections)
+    result = _run_plan(reader, kept, new, plan.path, keep, cfg, workers, scheduler, None, None)
+    result.notes = notes
+    result.excluded = excluded
+    result.complete = not result.failures and mark_complete(open_group(new, mode="r+"))
+    if result.complete:
+        _, old = _swap_paths(plan.path)
+        plan.path.rename(old)
+        new.rename(plan.path)
+        shutil.rmtree(old)
+        result.store = plan.path
+    return result
 
 
 def _run_shards(path: Path, todo: list[int], n: int, k: int, task_of: Callable[[int, slice], object], workers: int,
@@ -279,22 +544,6 @@ def _run_shards(path: Path, todo: list[int], n: int, k: int, task_of: Callable[[
     return summary
 
 
-def preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: str, workers: int = 1,
-                     scheduler: str | None = None, progress: Callable[[int], None] | None = None,
-                     on_start: Callable[[int], None] | None = None) -> SplitSummary:
-    """Preprocess the frames of ``reader`` (built for this one split) into ``out/<split>.zarr``."""
-    from dask import delayed
-
-    path, refs, sections = prepare_store(reader, out, cfg, split)
-    group = open_group(path, mode="r+")
-    task = delayed(preprocess_shard, pure=False)
-    summary = _run_shards(path, shards_todo(group), len(refs), cfg.shard_frames,
-                          lambda i, sl: task(reader, str(path), i, refs[sl], cfg, sections), workers, scheduler,
-                          progress, on_start)
-    summary.complete = mark_complete(group)
-    return summary
-
-
 def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, scheduler: str | None = None,
                   progress: Callable[[int], None] | None = None,
                   on_start: Callable[[int], None] | None = None) -> SplitSummary:
@@ -309,7 +558,8 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
     attrs = dict(group.attrs)
     if not np.asarray(group[DONE][:]).all():
         raise ValueError(f"{path}: frames are missing; finish `hipnet-data preprocess` first")
-    refs = reader.frame_refs()
+    gone = {e["key"] for e in attrs.get(ATTR.excluded, [])}
+    refs = [r for r in reader.listed_refs() if r.key not in gone and _seq(r.key) not in gone]
     if frames_digest([r.key for r in refs]) != attrs[ATTR.frames_sha]:
         raise ValueError(f"{path}: the frames of {reader.root} ({attrs[ATTR.split]}) are not the frames of this store")
     cfg = replace(PreprocessConfig.from_attrs(attrs[ATTR.config]), geodesics=mode)

@@ -189,6 +189,8 @@ class AttrNames:
     occupancy_method: str = "occupancy_method"
     geodesic_labels: str = "geodesic_labels"
     relabel: str = "relabel"
+    excluded: str = "excluded"
+    unlisted: str = "unlisted"
     shard_index: str = "shard_index"
     complete: str = "complete"
 
@@ -229,6 +231,11 @@ ROOT_ATTRS: tuple[AttrSpec, ...] = (
     AttrSpec(ATTR.occupancy_method, "how occupancy was computed and cross-checked"),
     AttrSpec(ATTR.geodesic_labels, "how joint labels were computed"),
     AttrSpec(ATTR.relabel, "geodesic mode of an unfinished `hipnet-data geodesics` run (absent otherwise)"),
+    AttrSpec(ATTR.excluded, "frames and sequences left out by `preprocess --exclude-failed`: [{key, reason}] (key "
+                            "subject/sequence/index or subject/sequence); frames_sha is of the source's frames "
+                            "without them (absent when none)"),
+    AttrSpec(ATTR.unlisted, "sequences that could not be listed when the frame list was fixed: [{key, reason}]; the "
+                            "store is not complete while any remain (absent when none)"),
     AttrSpec(ATTR.shard_index, "per array, per shard: [file bytes, content hash] (written at completion; absent "
                                "in older stores)"),
     AttrSpec(ATTR.complete, "true: every frame done and the shard index written; set last"),

@@ -73,13 +73,7 @@ def create_store(
              ATTR.dims: asdict(dims), **attrs}
     if path.exists():
         group = open_group(path, mode="r+")
-        old = dict(group.attrs)
-        diff = [k for k in IDENTITY_ATTRS if old.get(k) != attrs.get(k)]
-        if diff:
-            raise FileExistsError(
-                f"{path} exists and was written with a different {', '.join(diff)}; "
-                "choose another --out or delete it to start over"
-            )
+        check_identity(path, dict(group.attrs), attrs)
         return group
     tmp = path.with_name(f".{path.name}.creating")
     if tmp.exists():
@@ -100,6 +94,17 @@ def create_store(
     record_static(group)
     tmp.rename(path)
     return open_group(path, mode="r+")
+
+
+def check_identity(path: Path, old: Mapping, attrs: Mapping) -> None:
+    """Refuse to write ``attrs`` into the store at ``path`` (attributes ``old``) unless the identity attributes
+    (``schema.IDENTITY_ATTRS``) match, naming those that differ."""
+    diff = [k for k in IDENTITY_ATTRS if old.get(k) != attrs.get(k)]
+    if diff:
+        raise FileExistsError(
+            f"{path} exists and was written with a different {', '.join(diff)}; "
+            "choose another --out or delete it to start over"
+        )
 
 
 def open_group(path: Path, mode: str = "r") -> zarr.Group:
@@ -124,6 +129,13 @@ def store_dims(group: zarr.Group) -> Dims:
 
 def done_mask(group: zarr.Group, name: str = DONE) -> np.ndarray:
     return np.asarray(group[name][:], dtype=bool)
+
+
+def frame_ids(group: zarr.Group) -> list[tuple[str, str, int]]:
+    """(subject, sequence, index) of every frame, in store order."""
+    s, q, k = (np.asarray(group[n][:]).tolist() for n in ("frame/subject", "frame/sequence", "frame/index"))
+    subjects, sequences = group.attrs[ATTR.subjects], group.attrs[ATTR.sequences]
+    return [(subjects[a], sequences[b], c) for a, b, c in zip(s, q, k, strict=True)]
 
 
 def shards_todo(group: zarr.Group, name: str = DONE) -> list[int]:

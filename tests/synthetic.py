@@ -204,3 +204,31 @@ def write_amass_smplx(path: Path, rng, frames: int = 3, gender="male") -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **data)
     return data
+
+
+def write_generic(root: Path, frames: int = 3, sequences=(("crawl", "train"), ("curl", "train")), seed: int = 4) -> Path:
+    """A three-joint worm in the generic format (docs/generic_format.md), Y up, metres: a capsule bent a little
+    about its middle joint in each frame, one ``.ply`` per frame."""
+    import trimesh
+    import yaml
+
+    rng = np.random.default_rng(seed)
+    v, f, _ = capsule(16, 12, height=1.2, rx=0.15, rz=0.12)
+    rest_joints = np.array([[0, 0.2, 0], [0, 0.6, 0], [0, 1.0, 0]])
+    w = np.exp(-((np.abs(v[:, 1:2] - rest_joints[None, :, 1]) / 0.15) ** 2))
+    w /= w.sum(1, keepdims=True)
+    (root / "subjects").mkdir(parents=True, exist_ok=True)
+    np.savez(root / "subjects" / "worm.npz", rest_joints=rest_joints, rest_vertices=v, faces=f, skinning_weights=w)
+    for name, _ in sequences:
+        folder = root / "sequences" / "worm" / name
+        (folder / "meshes").mkdir(parents=True, exist_ok=True)
+        jt = np.tile(np.eye(4), (frames, 3, 1, 1))
+        jt[:, :, :3, 3] = rest_joints + rng.normal(scale=0.01, size=(frames, 1, 3))
+        np.savez(folder / "skeleton.npz", names=np.array(["base", "middle", "tip"]), parents=np.array([-1, 0, 1]),
+                 joint_transforms=jt)
+        for t in range(frames):
+            trimesh.Trimesh(v + jt[t, 0, :3, 3] - rest_joints[0], f, process=False).export(
+                folder / "meshes" / f"{t:04d}.ply")
+    (root / "dataset.yaml").write_text(yaml.safe_dump({
+        "dataset": "worms", "sequences": [{"subject": "worm", "name": n, "split": s} for n, s in sequences]}))
+    return root

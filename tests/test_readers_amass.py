@@ -373,7 +373,8 @@ def test_body_models_and_subjects_load_once_per_worker_process_across_shard_task
                                                                         SubjectGeometry.build.__func__)))
     reader = open_reader(transitions(tmp_path), raw, ("train",), body_models=models)
     cfg = PreprocessConfig(surface_points=200, eval_points=100, shard_frames=4, geodesics="per-template")
-    path, refs, sections = run.prepare_store(reader, tmp_path / "out", cfg, "train")
+    plan = run.prepare_store(reader, tmp_path / "out", cfg, "train")
+    path, refs, sections = plan.path, plan.refs, plan.sections
     assert len(refs) == 12
     # a fresh worker process: nothing cached; then two shard tasks, each with its own unpickled copy of the reader
     monkeypatch.setattr(base, "_PROCESS_CACHES", type(base._PROCESS_CACHES)())

@@ -132,4 +132,5 @@ def test_manifest_check_lists_every_missing_file_and_refuses_stl(creature, tmp_p
         assert str(missing) in result.output
     assert "3 .stl files: STL has no shared vertices" in result.output
     reader = open_reader("generic", copy, ("test",))
-    assert reader.frame_refs() == []  # .stl meshes are not frames
+    listing = reader.list_frames()  # .stl meshes are not frames: the sequence fails alone, naming its folder
+    assert listing.refs == [] and "no .ply/.obj/.off meshes" in str(listing.failures[0])

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.pipeline.bodymodels import GENDERS, Z_UP_TO_Y_UP, merge_weights
+from hipnet.pipeline.checks import bad_rows, nonfinite, numbers, require_finite
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.io import load_npz
 from hipnet.pipeline.readers.base import group_by_source
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
 from hipnet.pipeline.selection import select_frames, split_names
@@ -89,15 +91,19 @@ def motion_files(folder: Path | None) -> dict[str, Path]:
 
 def npz_shape(path: Path, key: str) -> tuple[int, ...]:
     """Shape of one array in an ``.npz`` from its header, without reading the data."""
+    if not Path(path).is_file() or Path(path).stat().st_size == 0 or not zipfile.is_zipfile(path):
+        load_npz(path, ())  # raises our message: missing, empty, not a zip
     try:
         with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
             version = np.lib.format.read_magic(f)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, _ = read_header(f)
+            shape, _, dtype = read_header(f)
     except KeyError as e:
         raise ValueError(f"{path}: no array {key!r}") from e
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
+    if dtype.hasobject:
+        raise ValueError(f"{path}: member {key} is a pickled object; refused")
     return tuple(shape)
 
 
@@ -118,46 +124,57 @@ class Motion:
     betas: np.ndarray  # (B,)
     gender: str
 
+    def bad_frames(self) -> dict[int, str]:
+        """Frame -> why it cannot be posed (NaN or inf in its body pose or translation)."""
+        return {int(t): nonfinite("poses", self.poses[t]) or nonfinite("trans", self.trans[t])
+                for t in bad_rows(self.poses, self.trans)}
+
 
 def read_motion(path: Path) -> Motion:
-    """Read the arrays HIPNet needs from an AMASS motion file (no pickle); the layout from the width of poses."""
+    """Read the arrays HIPNet needs from an AMASS motion file (no pickle); the layout from the width of poses.
+    Betas must be finite (they shape every frame); NaN or inf in one frame's pose is that frame's problem
+    (``Motion.bad_frames``)."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "poses" not in z.files:
-                raise ValueError(f"{path}: no 'poses' array (a shape or stagei file, not a motion)")
-            poses = z["poses"]
-            if poses.ndim != 2 or poses.shape[1] not in LAYOUTS:
-                raise ValueError(f"{path}: poses has shape {poses.shape}; expected (T, 156) SMPL+H or (T, 165) SMPL-X")
-            layout = LAYOUTS[poses.shape[1]]
-            missing = [k for k in ("trans", "betas", "gender") if k not in z.files]
-            if missing:
-                raise ValueError(f"{path}: missing keys {missing}")
-            trans, betas, gender = z["trans"], z["betas"].reshape(-1), _gender(z["gender"], path)
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
-    except ValueError as e:
-        raise ValueError(str(e) if str(path) in str(e) else f"{path}: {e}") from e
+    z = load_npz(path, ("poses", "trans", "betas", "gender"))
+    if "poses" not in z:
+        raise ValueError(f"{path}: no 'poses' array (a shape or stagei file, not a motion)")
+    poses = numbers(str(path), "poses", z["poses"])
+    if poses.ndim != 2 or poses.shape[1] not in LAYOUTS:
+        raise ValueError(f"{path}: poses has shape {poses.shape}; expected (T, 156) SMPL+H or (T, 165) SMPL-X")
+    layout = LAYOUTS[poses.shape[1]]
+    missing = [k for k in ("trans", "betas", "gender") if k not in z]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
+    trans, betas = numbers(str(path), "trans", z["trans"]), numbers(str(path), "betas", z["betas"]).reshape(-1)
     if trans.shape != (len(poses), 3):
         raise ValueError(f"{path}: trans has shape {trans.shape}, expected ({len(poses)}, 3)")
-    return Motion(path, layout, poses[:, :BODY_POSE].astype(np.float64), trans.astype(np.float64),
-                  betas.astype(np.float64), gender)
+    require_finite(str(path), betas=betas)
+    return Motion(path, layout, poses[:, :BODY_POSE], trans, betas, _gender(z["gender"], path))
 
 
 def read_shape(folder: Path) -> tuple[np.ndarray, str, str, Path]:
-    """(betas, gender, layout, file) of an AMASS subject folder: ``shape.npz`` (SMPL+H release) or its first motion."""
+    """(betas, gender, layout, file) of an AMASS subject folder: ``shape.npz`` (SMPL+H release) or its first motion
+    that can be read (AMASS fits one shape per subject, so every motion carries the same one)."""
     shape = folder / "shape.npz"
     if shape.is_file():
-        try:
-            with np.load(shape, allow_pickle=False) as z:
-                return z["betas"].reshape(-1).astype(np.float64), _gender(z["gender"], shape), "smplh", shape
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{shape}: cannot read betas and gender ({e})") from e
+        z = load_npz(shape, ("betas", "gender"))
+        if "betas" not in z or "gender" not in z:
+            raise ValueError(f"{shape}: cannot read betas and gender (missing keys)")
+        betas = numbers(str(shape), "betas", z["betas"]).reshape(-1)
+        require_finite(str(shape), betas=betas)
+        return betas, _gender(z["gender"], shape), "smplh", shape
     files = motion_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no shape.npz and no motion files to take the subject's shape from")
-    m = read_motion(next(iter(files.values())))
-    return m.betas, m.gender, m.layout, m.path
+    errors = []
+    for path in files.values():
+        try:
+            m = read_motion(path)
+        except ValueError as e:
+            errors.append(str(e))
+            continue
+        return m.betas, m.gender, m.layout, m.path
+    raise ValueError(f"{folder}: no shape.npz and no readable motion to take the subject's shape from ({errors[0]})")
 
 
 class AmassReader(ManifestReader):
@@ -202,8 +219,12 @@ class AmassReader(ManifestReader):
                 return {}, []
             least = int(rule.get("subjects", {}).get("min_sequences", 1))
             for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-                if len(motion_files(folder)) >= least:
+                found = len(motion_files(folder))
+                if found >= least:
                     entries[folder.name] = {"name": folder.name, "shape": f"{subset}/{folder.name}"}
+                else:
+                    self.dropped.append(f"subject {folder.name} ({folder}): {found} motion files, fewer than the "
+                                        f"manifest's select.subjects.min_sequences {least}")
         template = m.get("motion", "{shape}/{name}")
         seqs = []
         if m["sequences"]:
@@ -278,12 +299,17 @@ class AmassReader(ManifestReader):
                 yield from self._pose_chunk(group[start:start + BATCH], motion, betas, model, subj)
 
     def _pose_chunk(self, chunk: list[FrameRef], motion: Motion, betas: np.ndarray, model, subj: Subject):
-        """(ref, frame or error) for consecutive refs of one motion file, in their order; posed in one batch."""
+        """(ref, frame or error) for consecutive refs of one motion file, in their order; posed in one batch. A frame
+        past the end of the file or with NaN or inf in its pose fails alone, naming the file, frame and array."""
         n = len(motion.poses)
+        bad = motion.bad_frames()
         out: list[Frame | Exception] = [
             ValueError(f"{r.source}: has {n} frames, frame {r.index} requested (the file changed after the frames "
                        "were listed?)") for r in chunk]
-        inside = [k for k, r in enumerate(chunk) if 0 <= r.index < n]
+        for k, r in enumerate(chunk):
+            if r.index in bad:
+                out[k] = ValueError(f"{r.source}: frame {r.index}: {bad[r.index]}")
+        inside = [k for k, r in enumerate(chunk) if 0 <= r.index < n and r.index not in bad]
         try:
             if inside:
                 idx = np.array([chunk[k].index for k in inside])
@@ -293,21 +319,27 @@ class AmassReader(ManifestReader):
                 r4 = np.eye(4)
                 r4[:3, :3] = Z_UP_TO_Y_UP
                 jt = r4 @ posed.joint_transforms[:, :22]
-                for row, k in enumerate(inside):
-                    r = chunk[k]
-                    out[k] = Frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
-                                   subj.rest_joints, subj.skinning_weights)
         except FRAME_ERRORS as e:
             for k in inside:
                 out[k] = frame_error(chunk[k].source, e)
+            inside = []
+        for row, k in enumerate(inside):
+            r = chunk[k]
+            try:
+                out[k] = Frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row], subj.rest_joints,
+                               subj.skinning_weights)
+            except ValueError as e:
+                out[k] = frame_error(r.source, e)
         yield from zip(chunk, out, strict=True)
 
     # ---------------------------------------------------------------------------------------- check
 
     def check(self, read_files: bool = True) -> CheckReport:
         report = CheckReport()
+        report.notes += self.dropped
         if not self.subject_entries:
-            report.missing.append(f"{self.root}: no subjects found for subset {self.manifest.get('subset')}")
+            why = f" ({len(self.dropped)} dropped by a selection rule, listed under notes)" if self.dropped else ""
+            report.missing.append(f"{self.root}: no subjects found for subset {self.manifest.get('subset')}{why}")
         used_folders: dict[Path, set[str]] = {}
         for name, e in self.subject_entries.items():
             folder = self.folder(e["shape"])
@@ -327,11 +359,12 @@ class AmassReader(ManifestReader):
                 report.missing.append(str(err).split(" (run")[0])
                 continue
             used_folders.setdefault(path.parent, set()).add(path.name)
-            if read_files:
-                try:
-                    read_motion(path)
-                except ValueError as err:
-                    report.corrupt.append(str(err))
+            try:
+                npz_shape(path, "poses")
+                if read_files:
+                    report.corrupt += [f"{path}: frame {t}: {why}" for t, why in read_motion(path).bad_frames().items()]
+            except ValueError as err:
+                report.corrupt.append(str(err))
         for folder, used in sorted(used_folders.items()):
             report.extra += [str(p) for p in motion_files(folder).values() if p.name not in used]
         self.expected_counts(report)

@@ -96,13 +96,10 @@ class AnnyReader(Reader):
                 if r.index >= len(data["vertices"]):
                     yield r, ValueError(f"{r.source}: has {len(data['vertices'])} frames, frame {r.index} requested")
                     continue
-                yield r, Frame(
-                    subject=r.subject,
-                    sequence=r.sequence,
-                    index=r.index,
-                    vertices=data["vertices"][r.index],
-                    faces=subj.faces,
-                    joint_transforms=data["joint_transforms"][r.index],
-                    rest_joints=subj.rest_joints,
-                    skinning_weights=subj.skinning_weights,
-                )
+                try:
+                    frame = Frame(r.subject, r.sequence, r.index, data["vertices"][r.index], subj.faces,
+                                  data["joint_transforms"][r.index], subj.rest_joints, subj.skinning_weights)
+                except ValueError as e:
+                    yield r, ValueError(f"{r.source}: {e}")
+                    continue
+                yield r, frame

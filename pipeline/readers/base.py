@@ -6,6 +6,10 @@ processes with every shard task) and offers what the runner (``pipeline.run``) a
 - ``dataset``, ``name`` (what ``open_reader`` resolves again), ``root``, ``splits``, ``skeleton``;
 - ``info -> ReaderInfo``: what the source describes (subjects, sequences, frame count, manifest hash);
 - ``frame_refs() -> list[FrameRef]``: every frame of the chosen splits in a fixed order, without loading meshes;
+- ``list_frames() -> Listing``: the same, sequence by sequence: a sequence whose file cannot be listed becomes a
+  ``SequenceFailure`` naming the file, and the other sequences are listed (default: ``frame_refs()`` whole);
+- ``dropped``: one line per subject or sequence a selection rule left out, with the rule (reported when a split
+  has nothing to do and by ``manifest check``);
 - ``subject_names() -> list[str]`` and ``subject(name) -> Subject``: rest poses;
 - ``load(refs) -> Iterator[(FrameRef, Frame | Exception)]``: exactly one result per ref, in the order given (the
   runner writes result k into row k and checks its key); a frame that cannot be read or posed comes back, in its
@@ -34,6 +38,8 @@ from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.manifest import SPLITS
 from hipnet.pipeline.skeleton import Skeleton
 
+# What listing one sequence may raise; it becomes that sequence's failure (the other sequences are listed).
+LISTING_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError)
 PROCESS_CACHE_READERS = 4  # readers whose caches a process keeps (a run uses one per split)
 
 
@@ -51,6 +57,31 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not (self.missing or self.corrupt or self.counts)
+
+
+@dataclass(frozen=True)
+class SequenceFailure:
+    """A sequence whose frames cannot be listed (its file is missing, truncated, not an archive ...); ``reason``
+    names the file."""
+
+    subject: str
+    sequence: str
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.subject}/{self.sequence}"
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.reason}"
+
+
+@dataclass
+class Listing:
+    """The frames of the chosen splits that could be listed, in order, and the sequences that could not."""
+
+    refs: list[FrameRef]
+    failures: list[SequenceFailure] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -120,6 +151,7 @@ class Reader(ABC):
         self.root = Path(root)
         self.splits = check_splits(splits)
         self._token = uuid.uuid4().hex
+        self.dropped: list[str] = []  # what a selection rule left out, one line each with the rule
 
     # ------------------------------------------------------------------------------------ what it reads
 
@@ -157,6 +189,40 @@ class Reader(ABC):
     @abstractmethod
     def frame_refs(self) -> list[FrameRef]: ...
 
+    def list_frames(self) -> Listing:
+        """Every frame of the chosen splits; readers whose sequences live in separate files override it so that
+        one unreadable file fails its own sequence only (``sequence_listing``)."""
+        return Listing(self.frame_refs())
+
+    def sequence_listing(self, refs_of) -> Listing:
+        """``refs_of(seq)`` for each sequence of the chosen splits; what it raises becomes that sequence's
+        failure."""
+        listing = Listing([])
+        for seq in self.sequences():
+            try:
+                listing.refs += refs_of(seq)
+            except LISTING_ERRORS as e:
+                listing.failures.append(SequenceFailure(str(seq["subject"]), str(seq["name"]), str(e)))
+        return listing
+
+    def listed_refs(self) -> list[FrameRef]:
+        """``list_frames().refs``, raising the first failure (for callers that need every frame)."""
+        listing = self.list_frames()
+        if listing.failures:
+            more = f" (and {len(listing.failures) - 1} more sequences)" if len(listing.failures) > 1 else ""
+            raise ValueError(f"{listing.failures[0]}{more}")
+        return listing.refs
+
+    def why_empty(self, split: str) -> str:
+        """Why the chosen ``split`` has no sequences: the selection rules' drops and where the sequences went."""
+        counts = {s: sum(q["split"] == s for q in self.all_sequences) for s in SPLITS}
+        where = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none at all"
+        why = f"no sequences in split {split!r} (the dataset's sequences by split: {where})"
+        if self.dropped:
+            shown = "; ".join(self.dropped[:5]) + (f"; and {len(self.dropped) - 5} more" if len(self.dropped) > 5 else "")
+            why += f"; dropped by a selection rule: {shown}"
+        return why
+
     @abstractmethod
     def subject(self, name: str) -> Subject: ...
 
@@ -190,11 +256,9 @@ class Reader(ABC):
         """Default: list every frame and (``read_files``) load it; what cannot be listed is missing, what cannot be
         loaded is corrupt."""
         report = CheckReport()
-        try:
-            refs = self.frame_refs()
-        except (OSError, ValueError) as e:
-            report.missing.append(str(e))
-            return report
+        listing = self.list_frames()
+        report.corrupt += [str(f) for f in listing.failures]
+        refs = listing.refs
         for _, frame in self.load(refs) if read_files else ():
             if isinstance(frame, Exception):
                 report.corrupt.append(str(frame))

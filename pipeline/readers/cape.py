@@ -19,15 +19,15 @@ reported by count and path.
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from hipnet.pipeline.bodymodels import merge_weights, rigid_transforms
+from hipnet.pipeline.checks import numbers, require_finite
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.io import read_npz
+from hipnet.pipeline.io import load_npy, read_npz
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
 from hipnet.pipeline.selection import select_frames, split_names
 
@@ -47,13 +47,10 @@ def frame_files(folder: Path) -> dict[int, Path]:
 
 def read_frame(path: Path) -> dict[str, np.ndarray]:
     """The arrays of one CAPE frame, checked; a damaged file raises ValueError naming it."""
-    try:
-        data = read_npz(path, FRAME_KEYS)
-    except zlib.error as e:  # a damaged deflate stream inside an intact zip directory
-        raise ValueError(f"{path}: cannot read as npz (zlib.error: {e})") from e
+    data = read_npz(path, FRAME_KEYS)
     for key in FRAME_KEYS:
-        if not np.all(np.isfinite(data[key])):
-            raise ValueError(f"{path}: {key} has NaN or inf values")
+        data[key] = numbers(str(path), key, data[key])
+    require_finite(str(path), **{k: data[k] for k in FRAME_KEYS})
     return data
 
 
@@ -140,25 +137,24 @@ class CapeReader(ManifestReader):
         if path is None:
             raise FileNotFoundError(f"{self.base}: no minimal body {subject}_minimal.npy or .ply of subject {subject}")
         if path.suffix == ".npy":
-            try:
-                v = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{path}: cannot read ({e})") from e
+            v = load_npy(path)
         else:
-            import trimesh
+            from hipnet.pipeline.readers.generic import read_mesh
 
-            v = np.asarray(trimesh.load(path, process=False, force="mesh").vertices)
+            v = read_mesh(path)[0]
         if v.ndim != 2 or v.shape[1] != 3:
             raise ValueError(f"{path}: minimal body has shape {v.shape}, expected (6890, 3)")
-        return v.astype(np.float64)
+        v = numbers(str(path), "minimal body", v)
+        require_finite(str(path), **{"minimal body": v})
+        return v
 
     @staticmethod
     def faces(path: Path, n_vertices: int) -> np.ndarray:
         """CAPE's ``misc/smpl_tris.npy``: (F, 3) integer triangles into the ``n_vertices`` of the SMPL mesh."""
         try:
-            f = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
-            raise ValueError(f"{path}: cannot read the SMPL faces ({type(e).__name__}: {e})") from e
+            f = load_npy(path)
+        except ValueError as e:
+            raise ValueError(f"{path}: cannot read the SMPL faces ({e})") from e
         if f.ndim != 2 or f.shape[1] != 3 or not np.issubdtype(f.dtype, np.integer):
             raise ValueError(f"{path}: faces have shape {f.shape} and dtype {f.dtype}, expected (F, 3) integers "
                              "(13776 for SMPL)")

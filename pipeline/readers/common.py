@@ -9,7 +9,7 @@ from pathlib import Path
 from hipnet.pipeline.bodymodels import ModelCache
 from hipnet.pipeline.frames import FrameRef
 from hipnet.pipeline.manifest import SPLITS, check_split, load_manifest, manifest_hash, manifest_path
-from hipnet.pipeline.readers.base import CheckReport, Reader, ReaderInfo, SequenceInfo
+from hipnet.pipeline.readers.base import CheckReport, Listing, Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.skeleton import SMPL22, Skeleton
 
 # What reading or posing one frame may raise (numpy's LinAlgError is a ValueError, torch's errors RuntimeErrors).
@@ -117,19 +117,19 @@ class ManifestReader(Reader):
         parts = Path(source).parts
         return any("/".join(parts[-len(Path(tail).parts):]) == tail for tail in self.excluded)
 
+    def list_frames(self) -> Listing:
+        """Sequence by sequence: a motion or frame folder that cannot be listed fails its own sequence."""
+        return self.sequence_listing(lambda seq: [r for r in self._frame_refs_of(seq) if not self.is_excluded(r.source)])
+
     def frame_refs(self) -> list[FrameRef]:
-        refs: list[FrameRef] = []
-        for seq in self.sequences():
-            refs += [r for r in self._frame_refs_of(seq) if not self.is_excluded(r.source)]
-        return refs
+        return self.listed_refs()
 
     def excluded_refs(self) -> list[str]:
         """The excluded files that the chosen splits would otherwise use (reported by the CLI, never dropped
         silently)."""
-        hits = []
-        for seq in self.sequences():
-            hits += [r.source for r in self._frame_refs_of(seq) if self.is_excluded(r.source)]
-        return hits
+        if not self.excluded:
+            return []
+        return [r.source for r in self.sequence_listing(self._frame_refs_of).refs if self.is_excluded(r.source)]
 
     def found_counts(self) -> dict[str, int]:
         """What the resolved manifest holds, under the keys of its ``expected`` block (per split as

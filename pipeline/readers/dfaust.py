@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP, BodyModel, merge_weights
+from hipnet.pipeline.checks import bad_rows, nonfinite, numbers, rows_text
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.manifest import SPLITS, load_manifest
 from hipnet.pipeline.readers.amass import AmassReader, subset_dir
@@ -60,6 +61,16 @@ def find_registrations(root: Path, gender: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def open_hdf5(path: Path):
+    """``h5py.File(path, "r")``; a file that cannot be opened is a ValueError naming it."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot open as hdf5 ({e})") from e
 
 
 def kabsch(rest: np.ndarray, posed: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -137,15 +148,10 @@ class DfaustRegistrationsReader(ManifestReader):
         return path, f"{subject}_{sequence}"
 
     def _frame_refs_of(self, seq: dict) -> list[FrameRef]:
-        import h5py
-
         path, key = self.source(seq["subject"], seq["name"])
         src = f"{path}:{key}"
         if src not in self._lengths:
-            with h5py.File(path, "r") as f:
-                if key not in f:
-                    raise FileNotFoundError(f"{path}: no sequence {key}")
-                self._lengths[src] = f[key].shape[-1]
+            self._lengths[src] = self.sequence_length(seq["subject"], seq["name"])
         idx = select_frames(self._lengths[src], self.manifest.get("frames"), key=f"{seq['subject']}/{seq['name']}")
         return [FrameRef(seq["subject"], seq["name"], int(i), src) for i in idx]
 
@@ -153,33 +159,31 @@ class DfaustRegistrationsReader(ManifestReader):
         return Z_UP_TO_Y_UP @ rotation_x(float(self.manifest.get("registrations_rotation_x_deg", 90.0)))
 
     def read(self, subject: str, sequence: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(vertices (T, V, 3) Y up, faces) of some frames of one sequence."""
-        import h5py
-
+        """(vertices (T, V, 3) Y up, faces) of some frames (increasing, unique) of one sequence. The sequence must
+        have the SMPL model's vertex count; frames may hold NaN or inf (``bad_frames`` finds them)."""
         path, key = self.source(subject, sequence)
-        try:
-            with h5py.File(path, "r") as f:
+        n_model = int(self.model(subject).keep.sum())
+        with open_hdf5(path) as f:
+            try:
+                if key not in f:
+                    raise ValueError(f"{path}: no sequence {key}")
                 data = f[key]
-                if data.ndim != 3 or data.shape[1] != 3:
-                    raise ValueError(f"{path}:{key} has shape {data.shape}, expected (V, 3, T)")
-                v = np.asarray(data[:, :, np.asarray(index)], dtype=np.float64).transpose(2, 0, 1)
+                if data.ndim != 3 or data.shape[:2] != (n_model, 3):
+                    raise ValueError(f"{path}:{key} has shape {data.shape}, expected ({n_model}, 3, T): the "
+                                     f"{self.subject_entries[subject]['gender']} SMPL model has {n_model} vertices")
+                v = numbers(f"{path}:{key}", "vertices", data[:, :, np.asarray(index)]).transpose(2, 0, 1)
                 faces = np.asarray(f["faces"]) if "faces" in f else None
-        except (OSError, KeyError) as e:
-            raise ValueError(f"{path}:{key}: cannot read ({e})") from e
+            except (OSError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{key}: cannot read ({type(e).__name__}: {e})") from e
         return v @ self._to_y_up().T, faces
 
     def sequence_length(self, subject: str, sequence: str) -> int:
         """Frames of one sequence in the file as it is now."""
-        import h5py
-
         path, key = self.source(subject, sequence)
-        try:
-            with h5py.File(path, "r") as f:
-                if key not in f:
-                    raise ValueError(f"{path}: no sequence {key}")
-                return int(f[key].shape[-1])
-        except OSError as e:
-            raise ValueError(f"{path}:{key}: cannot read ({e})") from e
+        with open_hdf5(path) as f:
+            if key not in f:
+                raise ValueError(f"{path}: no sequence {key}")
+            return int(f[key].shape[-1])
 
     def model(self, subject: str) -> BodyModel:
         return self.models.get("smpl", self.subject_entries[subject]["gender"])
@@ -189,10 +193,15 @@ class DfaustRegistrationsReader(ManifestReader):
         if key not in self._cache:
             model = self.model(name)
             first = next(s for s in self.all_sequences if s["subject"] == name)
-            posed, faces = self.read(name, first["name"], np.array([0]))
+            posed, faces = self.read(name, first["name"], np.arange(self.sequence_length(name, first["name"])))
+            path, seq_key = self.source(name, first["name"])
             if faces is not None and not np.array_equal(np.asarray(faces, dtype=np.int64), model.faces):
-                raise ValueError(f"{self.source(name, first['name'])[0]}: faces differ from the SMPL model's")
-            rest = unpose(model, posed[0])
+                raise ValueError(f"{path}: faces differ from the SMPL model's")
+            finite = np.flatnonzero(np.isfinite(posed.reshape(len(posed), -1)).all(axis=1))
+            if not len(finite):
+                raise ValueError(f"{path}:{seq_key}: no frame without NaN or inf to take subject {name}'s rest mesh "
+                                 "from")
+            rest = unpose(model, posed[finite[0]])  # the first finite frame (frame 0 unless it is damaged)
             rest_joints = (model.J_regressor[:, model.keep] @ rest)[:22]
             weights = merge_weights(model.weights[model.keep], model.parents, 22)
             self._cache[key] = Subject(name, rest_joints, model.faces, rest, weights)
@@ -215,14 +224,26 @@ class DfaustRegistrationsReader(ManifestReader):
                     wanted, rows = np.unique([group[k].index for k in inside], return_inverse=True)
                     verts, _ = self.read(r0.subject, r0.sequence, wanted)
                     verts = verts[rows]
+                    bad = set(bad_rows(verts).tolist())
+                    for row in bad:  # a damaged frame fails alone, before the fit sees it
+                        k = inside[row]
+                        out[k] = ValueError(f"{group[k].source}: frame {group[k].index}: "
+                                            f"{nonfinite('vertices', verts[row])}")
+                    good = [row for row in range(len(inside)) if row not in bad]
+                    inside = [inside[row] for row in good]
+                    verts = verts[good]
+                if inside:
                     joints = np.einsum("jv,tva->tja", model.J_regressor[:, model.keep], verts)
                     g, _ = part_fits(model, np.asarray(subj.rest_vertices, dtype=np.float64), verts)
                     jt = np.zeros((len(inside), 22, 4, 4))
                     jt[..., :3, :3], jt[..., :3, 3], jt[..., 3, 3] = g[:, :22], joints[:, :22], 1.0
                     for row, k in enumerate(inside):
                         r = group[k]
-                        out[k] = Frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
-                                       subj.rest_joints, subj.skinning_weights)
+                        try:
+                            out[k] = Frame(r.subject, r.sequence, r.index, verts[row], subj.faces, jt[row],
+                                           subj.rest_joints, subj.skinning_weights)
+                        except ValueError as e:
+                            out[k] = frame_error(r.source, e)
             except (*FRAME_ERRORS, StopIteration) as e:
                 failed = set(inside) if out else set(range(len(group)))  # past the end stays that frame's error
                 out = [frame_error(r.source, e) if k in failed else out[k] for k, r in enumerate(group)]
@@ -248,9 +269,17 @@ class DfaustRegistrationsReader(ManifestReader):
                         report.missing.append(f"{path}: sequence {key}")
                     report.extra += [f"{path}: sequence {k}" for k in sorted(present - keys)]
                     for key in sorted(keys & present) if read_files else []:
-                        if f[key].ndim != 3 or f[key].shape[:2] != (6890, 3):
-                            report.corrupt.append(f"{path}:{key} has shape {f[key].shape}, expected (6890, 3, T)")
-            except OSError as e:
+                        data = f[key]
+                        if data.ndim != 3 or data.shape[:2] != (6890, 3):
+                            report.corrupt.append(f"{path}:{key} has shape {data.shape}, expected (6890, 3, T)")
+                        elif data.dtype.kind != "f":
+                            report.corrupt.append(f"{path}:{key} has dtype {data.dtype}, expected real numbers")
+                        else:
+                            bad = bad_rows(np.asarray(data).transpose(2, 0, 1))
+                            if len(bad):
+                                report.corrupt.append(f"{path}:{key}: {rows_text(bad)}: vertices have NaN or inf "
+                                                      "values")
+            except (OSError, ValueError, KeyError, TypeError) as e:
                 report.corrupt.append(f"{path}: cannot open as hdf5 ({e})")
         report.missing = list(dict.fromkeys(report.missing))
         self.expected_counts(report)

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP
+from hipnet.pipeline.checks import bad_rows, nonfinite, numbers
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.io import read_npz, read_yaml
 from hipnet.pipeline.manifest import SPLITS, check_split
-from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
+from hipnet.pipeline.readers.base import Listing, Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, frame_error
 from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.stages.geodesics import require_one_component, weld
 
 MESH_SUFFIXES = (".ply", ".obj", ".off")  # not .stl: it stores every triangle's corners apart, no shared vertices
 UP = {"y": np.eye(3), "z": Z_UP_TO_Y_UP}
@@ -44,8 +46,10 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     options = {"maintain_order": True} if path.suffix.lower() == ".obj" else {}
     try:
         mesh = trimesh.load(path, process=False, force="mesh", **options)
-    except (OSError, ValueError, IndexError, KeyError) as e:
+    except (OSError, ValueError, IndexError, KeyError, TypeError, AttributeError, EOFError, NotImplementedError) as e:
         raise ValueError(f"{path}: cannot read as a mesh ({type(e).__name__}: {e})") from e
+    if not len(mesh.vertices) or not len(mesh.faces):
+        raise ValueError(f"{path}: cannot read as a mesh (no vertices or faces: empty or another format)")
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
 
 
@@ -98,7 +102,13 @@ class GenericReader(Reader):
         n = len(data["names"])
         if data["parents"].shape != (n,) or data["joint_transforms"].shape[1] != n:
             raise ValueError(f"{path}: names, parents and joint_transforms disagree on the number of joints")
+        data["joint_transforms"] = numbers(str(path), "joint_transforms", data["joint_transforms"])
         return data
+
+    def bad_frames(self, subject: str, sequence: str) -> dict[int, str]:
+        """Frame -> why its joint transforms cannot be used (NaN or inf)."""
+        jt = self._skeleton_file(subject, sequence)["joint_transforms"]
+        return {int(t): nonfinite("joint_transforms", jt[t]) for t in bad_rows(jt)}
 
     @property
     def skeleton(self) -> Skeleton:
@@ -122,12 +132,19 @@ class GenericReader(Reader):
         folder = self.sequence_dir(subject, sequence) / "meshes"
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in MESH_SUFFIXES) if folder.is_dir() else []
 
+    def _sequence_refs(self, seq: dict) -> list[FrameRef]:
+        files = self.meshes(seq["subject"], seq["name"])
+        if not files:
+            raise FileNotFoundError(f"{self.sequence_dir(seq['subject'], seq['name']) / 'meshes'}: no "
+                                    f"{'/'.join(MESH_SUFFIXES)} meshes")
+        return [FrameRef(seq["subject"], seq["name"], i, str(p)) for i, p in enumerate(files)]
+
+    def list_frames(self) -> Listing:
+        """Sequence by sequence: a sequence without meshes fails alone, naming its folder."""
+        return self.sequence_listing(self._sequence_refs)
+
     def frame_refs(self) -> list[FrameRef]:
-        refs = []
-        for seq in self.sequences():
-            files = self.meshes(seq["subject"], seq["name"])
-            refs += [FrameRef(seq["subject"], seq["name"], i, str(p)) for i, p in enumerate(files)]
-        return refs
+        return self.listed_refs()
 
     def _to_y_up(self, points: np.ndarray) -> np.ndarray:
         return self.scale * (np.asarray(points, dtype=np.float64) @ self.rotation.T)
@@ -138,11 +155,21 @@ class GenericReader(Reader):
             path = self.root / "subjects" / f"{name}.npz"
             j = self.skeleton.num_joints
             a = read_npz(path, {"rest_joints": (j, 3), "rest_vertices": (None, 3), "faces": (None, 3)})
+            for key in ("rest_joints", "rest_vertices", "skinning_weights"):
+                if key in a:
+                    a[key] = numbers(str(path), key, a[key])
+            if not np.issubdtype(a["faces"].dtype, np.integer):
+                raise ValueError(f"{path}: faces has dtype {a['faces'].dtype}, expected integers")
             w = a.get("skinning_weights")
             if w is not None and w.shape != (len(a["rest_vertices"]), j):
                 raise ValueError(f"{path}: skinning_weights has shape {w.shape}, expected ({len(a['rest_vertices'])}, {j})")
-            self._cache[key] = Subject(name, self._to_y_up(a["rest_joints"]), a["faces"],
-                                       self._to_y_up(a["rest_vertices"]), w)
+            try:
+                subj = Subject(name, self._to_y_up(a["rest_joints"]), a["faces"], self._to_y_up(a["rest_vertices"]), w)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from e
+            wv, wf, _ = weld(subj.rest_vertices, subj.faces)
+            require_one_component(len(wv), wf, str(path), what="rest mesh")  # geodesic labels need one shell
+            self._cache[key] = subj
         return self._cache[key]
 
     def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:
@@ -196,16 +223,25 @@ class GenericReader(Reader):
             else:
                 try:
                     n = len(self._skeleton_file(seq["subject"], seq["name"])["joint_transforms"])
-                except ValueError as e:
+                except (OSError, ValueError) as e:
                     report.corrupt.append(str(e))
             if files and n is not None and len(files) != n:
                 report.counts.append(f"{folder}: {len(files)} meshes but {n} frames of joint transforms")
+            if n is not None:
+                report.corrupt += [f"{folder / 'skeleton.npz'}: frame {t}: {why}"
+                                   for t, why in self.bad_frames(seq["subject"], seq["name"]).items()]
             for p in files if read_files else []:
                 try:
                     read_mesh(p)
                 except ValueError as e:
                     report.corrupt.append(str(e))
         for name in dict.fromkeys(s["subject"] for s in self.meta["sequences"]):
-            if not (self.root / "subjects" / f"{name}.npz").is_file():
-                report.missing.append(str(self.root / "subjects" / f"{name}.npz"))
+            path = self.root / "subjects" / f"{name}.npz"
+            if not path.is_file():
+                report.missing.append(str(path))
+                continue
+            try:
+                self.subject(name)
+            except (OSError, ValueError) as e:
+                report.corrupt.append(str(e))
         return report

@@ -1,0 +1,403 @@
+"""Fault injection through ``hipnet-data`` (click's CliRunner): each class of bad input is one case asserting the
+exit code, a one-line message naming the file (and frame), no traceback, no finished frame lost and nothing
+non-finite stored (``validate`` passes on what was written, or the store is incomplete). README "Reliability" lists
+the classes and points here."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import trimesh
+import yaml
+from click.testing import CliRunner
+from synthetic import smpl_pkl_bytes, write_amass_body_models, write_amass_smplh, write_generic
+
+from hipnet.cli.data import main
+from hipnet.pipeline.schema import validate
+from hipnet.pipeline.store import Store, open_group
+
+FAST = ["--points", "200", "--eval-points", "50", "--geodesics", "per-template", "--workers", "1",
+        "--shard-frames", "2"]
+MOTIONS = ("a", "b", "c")  # 3 frames each: 9 frames in 5 shards of 2
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output and isinstance(result.exception, (SystemExit, type(None))), \
+        (result.output, result.exception)
+    return result
+
+
+def one_line(result, *parts) -> str:
+    """The output line naming all of ``parts`` (a one-line message), or fail."""
+    for line in result.output.splitlines():
+        if all(str(p) in line for p in parts):
+            return line
+    raise AssertionError(f"no line names {parts}:\n{result.output}")
+
+
+def store_state(path):
+    """(done mask, complete) of a store; what was written must validate but for completeness."""
+    group = open_group(path)
+    rep = validate(group)
+    allowed = ("not done", "not marked complete")
+    assert all(any(a in str(p) for a in allowed) for p in rep.problems), rep.problems
+    return np.asarray(group["done"][:]), bool(group.attrs.get("complete"))
+
+
+# ------------------------------------------------------------------------------------------------ AMASS
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return write_amass_body_models(tmp_path_factory.mktemp("bm"), kinds=("smplh",), genders=("female",))
+
+
+def amass(tmp_path, **manifest):
+    root = tmp_path / "raw"
+    folder = root / "Transitions_mocap" / "mazen"
+    rng = np.random.default_rng(0)
+    betas = rng.normal(size=16)
+    for name in MOTIONS:
+        write_amass_smplh(folder / f"{name}_poses.npz", rng, frames=3, betas=betas)
+    np.savez(folder / "shape.npz", betas=betas, gender=np.array("female"))
+    m = tmp_path / "faults.yaml"
+    m.write_text(yaml.safe_dump({"dataset": "faults", "reader": "amass", "subset": "Transitions",
+                                 "subjects": [{"name": "mazen"}],
+                                 "sequences": [{"subject": "mazen", "name": n, "split": "train"} for n in MOTIONS],
+                                 **manifest}))
+    return m, root, folder
+
+
+def rewrite(path, **change):
+    data = dict(np.load(path, allow_pickle=True))
+    data.update(change)
+    for key in [k for k, v in change.items() if v is None]:
+        del data[key]
+    np.savez(path, **data)
+
+
+def nan_at(key, t, col=None):
+    def corrupt(path):
+        a = np.load(path)[key].astype(np.float64)
+        a[t if col is None else (t, col)] = np.nan if key != "trans" else np.inf
+        rewrite(path, **{key: a})
+    return corrupt
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# (what, how to damage b_poses.npz, the words of the message, the failing frame or None for the whole file)
+MOTION_FAULTS = [
+    ("nan in poses", nan_at("poses", 1, 5), "poses has 1 NaN", 1),
+    ("inf in trans", nan_at("trans", 2, 0), "trans has 1 inf", 2),
+    ("nan in betas", nan_at("betas", 3), "betas has 1 NaN", None),
+    ("truncated", truncate, "not a valid .npz (zip) file", None),
+    ("not a zip", lambda p: p.write_bytes(b"\x93NUMPY garbage" * 10), "not a valid .npz (zip) file", None),
+    ("zero bytes", lambda p: p.write_bytes(b""), "empty file (0 bytes)", None),
+    ("no poses", lambda p: rewrite(p, poses=None), "no array 'poses'", None),
+    ("pickled member", lambda p: rewrite(p, poses=np.array([{"x": 1}], dtype=object)),
+     "member poses is a pickled object; refused", None),
+    ("wrong dtype", lambda p: rewrite(p, poses=np.full((3, 156), "x")), "poses has dtype <U1, expected real numbers",
+     None),
+    ("wrong width", lambda p: rewrite(p, poses=np.zeros((3, 100))), "expected (T, 156) SMPL+H", None),
+]
+
+
+@pytest.mark.parametrize("what, damage, words, frame", MOTION_FAULTS, ids=[f[0] for f in MOTION_FAULTS])
+def test_a_bad_motion_file_fails_alone_and_the_store_can_be_finished(tmp_path, models, what, damage, words, frame):
+    m, root, folder = amass(tmp_path)
+    bad = folder / "b_poses.npz"
+    damage(bad)
+    out = tmp_path / "out"
+    args = ["preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", out, *FAST]
+    result = run(*args)
+    assert result.exit_code == 1
+    line = one_line(result, bad, words)
+    assert "allow_pickle" not in result.output
+    if frame is not None:
+        assert f"frame {frame}" in line and "mazen/b/" in line
+    done, complete = store_state(out / "train.zarr")
+    expect = 9 - (1 if frame is not None else 3) if what in ("nan in poses", "inf in trans", "nan in betas") else \
+        (8 if frame is not None else 6)
+    assert done.sum() == expect and not complete
+    # the same command resumes (the frame list is kept, done frames stay done) and fails the same way
+    again = run(*args)
+    assert again.exit_code == 1 and str(bad) in again.output
+    assert store_state(out / "train.zarr")[0].sum() == expect
+    # one documented command finishes the store without what failed, recorded with its reason
+    finished = run(*args, "--exclude-failed")
+    assert finished.exit_code == 0, finished.output
+    store = Store.open(out / "train.zarr")
+    assert validate(store.group).ok and store.n_frames == expect
+    assert all(str(bad) in e["reason"] for e in store.attrs["excluded"])
+    assert run(*args).exit_code == 0  # a plain rerun honours the recorded exclusion
+
+
+def test_one_run_names_every_bad_file_and_processes_every_good_one(tmp_path, models):
+    m, root, folder = amass(tmp_path)
+    truncate(folder / "a_poses.npz")
+    nan_at("poses", 0, 3)(folder / "c_poses.npz")
+    out = tmp_path / "out"
+    result = run("preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", out, *FAST)
+    assert result.exit_code == 1
+    one_line(result, folder / "a_poses.npz", "not a valid .npz")
+    one_line(result, folder / "c_poses.npz", "frame 0", "poses has 1 NaN")
+    done, _ = store_state(out / "train.zarr")
+    assert done.sum() == 3 + 2  # b, and c's frames 1 and 2
+    # removing a bad file (or fixing it) does not make the store refuse the rerun
+    (folder / "c_poses.npz").unlink()
+    result = run("preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", out, *FAST)
+    assert result.exit_code == 1 and "c_poses.npz" in result.output
+    assert store_state(out / "train.zarr")[0].sum() == 5  # frames done before stay done
+
+
+def test_a_selection_rule_that_leaves_nothing_is_an_error_naming_the_rule(tmp_path, models):
+    m, root, _ = amass(tmp_path, subjects=[], sequences=[],
+                       select={"subjects": {"min_sequences": 5}, "split": {"train_fraction": 0.5, "seed": 0}})
+    result = run("preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", tmp_path / "o", *FAST)
+    assert result.exit_code == 1 and "done in" in result.output
+    one_line(result, "nothing to do", "subject mazen", "3 motion files, fewer than", "min_sequences 5")
+    check = run("manifest", "check", "--dataset", m, "--root", root)
+    assert check.exit_code == 1
+    one_line(check, "no subjects found")
+    one_line(check, "subject mazen", "min_sequences 5")
+
+
+def test_manifest_check_reports_what_preprocess_would_hit_without_raising(tmp_path, models):
+    m, root, folder = amass(tmp_path)
+    rewrite(folder / "a_poses.npz", poses=np.array([{"x": 1}], dtype=object))
+    nan_at("poses", 2, 7)(folder / "b_poses.npz")
+    (folder / "c_poses.npz").write_bytes(b"")
+    result = run("manifest", "check", "--dataset", m, "--root", root, "--body-models", models)
+    assert result.exit_code == 1
+    one_line(result, folder / "a_poses.npz", "member poses is a pickled object; refused")
+    one_line(result, folder / "b_poses.npz", "frame 2", "poses has 1 NaN")
+    one_line(result, folder / "c_poses.npz", "empty file (0 bytes)")
+
+
+def test_a_stage_that_returns_nan_writes_nothing_for_that_frame(tmp_path, models, monkeypatch):
+    import hipnet.pipeline.process as process
+
+    real = process.sample_surface
+
+    def poisoned(vertices, faces, n, rng):
+        s = real(vertices, faces, n, rng)
+        if poisoned.calls == 4:  # one frame's samples
+            s.points[3] = np.nan
+        poisoned.calls += 1
+        return s
+
+    poisoned.calls = 0
+    monkeypatch.setattr(process, "sample_surface", poisoned)
+    m, root, _ = amass(tmp_path)
+    out = tmp_path / "out"
+    result = run("preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", out, *FAST)
+    assert result.exit_code == 1
+    line = one_line(result, "failed: mazen/", "stage output (not written)", "surface/points has 3 NaN")
+    _, seq, index = line.split("failed: ")[1].split(" ")[0].split("/")
+    done, complete = store_state(out / "train.zarr")
+    assert done.sum() == 8 and not done[3 * MOTIONS.index(seq) + int(index)] and not complete
+
+
+# ------------------------------------------------------------------------------------------------ stores
+
+
+@pytest.fixture
+def finished(tmp_path, models):
+    m, root, _ = amass(tmp_path)
+    out = tmp_path / "out"
+    args = ["preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", out, *FAST]
+    assert run(*args).exit_code == 0
+    return out / "train.zarr", args
+
+
+def test_a_store_whose_done_and_complete_disagree_is_refused_then_repaired(finished):
+    path, args = finished
+    before = np.asarray(open_group(path)["surface/points"][:])
+    open_group(path, mode="r+")["done"][3] = False
+    result = run("validate", path)
+    assert result.exit_code == 1
+    one_line(result, "done frame 3", "not done")
+    one_line(result, "marked complete but frames are missing")
+    with pytest.raises(ValueError, match="marked complete but 1 frames are not done"):
+        Store.open(path)
+    assert run(*args).exit_code == 0
+    assert run("validate", path).exit_code == 0
+    np.testing.assert_array_equal(np.asarray(Store.open(path).read("surface/points")), before)
+
+
+def test_a_deleted_shard_file_is_found_then_recomputed(finished):
+    path, args = finished
+    before = np.asarray(open_group(path)["surface/points"][:])
+    (path / "surface" / "points" / "c" / "2" / "0" / "0").unlink()
+    result = run("validate", path)
+    assert result.exit_code == 1
+    one_line(result, "surface/points shard 2 (frames 4-5) is missing")
+    with pytest.raises(ValueError, match="shard 2 .frames 4-5. is missing"):
+        Store.open(path)
+    repaired = run(*args)
+    assert repaired.exit_code == 0, repaired.output
+    one_line(repaired, "surface/points shard 2", "recomputing")
+    assert run("validate", path).exit_code == 0
+    np.testing.assert_array_equal(np.asarray(Store.open(path).read("surface/points")), before)
+
+
+# ------------------------------------------------------------------------------------------------ DFAUST
+
+
+@pytest.fixture(scope="module")
+def dfaust(tmp_path_factory):
+    from hipnet.pipeline.bodymodels import BodyModel
+
+    base = tmp_path_factory.mktemp("dfaust")
+    (base / "models").mkdir()
+    blob, _ = smpl_pkl_bytes(rigid=True)
+    (base / "models" / "basicModel_m_lbs_10_207_0_v1.0.0.pkl").write_bytes(blob)
+    model = BodyModel.load(base / "models" / "basicModel_m_lbs_10_207_0_v1.0.0.pkl")
+    pose = np.zeros((4, 72))
+    pose[:, 3:66] = np.random.default_rng(5).normal(scale=0.2, size=(4, 63))
+    m = base / "tiny_dfaust.yaml"
+    m.write_text(yaml.safe_dump({"dataset": "tiny_dfaust", "reader": "dfaust", "subjects": [{"name": "50002",
+                                 "gender": "male"}], "sequences": [{"subject": "50002", "name": "hips",
+                                                                    "split": "train"}]}))
+    return {"models": base / "models", "manifest": m, "verts": model.pose(np.zeros(10), pose).vertices,
+            "faces": model.faces}
+
+
+def registrations(tmp_path, dfaust, verts):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with h5py.File(raw / "registrations_m.hdf5", "w") as f:
+        f["50002_hips"] = verts.transpose(1, 2, 0)
+        f["faces"] = dfaust["faces"]
+    return raw
+
+
+@pytest.mark.parametrize("frame", [0, 2])
+def test_a_nan_registration_frame_fails_alone_with_its_reason(tmp_path, dfaust, frame):
+    verts = dfaust["verts"].copy()
+    verts[frame, 10, 1] = np.nan
+    raw = registrations(tmp_path, dfaust, verts)
+    out = tmp_path / "out"
+    result = run("preprocess", "--dataset", dfaust["manifest"], "--root", raw, "--body-models", dfaust["models"],
+                 "--out", out, *FAST)
+    assert result.exit_code == 1 and "SVD" not in result.output
+    one_line(result, raw / "registrations_m.hdf5", f"50002/hips/{frame}", f"frame {frame}", "vertices has 3 NaN")
+    done, _ = store_state(out / "train.zarr")
+    assert done.sum() == 3 and not done[frame]
+
+
+@pytest.mark.parametrize("what, make, words", [
+    ("fewer vertices", lambda d: d["verts"][:, :5000], "expected (6890, 3, T)"),
+    ("not hdf5", None, "cannot open as hdf5"),
+])
+def test_a_registrations_file_that_does_not_fit_is_a_clear_error(tmp_path, dfaust, what, make, words):
+    if make is None:
+        raw = tmp_path / "raw"
+        raw.mkdir()
+        (raw / "registrations_m.hdf5").write_bytes(b"not hdf5" * 100)
+    else:
+        raw = registrations(tmp_path, dfaust, make(dfaust))
+    for args in (["preprocess", "--out", tmp_path / "out", *FAST], ["manifest", "check"]):
+        result = run(*args, "--dataset", dfaust["manifest"], "--root", raw, "--body-models", dfaust["models"])
+        assert result.exit_code == 1
+        one_line(result, raw / "registrations_m.hdf5", words)
+
+
+# ------------------------------------------------------------------------------------------------ CAPE
+
+
+@pytest.fixture(scope="module")
+def cape(tmp_path_factory):
+    from hipnet.pipeline.bodymodels import BodyModel
+
+    base = tmp_path_factory.mktemp("cape")
+    models = write_amass_body_models(base / "models", kinds=("smpl",), genders=("male",))
+    model = BodyModel.load(models / "smpl" / "male" / "model.npz")
+    root = base / "raw" / "cape_release"
+    pose = np.random.default_rng(2).normal(scale=0.1, size=(3, 72))
+    posed = model.pose(np.zeros(10), pose)
+    (root / "minimal_body_shape" / "00032").mkdir(parents=True)
+    np.save(root / "minimal_body_shape" / "00032" / "00032_minimal.npy", model.rest_vertices(np.zeros(10)))
+    for k in range(3):
+        path = root / "sequences" / "00032" / "shortlong_hips" / f"shortlong_hips.{k + 1:06d}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, v_posed=posed.vertices[k], pose=pose[k], transl=np.zeros(3))
+    (root / "misc").mkdir()
+    (root / "misc" / "subj_genders.pkl").write_bytes(pickle.dumps({"00032": "male"}, protocol=2))
+    m = base / "tiny_cape.yaml"
+    m.write_text(yaml.safe_dump({"dataset": "tiny_cape", "reader": "cape", "subjects": [{"name": "00032"}],
+                                 "sequences": [{"subject": "00032", "name": "shortlong_hips", "split": "train"}]}))
+    return {"root": base / "raw", "models": models, "manifest": m}
+
+
+@pytest.mark.parametrize("what, damage, words", [
+    ("not a zip", lambda p: p.write_bytes(b"PK garbage" * 30), "not a valid .npz (zip) file"),
+    ("nan in v_posed", lambda p: rewrite(p, v_posed=np.where(np.arange(6890)[:, None] == 7, np.nan,
+                                                             np.load(p)["v_posed"])), "v_posed has 3 NaN"),
+])
+def test_a_bad_cape_frame_is_named_in_our_words(tmp_path, cape, what, damage, words):
+    root = tmp_path / "raw"
+    shutil.copytree(cape["root"], root)
+    bad = root / "cape_release" / "sequences" / "00032" / "shortlong_hips" / "shortlong_hips.000002.npz"
+    damage(bad)
+    result = run("preprocess", "--dataset", cape["manifest"], "--root", root, "--body-models", cape["models"],
+                 "--out", tmp_path / "out", *FAST)
+    assert result.exit_code == 1 and "allow_pickle" not in result.output
+    one_line(result, "00032/shortlong_hips/2", bad, words)
+    done, _ = store_state(tmp_path / "out" / "train.zarr")
+    assert done.tolist() == [True, False, True]
+
+
+# ------------------------------------------------------------------------------------------------ generic format
+
+
+def test_a_disconnected_rest_mesh_is_named_by_check_and_preprocess(tmp_path):
+    root = write_generic(tmp_path / "raw")
+    worm = dict(np.load(root / "subjects" / "worm.npz"))
+    far = worm["rest_vertices"][:3] + 5.0
+    worm["faces"] = np.concatenate([worm["faces"], len(worm["rest_vertices"]) + np.array([[0, 1, 2]])])
+    worm["rest_vertices"] = np.concatenate([worm["rest_vertices"], far])
+    worm["skinning_weights"] = np.concatenate([worm["skinning_weights"], worm["skinning_weights"][:3]])
+    np.savez(root / "subjects" / "worm.npz", **worm)
+    for ply in (root / "sequences").rglob("*.ply"):  # every frame carries the separate shell too
+        mesh = trimesh.load(ply, process=False)
+        trimesh.Trimesh(np.concatenate([mesh.vertices, far]), worm["faces"], process=False).export(ply)
+    check = run("manifest", "check", "--dataset", "generic", "--root", root)
+    assert check.exit_code == 1
+    one_line(check, root / "subjects" / "worm.npz", "2 connected components")
+    result = run("preprocess", "--dataset", "generic", "--root", root, "--out", tmp_path / "out", *FAST)
+    assert result.exit_code == 1 and not (tmp_path / "out" / "train.zarr").exists()
+    one_line(result, "Error", root / "subjects" / "worm.npz", "2 connected components")
+
+
+def test_generic_nan_transforms_an_empty_mesh_and_a_duplicated_sequence(tmp_path):
+    root = write_generic(tmp_path / "raw")
+    skeleton = root / "sequences" / "worm" / "crawl" / "skeleton.npz"
+    data = dict(np.load(skeleton))
+    data["joint_transforms"][2, 1, 0, 3] = np.nan
+    np.savez(skeleton, **data)
+    empty = root / "sequences" / "worm" / "curl" / "meshes" / "0001.ply"
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    result = run("preprocess", "--dataset", "generic", "--root", root, "--out", out, *FAST)
+    assert result.exit_code == 1
+    one_line(result, "worm/crawl/2", "joint_transforms has 3 NaN")
+    one_line(result, "worm/curl/1", empty)
+    check = run("manifest", "check", "--dataset", "generic", "--root", root)
+    one_line(check, skeleton, "frame 2", "joint_transforms has 1 NaN")
+    assert store_state(out / "train.zarr")[0].sum() == 4
+    meta = yaml.safe_load((root / "dataset.yaml").read_text())
+    meta["sequences"].append(meta["sequences"][0])
+    (root / "dataset.yaml").write_text(yaml.safe_dump(meta))
+    twice = run("preprocess", "--dataset", "generic", "--root", root, "--out", tmp_path / "out2", *FAST)
+    assert twice.exit_code == 1
+    one_line(twice, "Error", root / "dataset.yaml", "sequence ('worm', 'crawl') is listed twice")
