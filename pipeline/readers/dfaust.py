@@ -6,9 +6,10 @@
   ``(6890, 3, T)``, shared ``faces``). They carry no skeleton, so with the user's SMPL model:
   joints ``J = J_regressor @ V`` (22 body joints); each joint's global rotation ``G_j`` is the weighted Kabsch fit
   of the vertices it dominates (argmax of SMPL's skinning weights) from the subject's rest mesh to the frame; the
-  subject's rest mesh is the first frame of its first manifest sequence unposed by inverse LBS with per-part rigid
-  fits (iterated from the SMPL template, so rotations are relative to SMPL's rest orientation of each part; the
-  subject's shape differences from the template bias them slightly; exact when parts move rigidly). The
+  subject's rest mesh is the first frame (the first without NaN or inf) of its first manifest sequence unposed by
+  inverse LBS with per-part rigid fits (iterated from the SMPL template, so rotations are relative to SMPL's rest
+  orientation of each part; the subject's shape differences from the template bias them slightly; exact when parts
+  move rigidly). The
   registrations' frame is turned into AMASS's (+90 degrees about x, manifest key ``registrations_rotation_x_deg``)
   and then Y up like every AMASS frame.
 
@@ -193,7 +194,9 @@ class DfaustRegistrationsReader(ManifestReader):
         if key not in self._cache:
             model = self.model(name)
             first = next(s for s in self.all_sequences if s["subject"] == name)
-            posed, faces = self.read(name, first["name"], np.arange(self.sequence_length(name, first["name"])))
+            posed, faces = self.read(name, first["name"], np.array([0]))
+            if not np.isfinite(posed).all():  # a damaged first frame: look further (rarely needed, so read lazily)
+                posed, faces = self.read(name, first["name"], np.arange(self.sequence_length(name, first["name"])))
             path, seq_key = self.source(name, first["name"])
             if faces is not None and not np.array_equal(np.asarray(faces, dtype=np.int64), model.faces):
                 raise ValueError(f"{path}: faces differ from the SMPL model's")
