@@ -25,10 +25,11 @@ DEVICE = click.option("--device", default="cpu", show_default=True, help="cpu or
 def _load(checkpoint: Path, device: str):
     """(checkpoint dict, model, a store opener that refuses stores incompatible with the checkpoint)."""
     from hipnet.model.compat import StoreOpener
+    from hipnet.model.specs import APP_ARRAYS
     from hipnet.model.train import load_checkpoint, model_from_checkpoint
 
     ck = load_checkpoint(checkpoint)
-    return ck, model_from_checkpoint(ck).to(device).eval(), StoreOpener(ck, checkpoint)
+    return ck, model_from_checkpoint(ck, checkpoint).to(device).eval(), StoreOpener(ck, checkpoint, APP_ARRAYS)
 
 
 def _fail(e: Exception) -> NoReturn:
@@ -125,6 +126,7 @@ def sample_main(checkpoint, n, pose, shrinkage, out, seed, resolution, device) -
     from tqdm import tqdm
 
     from hipnet.model.apps import CodeGaussian, code_table, posed_mesh
+    from hipnet.model.data import read_finite
     from hipnet.model.meshing import save_mesh
     from hipnet.model.report import mesh_rows_png
     from hipnet.model.specs import default_pose, frame_of
@@ -132,7 +134,7 @@ def sample_main(checkpoint, n, pose, shrinkage, out, seed, resolution, device) -
     try:
         ck, model, open_store = _load(checkpoint, device)
         store, i = frame_of(pose or default_pose(ck), open_store)
-        jt = store.read("pose/joint_transforms", i)
+        jt = read_finite(store, "pose/joint_transforms", i)
         codes = CodeGaussian.fit(code_table(model).cpu().numpy(), shrinkage).sample(n, seed)
         meshes = [posed_mesh(model, jt, torch.as_tensor(code, dtype=torch.float32), resolution, device=device)
                   for code in tqdm(codes, desc="samples", unit="mesh")]
@@ -175,6 +177,7 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
 
     from hipnet.model.animate import blend_subjects, interpolate_keyframes, retarget_motion
     from hipnet.model.apps import subject_code
+    from hipnet.model.data import read_finite
     from hipnet.model.meshing import save_mesh
     from hipnet.model.report import mesh_rows_png
     from hipnet.model.specs import default_pose, frame_of, motion_of, rest_joints_of
@@ -208,9 +211,9 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
             code = subject_code(model, names, subject)
             rest = rest_joints_of(ck, subject, [sa, sb], open_store)
             with tqdm(total=steps, desc="interpolate", unit="pose") as bar:
-                rows = interpolate_keyframes(model, sa.read("pose/joint_transforms", ia),
-                                             sb.read("pose/joint_transforms", ib), code, rest, t, resolution, device,
-                                             bar.update)
+                rows = interpolate_keyframes(model, read_finite(sa, "pose/joint_transforms", ia),
+                                             read_finite(sb, "pose/joint_transforms", ib), code, rest, t, resolution,
+                                             device, bar.update)
             out.mkdir(parents=True, exist_ok=True)
             for k, (learnt, plain) in enumerate(zip(rows.learnt, rows.rotations, strict=True)):
                 save_mesh(out / f"phi_{k:02d}.ply", learnt)
@@ -223,8 +226,8 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
             store, i = frame_of(pose or default_pose(ck), open_store)
             rests = tuple(rest_joints_of(ck, s, [store], open_store) for s in blend)
             with tqdm(total=steps, desc="blend", unit="mesh") as bar:
-                meshes = blend_subjects(model, store.read("pose/joint_transforms", i), codes, rests, t, resolution,
-                                        device, bar.update)
+                meshes = blend_subjects(model, read_finite(store, "pose/joint_transforms", i), codes, rests, t,
+                                        resolution, device, bar.update)
             out.mkdir(parents=True, exist_ok=True)
             for k, mesh in enumerate(meshes):
                 save_mesh(out / f"blend_{k:02d}.ply", mesh)

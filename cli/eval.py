@@ -37,7 +37,14 @@ def main(checkpoint, shards, out, stride, max_frames, mesh_frames, resolution, c
 
     from hipnet.model.compat import open_compatible
     from hipnet.model.data import expand_shards
-    from hipnet.model.evaluate import Evaluation, evaluate_model, spread_frames, store_codes, store_labels
+    from hipnet.model.evaluate import (
+        EVAL_ARRAYS,
+        Evaluation,
+        evaluate_model,
+        spread_frames,
+        store_codes,
+        store_labels,
+    )
     from hipnet.model.report import save_meshes, write_report
     from hipnet.model.train import load_checkpoint, model_from_checkpoint
 
@@ -46,8 +53,8 @@ def main(checkpoint, shards, out, stride, max_frames, mesh_frames, resolution, c
         batch = batch or (1_048_576 if device.startswith("cuda") else 65_536)
         ck = load_checkpoint(checkpoint)
         paths = expand_shards(shards)
-        stores = [open_compatible(ck, checkpoint, path) for path in paths]  # every store checked before any work
-        model = model_from_checkpoint(ck).to(device).eval()
+        stores = [open_compatible(ck, checkpoint, path, EVAL_ARRAYS) for path in paths]  # checked before any work
+        model = model_from_checkpoint(ck, checkpoint).to(device).eval()
         for store in stores:  # unknown subjects refused before any work too
             store_codes(model, ck["subjects"], store, unknown_subjects)
         out = out or checkpoint.parent / "eval"

@@ -69,7 +69,7 @@ def main(shards, more_shards, config, out, resume, max_minutes, device, **overri
     import torch
 
     from hipnet.model.config import load_config, parse_overrides
-    from hipnet.model.train import train
+    from hipnet.model.train import TrainingDiverged, train
 
     try:
         cfg = load_config(config)
@@ -83,7 +83,7 @@ def main(shards, more_shards, config, out, resume, max_minutes, device, **overri
             torch.cuda.set_device(device)
         run = train(list(shards) + [str(p) for p in more_shards], cfg, out, device=device, resume=resume,
                     max_seconds=None if max_minutes is None else 60 * max_minutes)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, TrainingDiverged) as e:  # DataError is a ValueError: one line, no traceback
         raise click.ClickException(str(e)) from e
     click.echo(f"{run.out}: step {run.step}, epoch {run.epoch}, loss {run.last_loss:.5f}, "
                f"{run.points_per_s:,.0f} query points/s; checkpoint {run.out / 'ckpt.pt'}")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hipnet.model.apps import interpolate_phi, interpolate_rotations, posed_mesh, retarget
+from hipnet.model.data import read_finite
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh
 from hipnet.pipeline.stages.canonical import to_world
@@ -32,10 +33,10 @@ def retarget_motion(model: HIPNet, store: Store, frames: Sequence[int], code: to
     parents = model.skeleton.parents
     canonical, source = [], []
     for i in frames:
-        jt = store.read("pose/joint_transforms", i)
+        jt = read_finite(store, "pose/joint_transforms", i)
         mesh = posed_mesh(model, retarget(jt, parents, rest) if rest is not None else jt, code, resolution,
                           device=device)
-        world = store.read("pose/world_from_canonical", i)
+        world = read_finite(store, "pose/world_from_canonical", i)
         canonical.append(mesh)
         source.append(Mesh(to_world(mesh.vertices, world).astype("float32"), mesh.faces))
         _tick(progress)

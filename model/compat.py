@@ -9,10 +9,11 @@ one line that names the store, the checkpoint and what differs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hipnet.pipeline.schema import SPECS
 from hipnet.pipeline.store import Store, open_group
 
 
@@ -56,11 +57,17 @@ def check_store_compatible(ckpt: Mapping, checkpoint: Path | str, store_path: Pa
         raise ValueError(f"{store_path}: skeleton differs from checkpoint {checkpoint}'s: {diff}")
 
 
-def open_compatible(ckpt: Mapping, checkpoint: Path | str, path: Path | str) -> Store:
+def open_compatible(ckpt: Mapping, checkpoint: Path | str, path: Path | str,
+                    arrays: Sequence[str] | None = None) -> Store:
     """``Store.open`` after ``check_store_compatible`` on the store's raw attributes (so a store of another schema
-    version is named as such, against the checkpoint's)."""
-    check_store_compatible(ckpt, checkpoint, path, dict(open_group(Path(path)).attrs))
-    return Store.open(Path(path))
+    version is named as such, against the checkpoint's). ``arrays``: what the caller may read, those of the store's
+    sections are checked (their dtypes, shapes and shard files); None: every array."""
+    attrs = dict(open_group(Path(path)).attrs)
+    check_store_compatible(ckpt, checkpoint, path, attrs)
+    if arrays is not None:
+        sections = attrs.get("sections", [])
+        arrays = [a for a in arrays if a not in SPECS or SPECS[a].section in sections]
+    return Store.open(Path(path), arrays=arrays)
 
 
 @dataclass
@@ -70,10 +77,11 @@ class StoreOpener:
 
     ckpt: Mapping
     checkpoint: Path | str
+    arrays: Sequence[str] | None = None  # what the caller reads (``open_compatible``); None: every array
     _stores: dict[Path, Store] = field(default_factory=dict)
 
     def __call__(self, path: Path | str) -> Store:
         key = Path(path)
         if key not in self._stores:
-            self._stores[key] = open_compatible(self.ckpt, self.checkpoint, key)
+            self._stores[key] = open_compatible(self.ckpt, self.checkpoint, key, self.arrays)
         return self._stores[key]

@@ -17,6 +17,10 @@
   workers, which are then mapped onto them); that is not implemented.
 - With ``sdf_targets`` each eikonal point also gets the signed distance to the frame's nearest oriented surface
   sample (``oriented_distance``), for the optional distance term of the loss.
+- Stores are opened through ``Store.open`` with the arrays read here (``STORE_ARRAYS``): a damaged or unfinished
+  store is refused before training. Every shard's float arrays are checked for NaN and inf when it is read (one
+  ``np.isfinite`` pass over what was just decoded); a frame holding one stops the run with a ``DataError`` naming
+  the store and the frame. Raised in a loader worker, it still reaches the user as that one line (``DataError``).
 
 The store layout comes from ``pipeline.schema`` through ``pipeline.store.Store``; nothing here knows file names.
 """
@@ -35,6 +39,58 @@ from torch.utils.data import IterableDataset, get_worker_info
 from hipnet.pipeline.store import Store
 
 TRAIN_ARRAYS = ("surface/points", "surface/normals", "surface/labels", "pose/joint_transforms", "frame/subject")
+FINITE_ARRAYS = ("surface/points", "surface/normals", "pose/joint_transforms")  # of TRAIN_ARRAYS, must be finite
+STORE_ARRAYS = (*TRAIN_ARRAYS, "frame/sequence", "frame/index")  # checked on open (the ids name a bad frame)
+
+
+class DataError(ValueError):
+    """A store's content that cannot be trained or evaluated on (NaN or inf in a frame's arrays), in one line that
+    names the store and the frame.
+
+    Raised in a DataLoader worker process, torch re-raises it in the main process as ``DataError(text)`` where
+    ``text`` is the worker's whole traceback; the one-line message is then taken back from its last line."""
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        if "Traceback" in message and marker in message:
+            message = message.strip().splitlines()[-1].split(marker, 1)[1]
+        super().__init__(message)
+
+
+def nonfinite_text(name: str, a: np.ndarray) -> str | None:
+    """``"surface/points has 1 NaN (of 1200 values)"`` when ``a`` holds NaN or inf, else None."""
+    if np.isfinite(a).all():
+        return None
+    counts = [(int(np.isnan(a).sum()), "NaN"), (int(np.isinf(a).sum()), "inf")]
+    return f"{name} has " + " and ".join(f"{n} {kind}" for n, kind in counts if n) + f" (of {a.size} values)"
+
+
+def frame_error(store: Store, frame: int, problem: str) -> DataError:
+    return DataError(f"{store.path}: frame {frame} ({store.frame_key(frame)}): {problem}")
+
+
+def finite(store: Store, frame: int, name: str, a: np.ndarray) -> np.ndarray:
+    """``a`` (frame ``frame``'s array ``name``), refused with a ``DataError`` naming the store and the frame when
+    it holds NaN or inf."""
+    problem = nonfinite_text(name, a)
+    if problem:
+        raise frame_error(store, frame, problem)
+    return a
+
+
+def read_finite(store: Store, name: str, frame: int) -> np.ndarray:
+    """Frame ``frame``'s ``name`` array, checked by ``finite``: what evaluation and the applications read."""
+    return finite(store, frame, name, store.read(name, frame))
+
+
+def check_finite_shard(store: Store, start: int, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse (``DataError``) the first frame of a shard block (frames from ``start``) whose float arrays hold NaN
+    or inf; one vectorised pass when the block is clean."""
+    for name, a in arrays.items():
+        if a.dtype.kind != "f" or np.isfinite(a).all():
+            continue
+        k = int(np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0])
+        raise frame_error(store, start + k, nonfinite_text(name, a[k]))
 
 
 def expand_shards(patterns: Sequence[str | Path]) -> list[Path]:
@@ -64,7 +120,7 @@ class StoreSet:
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ValueError("no stores given")
-        self.stores = [Store.open(p) for p in self.paths]
+        self.stores = [Store.open(p, arrays=STORE_ARRAYS) for p in self.paths]
         sk = self.stores[0].skeleton
         for p, s in zip(self.paths, self.stores, strict=True):
             if s.skeleton != sk:
@@ -174,6 +230,7 @@ class FrameStream(IterableDataset):
             store = self.stores.stores[ref.store]
             data = store.read_shard(ref.shard, TRAIN_ARRAYS)
             start = store.shard_slice(ref.shard).start
+            check_finite_shard(store, start, {name: data[name] for name in FINITE_ARRAYS})
             for k in range(ref.frames):
                 buffer.append((ref.store, start + k, {name: a[k] for name, a in data.items()}))
                 if len(buffer) >= self.shuffle_buffer:

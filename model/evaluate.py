@@ -11,6 +11,8 @@
 
 Everything here takes an SDF as a plain function of points, so the metrics are tested on analytic shapes. A frame
 is keyed ``store/subject/sequence/index`` (``store_labels``), so frames of several stores never collide.
+Every float array read for a frame is checked for NaN and inf (``model.data.finite``): a bad frame is an error
+naming the store and the frame, not a silent score.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.model.data import finite, read_finite
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import SDF, Mesh, extract_mesh
 from hipnet.model.query import CHUNK, model_sdf
 from hipnet.pipeline.stages.surface import sample_surface
 from hipnet.pipeline.store import Store
+
+# what hipnet-eval reads from a store (those of the store's sections), checked when the store is opened
+EVAL_ARRAYS = ("frame/subject", "frame/sequence", "frame/index", "pose/joint_transforms", "pose/world_from_canonical",
+               "eval/uniform_points", "eval/uniform_occupancy", "eval/near_points", "eval/near_occupancy",
+               "eval/near_labels", "mesh/vertices", "mesh/faces", "snarf/uniform_points", "snarf/uniform_occupancy",
+               "snarf/near_points", "snarf/near_occupancy")
 
 
 def iou(pred_inside: np.ndarray, gt_inside: np.ndarray) -> float:
@@ -151,8 +160,8 @@ def score_frame(store: Store, i: int, sdf: SDF, label: str | None = None) -> Fra
     key = store.frame_key(i)
     subject, sequence, _ = key.split("/")
     label = store.path.stem if label is None else label
-    u = sdf(store.read("eval/uniform_points", i)) < 0
-    nr = sdf(store.read("eval/near_points", i)) < 0
+    u = sdf(read_finite(store, "eval/uniform_points", i)) < 0
+    nr = sdf(read_finite(store, "eval/near_points", i)) < 0
     near_gt = store.read("eval/near_occupancy", i)
     score = FrameScore(
         frame=int(i), subject=subject, sequence=sequence, store=label, key=f"{label}/{key}",
@@ -161,9 +170,10 @@ def score_frame(store: Store, i: int, sdf: SDF, label: str | None = None) -> Fra
         joint_iou=joint_ious(nr, near_gt, store.read("eval/near_labels", i), store.skeleton.num_joints).tolist(),
     )
     if "snarf" in store.sections:
-        score.snarf_uniform_iou = iou(sdf(store.read("snarf/uniform_points", i)) < 0,
+        score.snarf_uniform_iou = iou(sdf(read_finite(store, "snarf/uniform_points", i)) < 0,
                                       store.read("snarf/uniform_occupancy", i))
-        score.snarf_near_iou = iou(sdf(store.read("snarf/near_points", i)) < 0, store.read("snarf/near_occupancy", i))
+        score.snarf_near_iou = iou(sdf(read_finite(store, "snarf/near_points", i)) < 0,
+                                   store.read("snarf/near_occupancy", i))
     return score
 
 
@@ -183,7 +193,8 @@ def evaluate_store(store: Store, sdf_of: Callable[[int], SDF], frames: Sequence[
         score = score_frame(store, i, sdf, label)
         result.queries += per_frame
         if i in mesh_set:
-            truth = Mesh(store.read("mesh/vertices", i), faces)
+            read_finite(store, "pose/world_from_canonical", i)  # the meshes are also written in the source frame
+            truth = Mesh(read_finite(store, "mesh/vertices", i), faces)
             lo, hi = truth.vertices.min(0), truth.vertices.max(0)
             centre, half = (lo + hi) / 2, (hi - lo) / 2 * 1.1
             pred, spent = extract_mesh(sdf, centre - half, centre + half, resolution)
@@ -219,7 +230,8 @@ def evaluate_model(model: HIPNet, subjects: Sequence[str], store: Store, frames:
     jts, subject_ids = store.read("pose/joint_transforms"), store.read("frame/subject")
 
     def sdf_of(i: int) -> SDF:
-        return model_sdf(model, jts[i], codes[int(subject_ids[i])], device, chunk=chunk)
+        jt = finite(store, i, "pose/joint_transforms", jts[i])
+        return model_sdf(model, jt, codes[int(subject_ids[i])], device, chunk=chunk)
 
     return evaluate_store(store, sdf_of, frames, mesh_frames, resolution, chamfer_points, label, progress)
 

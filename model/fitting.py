@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hipnet.model.apps import fit_code, front_camera, front_visible, posed_mesh
+from hipnet.model.data import read_finite
 from hipnet.model.evaluate import score_frame
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh, save_mesh
@@ -30,7 +31,7 @@ def observed_points(store: Store, i: int, n: int, front_only: bool, seed: int) -
     where a camera in front of the body sees the surface. Seeded by (seed, i)."""
     if "mesh" not in store.sections:
         raise ValueError(f"{store.path}: no ground-truth meshes (a training store?); use an evaluation store")
-    v, f = store.read("mesh/vertices", i), store.read("mesh/faces")
+    v, f = read_finite(store, "mesh/vertices", i), store.read("mesh/faces")
     rng = np.random.default_rng([seed, i])
     if not front_only:
         return sample_surface(v, f, n, rng).points
@@ -46,7 +47,7 @@ def score_code(model: HIPNet, store: Store, i: int, code: torch.Tensor | None, d
     the store has no evaluation points."""
     if "eval" not in store.sections:
         return {}
-    score = score_frame(store, i, model_sdf(model, store.read("pose/joint_transforms", i), code, device))
+    score = score_frame(store, i, model_sdf(model, read_finite(store, "pose/joint_transforms", i), code, device))
     return {"uniform_iou": score.uniform_iou, "near_iou": score.near_iou}
 
 
@@ -62,7 +63,8 @@ class Observation:
 def observe_store(store: Store, i: int, n_points: int, front_only: bool, seed: int) -> Observation:
     """``n_points`` points on frame ``i``'s ground-truth mesh (none: the mean code's "0 points" case)."""
     points = observed_points(store, i, n_points, front_only, seed) if n_points else np.zeros((0, 3))
-    return Observation(points, store.read("pose/joint_transforms", i), f"{store.path}:{store.frame_key(i)}", store, i)
+    return Observation(points, read_finite(store, "pose/joint_transforms", i), f"{store.path}:{store.frame_key(i)}",
+                       store, i)
 
 
 def observe_cloud(cloud: Path, pose_store: Store, i: int, world: bool, n_points: int, seed: int) -> Observation:
@@ -71,12 +73,15 @@ def observe_cloud(cloud: Path, pose_store: Store, i: int, world: bool, n_points:
     import trimesh
 
     points = np.asarray(trimesh.load(cloud, process=False).vertices, dtype=np.float64)
+    bad = int((~np.isfinite(points).all(axis=1)).sum())
+    if bad:
+        raise ValueError(f"{cloud}: {bad} of {len(points)} points are not finite (NaN or inf)")
     if world:
-        m = pose_store.read("pose/world_from_canonical", i).astype(np.float64)
+        m = read_finite(pose_store, "pose/world_from_canonical", i).astype(np.float64)
         points = (points - m[:3, 3]) @ m[:3, :3]
     if n_points and len(points) > n_points:
         points = points[np.random.default_rng(seed).choice(len(points), n_points, replace=False)]
-    return Observation(points, pose_store.read("pose/joint_transforms", i), str(cloud))
+    return Observation(points, read_finite(pose_store, "pose/joint_transforms", i), str(cloud))
 
 
 @dataclass
@@ -100,7 +105,7 @@ def fit_observation(model: HIPNet, obs: Observation, iters: int = 100, lr: float
     if obs.store is not None:
         report |= score_code(model, obs.store, obs.frame, result.code, device)
         if "mesh" in obs.store.sections:
-            truth = Mesh(obs.store.read("mesh/vertices", obs.frame), obs.store.read("mesh/faces"))
+            truth = Mesh(read_finite(obs.store, "mesh/vertices", obs.frame), obs.store.read("mesh/faces"))
     return FitResult(result.code, mesh, truth, report)
 
 

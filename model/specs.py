@@ -15,9 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.model.data import DataError, nonfinite_text
 from hipnet.pipeline.store import Store
 
 Opener = Callable[[Path], Store]
+# what hipnet-fit, -sample and -animate read from a store (those of the store's sections), checked on opening
+APP_ARRAYS = ("frame/subject", "frame/sequence", "frame/index", "pose/joint_transforms", "pose/world_from_canonical",
+              "subject/rest_joints", "eval/uniform_points", "eval/uniform_occupancy", "eval/near_points",
+              "eval/near_occupancy", "eval/near_labels", "mesh/vertices", "mesh/faces", "snarf/uniform_points",
+              "snarf/uniform_occupancy", "snarf/near_points", "snarf/near_occupancy")
 
 
 def split_spec(spec: str) -> tuple[Path, str]:
@@ -71,5 +77,9 @@ def rest_joints_of(ckpt: Mapping, name: str, extra: Iterable[Store] = (),
     training = (open_store(Path(p)) for p in ckpt["stores"] if Path(p).exists())
     for store in itertools.chain(extra, training):
         if name in store.subjects:
-            return store.read("subject/rest_joints", store.subjects.index(name))
+            rest = store.read("subject/rest_joints", store.subjects.index(name))
+            problem = nonfinite_text("subject/rest_joints", rest)
+            if problem:
+                raise DataError(f"{store.path}: subject {name}: {problem}")
+            return rest
     return None

@@ -9,6 +9,13 @@ No host synchronisation inside a step: the loss returns detached 0-d tensors, re
 (every ``log_every`` steps and the first), where the throughput is also measured (points since the last log over
 the wall time since, so no per-step ``cuda.synchronize``). The ``max_seconds`` check reads a host clock; under DDP
 its verdict is all-reduced so every rank stops at the same step.
+
+Divergence: each step folds "was the loss finite, was the gradient norm finite" into a small device tensor that
+keeps the first bad step (no host sync); it is read on logging steps and before every checkpoint, where the
+parameters' checksums (computed for the DDP check anyway) also prove them finite. A bad step stops the run with
+``TrainingDiverged`` naming the step and the last good checkpoint, which is kept: parameters that went non-finite
+are never saved. A frame the loader refuses (``DataError``) stops the run with a checkpoint of the steps trained
+so far (one process; under DDP the last periodic checkpoint is the one kept).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from hipnet.model.checkpoint import (
     save_checkpoint,
 )
 from hipnet.model.config import TrainConfig
-from hipnet.model.data import FrameStream, expand_shards
+from hipnet.model.data import DataError, FrameStream, expand_shards
 from hipnet.model.losses import Batch, LossFn, loss_for
 from hipnet.model.trainlog import TrainLog
 
@@ -71,6 +78,11 @@ def lr_factor(cfg: TrainConfig, step: int, planned: int) -> float:
     return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss, a gradient or the parameters went NaN or inf: one line naming the run, the step and the
+    checkpoint that is kept."""
+
+
 class Trainer:
     """One training run in ``out`` on the stores ``shards``; ``loss_fn`` defaults to equation 2 with ``cfg``'s
     weights (``losses.loss_for``). Its terms, whatever they are, become the columns of ``log.csv``."""
@@ -100,6 +112,10 @@ class Trainer:
         self.step, self.epoch, self.consumed = 0, 0, 0  # consumed: batches of the current epoch trained on
         self.limit = cfg.steps  # last step of the run; None: run cfg.epochs epochs
         self.planned = cfg.steps if cfg.steps is not None else sum(self._epoch_steps(range(cfg.epochs)))
+        self.saved_step: int | None = None  # step of the checkpoint in ``out`` (written or resumed from)
+        self.verified_step = 0  # last step whose parameters were checked finite (a checkpoint, or the start)
+        # first step whose loss (0) or gradient (1) was not finite, -1 while none: updated on the device each step
+        self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)
 
     @property
     def ckpt_path(self) -> Path:
@@ -115,6 +131,7 @@ class Trainer:
             check_resumable(ck, self.ckpt_path, subjects=self.subjects, world=self.world,
                             workers=self.cfg.loader_workers, schema_version=self.schema_version)
             self.load_state_dict(ck)
+            self.saved_step = self.verified_step = self.step
         elif self.ckpt_path.exists():
             raise FileExistsError(f"{self.ckpt_path} exists: pass --resume to continue it, or choose another --out")
         if self.rank == 0:
@@ -159,13 +176,45 @@ class Trainer:
         return torch.stack(rows).cpu()
 
     def save(self) -> None:
-        """Checkpoint (every rank calls it; rank 0 writes). Under DDP the ranks' parameters must be equal: a
-        difference means the gradient averaging failed, and the run stops with an error."""
+        """Checkpoint (every rank calls it; rank 0 writes), only of finite parameters after finite steps
+        (``check_finite``). Under DDP the ranks' parameters must be equal: a difference means the gradient averaging
+        failed, and the run stops with an error."""
         sums = self.rank_checksums()
+        self.check_finite(sums)
         if not torch.equal(sums, sums[:1].expand_as(sums)):
             raise RuntimeError(f"step {self.step}: the {self.world} ranks' parameters differ (DDP out of step)")
         if self.rank == 0:
             save_checkpoint(self.ckpt_path, self.state_dict() | {"rank_checksums": sums})
+        self.saved_step = self.verified_step = self.step
+
+    # -- divergence ----------------------------------------------------------------------------------------------
+
+    def kept_text(self) -> str:
+        """Which checkpoint a stopped run leaves, for its error message."""
+        if self.saved_step is None:
+            return (f"no checkpoint was written (the first is due at step {self.cfg.checkpoint_every}); nothing to "
+                    "resume")
+        return f"the last good checkpoint {self.ckpt_path} (step {self.saved_step}) is kept and usable"
+
+    def check_finite(self, sums: torch.Tensor | None = None) -> None:
+        """Raise ``TrainingDiverged`` when a step so far had a non-finite loss or gradient, or when the parameter
+        checksums ``sums`` (``rank_checksums``; None: not checked) are not finite. Reads the device: call it where
+        the loop waits for the device anyway (logging and checkpoint steps). Under DDP every rank calls it."""
+        first = self.first_bad.clone()
+        if self.world > 1:
+            dist.all_reduce(first, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+        loss_step, grad_step = first.tolist()
+        if loss_step >= 0 and not 0 <= grad_step < loss_step:  # the first of the two (a bad loss spoils both)
+            problem = f"the loss is not finite at step {loss_step}"
+        elif grad_step >= 0:
+            problem = f"a gradient is not finite at step {grad_step} (the loss is finite)"
+        elif sums is not None and not torch.isfinite(sums).all():
+            problem = (f"the parameters are not finite at step {self.step} (finite at step {self.verified_step}): "
+                       f"they went wrong in steps {self.verified_step + 1}-{self.step}")
+        else:
+            return
+        raise TrainingDiverged(f"{self.out}: training stopped at step {self.step}: {problem}; parameters after step "
+                               f"{self.saved_step or 0} are not saved; {self.kept_text()}")
 
     # -- one step ------------------------------------------------------------------------------------------------
 
@@ -179,6 +228,10 @@ class Trainer:
                 loss, terms = self.loss_fn(self.module, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+            bad = torch.stack([~torch.isfinite(loss.detach()), ~torch.isfinite(norm)])
+            self.first_bad = torch.where(bad & (self.first_bad < 0), self.step + 1, self.first_bad)  # on the device
             self.optimizer.step()
         return terms
 
@@ -208,38 +261,44 @@ class Trainer:
         terms: dict[str, torch.Tensor] = {}
         rate = 0.0
         try:
-            while not self._done():
-                self.stream.set_epoch(self.epoch, self.consumed)
-                (steps_this_epoch,) = self._epoch_steps([self.epoch])
-                loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.loader_workers,
-                                    pin_memory=self.device.startswith("cuda"))
-                for raw in loader:
-                    if self.consumed >= steps_this_epoch or self._done():
-                        break
-                    batch = Batch.from_dict(raw).to(self.device)
-                    terms = self.train_step(batch)
-                    self.step += 1
-                    self.consumed += 1
-                    mark_points += batch.points.shape[0] * (batch.points.shape[1] + batch.eikonal.shape[1])
-                    if self.step % self.cfg.log_every == 0 or self.step == 1:
-                        values = {k: float(v) for k, v in terms.items()}  # the one sync, on logging steps
-                        now = time.monotonic()
-                        rate = mark_points * self.world / max(now - mark_time, 1e-9)
-                        mark_time, mark_points = now, 0
+            try:
+                while not self._done():
+                    self.stream.set_epoch(self.epoch, self.consumed)
+                    (steps_this_epoch,) = self._epoch_steps([self.epoch])
+                    loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.loader_workers,
+                                        pin_memory=self.device.startswith("cuda"))
+                    for raw in loader:
+                        if self.consumed >= steps_this_epoch or self._done():
+                            break
+                        batch = Batch.from_dict(raw).to(self.device)
+                        terms = self.train_step(batch)
+                        self.step += 1
+                        self.consumed += 1
+                        mark_points += batch.points.shape[0] * (batch.points.shape[1] + batch.eikonal.shape[1])
+                        if self.step % self.cfg.log_every == 0 or self.step == 1:
+                            values = {k: float(v) for k, v in terms.items()}  # the one sync, on logging steps
+                            now = time.monotonic()
+                            rate = mark_points * self.world / max(now - mark_time, 1e-9)
+                            mark_time, mark_points = now, 0
+                            if log is not None:
+                                log.write(self.step, self.epoch, values, rate, now - started)
+                            self.check_finite()  # the flags are ready: the floats above waited for the step
                         if log is not None:
-                            log.write(self.step, self.epoch, values, rate, now - started)
-                    if log is not None:
-                        log.advance()
-                    if self.step % self.cfg.checkpoint_every == 0:
-                        self.save()
-                    if (stop_at_step is not None and self.step >= stop_at_step) \
-                            or self._out_of_time(started, max_seconds):
-                        self.limit = self.step  # stop here; the checkpoint below keeps the place
-                        break
-                if self.consumed < steps_this_epoch:
-                    break  # stopped mid-epoch: the checkpoint keeps the epoch and what was consumed
-                self.epoch += 1
-                self.consumed = 0
+                            log.advance()
+                        if self.step % self.cfg.checkpoint_every == 0:
+                            self.save()
+                        if (stop_at_step is not None and self.step >= stop_at_step) \
+                                or self._out_of_time(started, max_seconds):
+                            self.limit = self.step  # stop here; the checkpoint below keeps the place
+                            break
+                    if self.consumed < steps_this_epoch:
+                        break  # stopped mid-epoch: the checkpoint keeps the epoch and what was consumed
+                    self.epoch += 1
+                    self.consumed = 0
+            except DataError as e:
+                if self.world == 1 and self.step > (self.saved_step or 0):
+                    self.save()  # the steps trained so far are good: keep them (may raise TrainingDiverged)
+                raise DataError(f"{e}; training stopped at step {self.step}; {self.kept_text()}") from None
             self.save()
         finally:
             if log is not None:
