@@ -20,7 +20,7 @@ import torch
 import trimesh
 from click.testing import CliRunner
 
-from hipnet.cli.apps import fit_main
+from hipnet.cli.apps import animate_main, fit_main, sample_main
 from hipnet.cli.eval import main as eval_main
 from hipnet.cli.train import main as train_main
 from hipnet.model.config import PRESETS
@@ -185,6 +185,16 @@ def _fit(base: Base, tmp: Path, store: Path | None = None, ckpt: Path | None = N
                       str(frame), "--n-points", "50", "--iters", "1", "--resolution", "16", "--out", str(tmp / "out")]
 
 
+def _sample(base: Base, tmp: Path, store: Path, frame: int):
+    return sample_main, ["--checkpoint", str(base.ckpt), "--n", "2", "--pose", f"{store}:{frame}", "--resolution", "16",
+                         "--out", str(tmp / "out")]
+
+
+def _animate(base: Base, tmp: Path, store: Path, motion: str):
+    return animate_main, ["--checkpoint", str(base.ckpt), "--subject", "small", "--motion", f"{store}:{motion}",
+                          "--resolution", "16", "--out", str(tmp / "out")]
+
+
 # (fault class, how to make it, the command given the faulty path, what the line must say besides the path)
 CASES = {
     "nan-surface-points/train-in-a-loader-worker": (
@@ -198,6 +208,12 @@ CASES = {
         ["frame 2 (large/still/0)", "pose/joint_transforms has 1 NaN"]),
     "nan-joint-transforms/fit": (
         _write_nan("pose/joint_transforms", 2), lambda b, t, p: _fit(b, t, store=p, frame=2),
+        ["frame 2 (large/still/0)", "pose/joint_transforms has 1 NaN"]),
+    "nan-joint-transforms/sample": (
+        _write_nan("pose/joint_transforms", 2), lambda b, t, p: _sample(b, t, p, 2),
+        ["frame 2 (large/still/0)", "pose/joint_transforms has 1 NaN"]),
+    "nan-joint-transforms/animate": (
+        _write_nan("pose/joint_transforms", 2), lambda b, t, p: _animate(b, t, p, "large/still"),
         ["frame 2 (large/still/0)", "pose/joint_transforms has 1 NaN"]),
     "nan-eval-points/eval": (
         _write_nan("eval/near_points", 1), lambda b, t, p: _eval(b, t, store=p),
