@@ -16,6 +16,11 @@ import types
 from pathlib import Path
 
 import numpy as np
+import trimesh
+
+from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
+from hipnet.pipeline.skeleton import Skeleton
 
 SMPL22_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
 HAND = [0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]  # 15 finger joints, 0 = the wrist
@@ -232,3 +237,40 @@ def write_generic(root: Path, frames: int = 3, sequences=(("crawl", "train"), ("
     (root / "dataset.yaml").write_text(yaml.safe_dump({
         "dataset": "worms", "sequences": [{"subject": "worm", "name": n, "split": s} for n, s in sequences]}))
     return root
+
+
+class BallsReader(Reader):
+    """Two subjects, balls of radius 0.15 and 0.25 about the pelvis, ``frames`` frames each, on a two-joint skeleton
+    (the second joint 0.2 m above the first): the tiny store the application and fault tests train on."""
+
+    RADII = {"small": 0.15, "large": 0.25}
+    dataset = name = "balls"
+    skeleton = Skeleton(("pelvis", "top"), (-1, 0))
+
+    def __init__(self, root="balls", splits=("train",), frames: int = 3, subdivisions: int = 4):
+        super().__init__(root, splits)
+        self.frames, self.subdivisions = frames, subdivisions
+        self.all_sequences = [{"subject": s, "name": "still", "split": "train"} for s in self.RADII]
+        self.jt = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
+        self.jt[1, 1, 3] = 0.2
+
+    @property
+    def info(self):
+        return ReaderInfo(self.dataset, self.name, str(self.root), None, tuple(self.RADII),
+                          tuple(SequenceInfo(s, "still", "train", self.frames) for s in self.RADII))
+
+    def frame_refs(self):
+        return [FrameRef(s, "still", k, f"{self.name}/{s}") for s in self.RADII for k in range(self.frames)]
+
+    def _mesh(self, name):
+        m = trimesh.creation.icosphere(self.subdivisions, radius=self.RADII[name])
+        return np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int32)
+
+    def subject(self, name):
+        v, f = self._mesh(name)
+        return Subject(name, self.jt[:, :3, 3], f, v)
+
+    def load(self, refs):
+        for r in refs:
+            v, f = self._mesh(r.subject)
+            yield r, Frame(r.subject, r.sequence, r.index, v, f, self.jt, self.jt[:, :3, 3])

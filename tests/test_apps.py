@@ -11,6 +11,7 @@ import pytest
 import torch
 import trimesh
 from click.testing import CliRunner
+from synthetic import BallsReader
 
 from hipnet.model.apps import (
     CodeGaussian,
@@ -24,49 +25,13 @@ from hipnet.model.apps import (
 )
 from hipnet.model.config import PRESETS
 from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.kinematics import axis_angle_to_matrix, forward_kinematics
 from hipnet.pipeline.process import PreprocessConfig
-from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.skeleton import SMPL22, Skeleton
+from hipnet.pipeline.skeleton import SMPL22
 from hipnet.pipeline.store import Store
 
-RADII = {"small": 0.15, "large": 0.25}
-
-
-class BallsReader(Reader):
-    """Two subjects, balls of radius 0.15 and 0.25 about the pelvis, three frames each (a two-joint skeleton)."""
-
-    dataset = name = "balls"
-    skeleton = Skeleton(("pelvis", "top"), (-1, 0))
-
-    def __init__(self, root="balls", splits=("train",)):
-        super().__init__(root, splits)
-        self.all_sequences = [{"subject": s, "name": "still", "split": "train"} for s in RADII]
-        self.jt = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
-        self.jt[1, 1, 3] = 0.2
-
-    @property
-    def info(self):
-        return ReaderInfo("balls", "balls", str(self.root), None, tuple(RADII),
-                          tuple(SequenceInfo(s, "still", "train", 3) for s in RADII))
-
-    def frame_refs(self):
-        return [FrameRef(s, "still", k, f"balls/{s}") for s in RADII for k in range(3)]
-
-    def _mesh(self, name):
-        m = trimesh.creation.icosphere(4, radius=RADII[name])
-        return np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int32)
-
-    def subject(self, name):
-        v, f = self._mesh(name)
-        return Subject(name, self.jt[:, :3, 3], f, v)
-
-    def load(self, refs):
-        for r in refs:
-            v, f = self._mesh(r.subject)
-            yield r, Frame(r.subject, r.sequence, r.index, v, f, self.jt, self.jt[:, :3, 3])
+RADII = BallsReader.RADII
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import trimesh
 from click.testing import CliRunner
+from synthetic import BallsReader
 
 from hipnet.cli.apps import animate_main, fit_main, sample_main
 from hipnet.cli.eval import main as eval_main
@@ -26,50 +26,13 @@ from hipnet.cli.train import main as train_main
 from hipnet.model.config import PRESETS
 from hipnet.model.losses import LossResult, loss_for
 from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.process import PreprocessConfig
-from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.run import preprocess_split
 from hipnet.pipeline.schema import SPECS, shard_key
-from hipnet.pipeline.skeleton import Skeleton
 from hipnet.pipeline.store import Store, mark_complete, mark_incomplete, open_group, write_shard
 
-RADII = {"small": 0.15, "large": 0.25}
+RADII = BallsReader.RADII
 TINY_MODEL = dict(hidden=16, layers=4, skip=2, pose_dim=4, pose_hidden=8, code_dim=4, aggregator_hidden=8)
-
-
-class TwoBalls(Reader):
-    """Two subjects, balls of radius 0.15 and 0.25, two frames each (a two-joint skeleton): 4 frames, 2 shards."""
-
-    dataset = name = "twoballs"
-    skeleton = Skeleton(("pelvis", "top"), (-1, 0))
-
-    def __init__(self, root="twoballs", splits=("train",)):
-        super().__init__(root, splits)
-        self.all_sequences = [{"subject": s, "name": "still", "split": "train"} for s in RADII]
-        self.jt = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
-        self.jt[1, 1, 3] = 0.2
-
-    @property
-    def info(self):
-        return ReaderInfo("twoballs", "twoballs", str(self.root), None, tuple(RADII),
-                          tuple(SequenceInfo(s, "still", "train", 2) for s in RADII))
-
-    def frame_refs(self):
-        return [FrameRef(s, "still", k, f"twoballs/{s}") for s in RADII for k in range(2)]
-
-    def _mesh(self, name):
-        m = trimesh.creation.icosphere(2, radius=RADII[name])
-        return np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int32)
-
-    def subject(self, name):
-        v, f = self._mesh(name)
-        return Subject(name, self.jt[:, :3, 3], f, v)
-
-    def load(self, refs):
-        for r in refs:
-            v, f = self._mesh(r.subject)
-            yield r, Frame(r.subject, r.sequence, r.index, v, f, self.jt, self.jt[:, :3, 3])
 
 
 @dataclass(frozen=True)
@@ -84,7 +47,7 @@ def base(tmp_path_factory) -> Base:
     out = tmp_path_factory.mktemp("faults")
     cfg = PreprocessConfig(surface_points=200, eval_points=300, shard_frames=2, geodesics="per-template",
                            eval_on_train=True)
-    store = preprocess_split(TwoBalls(), out / "data", cfg, "train").store
+    store = preprocess_split(BallsReader(frames=2, subdivisions=2), out / "data", cfg, "train").store
     small = PRESETS["small"]
     tcfg = replace(small, model=replace(small.model, **TINY_MODEL), points_per_frame=50, eikonal_per_frame=50,
                    frames_per_step=2, steps=2, loader_workers=0)
