@@ -251,7 +251,7 @@ def _copy_transitions(raw, root):
 def test_a_motion_shorter_than_its_refs_gives_errors_in_place_and_frames_in_their_rows(tmp_path, raw, models):
     """The refs are listed, then the motion file is cut to 2 of its 4 frames: frames 2 and 3 fail naming the file,
     frames 0 and 1 land in rows 0 and 1 (a reader that yields the failures first would shift them)."""
-    from hipnet.pipeline.run import _each_frame
+    from hipnet.pipeline.shards import _each_frame
 
     folder = _copy_transitions(raw, tmp_path / "raw")
     m = transitions(tmp_path)
@@ -290,7 +290,7 @@ class _ShuffledReader:
 
 def test_each_frame_refuses_results_out_of_order():
     from hipnet.pipeline.frames import FrameRef
-    from hipnet.pipeline.run import _each_frame
+    from hipnet.pipeline.shards import _each_frame
 
     refs = [FrameRef("s", "walk", i, "walk.npz") for i in range(3)]
     with pytest.raises(RuntimeError, match=r"_ShuffledReader \(broken\) returned 's/walk/2' at position 0, where "
@@ -354,7 +354,7 @@ def test_body_models_and_subjects_load_once_per_worker_process_across_shard_task
                                                                                 monkeypatch):
     import pickle
 
-    from hipnet.pipeline import run
+    from hipnet.pipeline import run, shards
     from hipnet.pipeline.bodymodels import BodyModel
     from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry
     from hipnet.pipeline.readers import amass, base
@@ -378,10 +378,10 @@ def test_body_models_and_subjects_load_once_per_worker_process_across_shard_task
     assert len(refs) == 12
     # a fresh worker process: nothing cached; then two shard tasks, each with its own unpickled copy of the reader
     monkeypatch.setattr(base, "_PROCESS_CACHES", type(base._PROCESS_CACHES)())
-    monkeypatch.setattr(run, "_GEOMETRY", type(run._GEOMETRY)())
+    monkeypatch.setattr(shards, "_GEOMETRY", type(shards._GEOMETRY)())
     counts.update(dict.fromkeys(counts, 0))
     for shard in (0, 1):
         task_reader = pickle.loads(pickle.dumps(reader))
-        result = run.preprocess_shard(task_reader, str(path), shard, refs[4 * shard:4 * shard + 4], cfg, sections)
+        result = shards.preprocess_shard(task_reader, str(path), shard, refs[4 * shard:4 * shard + 4], cfg, sections)
         assert result.written == 4 and not result.failures
     assert counts == {"model files": 1, "subject shapes": 1, "subject geometries": 1}
