@@ -25,11 +25,16 @@ def toy():
     return mod
 
 
-def test_toy_sdf_matches_brute_force_distance(toy):
+@pytest.fixture(scope="module")
+def geometry(toy):
+    return sys.modules["_toy_geometry"]  # imported by the script: the toy's shape, samples and poses
+
+
+def test_toy_sdf_matches_brute_force_distance(toy, geometry):
     rng = np.random.default_rng(0)
-    for pose in [toy.make_pose(-88, 0, 15), toy.random_poses(1, seed=5)[0]]:
+    for pose in [toy.make_pose(-88, 0, 15), geometry.random_poses(1, seed=5)[0]]:
         # the union's surface, densely: every capsule's surface minus what lies inside another capsule
-        surface, _, _ = toy.sample_surface(pose, 60_000, rng)
+        surface, _, _ = geometry.sample_surface(pose, 60_000, rng)
         q = np.concatenate([rng.uniform(-0.6, 1.1, size=(1500, 3)),
                             surface[rng.integers(0, len(surface), 1500)] + rng.normal(0, 0.05, (1500, 3))])
         d_bf = cKDTree(surface).query(q)[0]
@@ -47,10 +52,10 @@ def test_toy_sdf_matches_brute_force_distance(toy):
         assert sdf.max() > 0.3
 
 
-def test_toy_samples_lie_on_their_capsule_with_outward_normals(toy):
-    pose = toy.random_poses(1, seed=7)[0]
-    pts, nrm, lab = toy.sample_surface(pose, 3000, np.random.default_rng(1))
-    parts = toy.part_sdfs(pts.astype(np.float64), pose)
+def test_toy_samples_lie_on_their_capsule_with_outward_normals(toy, geometry):
+    pose = geometry.random_poses(1, seed=7)[0]
+    pts, nrm, lab = geometry.sample_surface(pose, 3000, np.random.default_rng(1))
+    parts = geometry.part_sdfs(pts.astype(np.float64), pose)
     assert np.abs(parts[np.arange(len(pts)), lab]).max() < 1e-5
     assert parts.min(1).min() > -1e-5  # nothing inside another capsule
     assert set(np.unique(lab)) == {0, 1, 2}
