@@ -8,6 +8,10 @@ Measured in one run on one machine:
 - per-frame training frames with 2 worker processes: speed-up over 1 process (a ratio, same run)
 - stored bytes per training frame                                                      [<= 500 KB]
 - where a frame's time goes (per stage), so a missed target says why
+- each stage and each 1-process figure against the previous implementation (before issue 16: libigl's fast winding
+  number plus open3d ray parity, the straightforward sampling and labels, kept below as ``previous_*``), timed in the
+  same run, interleaved, on the same frames: ``speedup_vs_previous`` (previous time / current time), with a check
+  that the stores the two write hold the same values
 
 Prints the figures and writes bench/results/preprocess.json with the machine they ran on.
 """
@@ -16,11 +20,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from _results import write_result
 
+from hipnet.pipeline import process
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
 from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, frame_labels, frame_rng
@@ -28,9 +34,51 @@ from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.run import preprocess_split
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.evalpoints import near_points, uniform_points
-from hipnet.pipeline.stages.occupancy import ray_parity_occupancy, winding_occupancy
-from hipnet.pipeline.stages.surface import sample_surface
+from hipnet.pipeline.stages.geodesics import sample_labels
+from hipnet.pipeline.stages.occupancy import fast_winding_occupancy, occupancy
+from hipnet.pipeline.stages.surface import SurfaceSamples, sample_surface
 from hipnet.pipeline.store import Store
+
+# ------------------------------------------------------------------ the previous implementations, for the ratios
+
+def previous_sample_surface(vertices, faces, n: int, rng: np.random.Generator) -> SurfaceSamples:
+    """Sampling before issue 16 (tests/test_stages_fast.py checks the current one gives the same bits)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    tri = v[f]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    cdf = np.cumsum(area)
+    face = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(f) - 1)
+    u, w = rng.random(n), rng.random(n)
+    flip = u + w > 1
+    u[flip], w[flip] = 1 - u[flip], 1 - w[flip]
+    bary = np.stack([1 - u - w, u, w], axis=1)
+    corners = f[face]
+    points = bary[:, :1] * v[corners[:, 0]] + bary[:, 1:2] * v[corners[:, 1]] + bary[:, 2:] * v[corners[:, 2]]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    idx = f.ravel()
+    vn = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
+    vn = vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-20)
+    normals = bary[:, :1] * vn[corners[:, 0]] + bary[:, 1:2] * vn[corners[:, 1]] + bary[:, 2:] * vn[corners[:, 2]]
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
+    return SurfaceSamples(points, normals, face, bary)
+
+
+def previous_sample_labels(distances, faces, face_index, bary) -> np.ndarray:
+    corner = np.asarray(faces)[face_index]
+    return np.argmin(np.einsum("jsk,sk->sj", distances[:, corner], bary), axis=1).astype(np.uint8)
+
+
+@contextmanager
+def previous_stages():
+    """Run ``process_frame`` (1 process, this interpreter) with the previous stage implementations."""
+    saved = process.sample_surface, process.sample_labels, process.occupancy
+    process.sample_surface, process.sample_labels = previous_sample_surface, previous_sample_labels
+    process.occupancy = fast_winding_occupancy
+    try:
+        yield
+    finally:
+        process.sample_surface, process.sample_labels, process.occupancy = saved
 
 
 def timed(fn):
@@ -39,19 +87,24 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def stage_profile(reader: AnnyReader, n: int = 8) -> dict:
-    """Mean seconds per frame of each stage on ``n`` frames."""
+def stage_profile(reader: AnnyReader, n: int = 8) -> tuple[dict, dict, dict]:
+    """Mean ms per frame of each stage on ``n`` frames (wall and CPU of all threads), current and previous
+    implementation interleaved on the same inputs; and the checks that both give the same answers."""
     from hipnet.pipeline.process import nearest_labels
 
     frames = [f for _, f in reader.load(reader.frame_refs()[:n])]
     subj = reader.subject(frames[0].subject)
     per_frame = SubjectGeometry.build(subj, "per-frame", "bench")
     per_template = SubjectGeometry.build(subj, "per-template", "bench")
-    acc: dict[str, float] = {}
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    same = {"sampling_bits": True, "labels": True, "occupancy": True, "disagreement_count_differs": 0}
 
     def add(name, fn, *args):
-        out, dt = timed(lambda: fn(*args))
-        acc[name] = acc.get(name, 0.0) + dt / n
+        t, c = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        wall[name] = wall.get(name, 0.0) + (time.perf_counter() - t) / n
+        cpu[name] = cpu.get(name, 0.0) + (time.process_time() - c) / n
         return out
 
     def occupancy_points(vertices, samples, rng):
@@ -60,15 +113,60 @@ def stage_profile(reader: AnnyReader, n: int = 8) -> dict:
 
     for f in frames:
         c = add("canonicalise", canonicalise, f.vertices, f.joint_transforms)
+        s = add("surface_sampling_25k", sample_surface, c.vertices, f.faces, 25_000, frame_rng(0, "anny", f.key))
         rng = frame_rng(0, "anny", f.key)
-        s = add("surface_sampling_25k", sample_surface, c.vertices, f.faces, 25_000, rng)
-        add("labels_per_template", frame_labels, c.vertices, per_template, s.face_index, s.barycentrics)
+        s0 = add("previous/surface_sampling_25k", previous_sample_surface, c.vertices, f.faces, 25_000, rng)
+        same["sampling_bits"] &= all(np.array_equal(a, b) for a, b in zip(s, s0, strict=True))
+        d = per_template.template_distances
+        a = add("labels_per_template", sample_labels, d, per_template.faces, s.face_index, s.barycentrics)
+        b = add("previous/labels_per_template", previous_sample_labels, d, per_template.faces, s.face_index,
+                s.barycentrics)
+        same["labels"] &= bool(np.array_equal(a, b))
         labels = add("labels_per_frame_heat", frame_labels, c.vertices, per_frame, s.face_index, s.barycentrics)
         both = add("eval_points_sampling", occupancy_points, c.vertices, s, rng)
-        add("winding_number_200k", winding_occupancy, c.vertices, f.faces, both)
-        add("ray_parity_200k", ray_parity_occupancy, c.vertices, f.faces, both)
+        new = add("occupancy_200k", occupancy, c.vertices, f.faces, both)
+        old = add("previous/occupancy_200k", fast_winding_occupancy, c.vertices, f.faces, both)
+        same["occupancy"] &= bool(np.array_equal(new.inside, old.inside))
+        same["disagreement_count_differs"] += int(new.disagreements != old.disagreements)
         add("near_labels_kdtree_100k", nearest_labels, s.points.astype(np.float32), labels, both[100_000:])
-    return {k: round(v * 1000, 2) for k, v in acc.items()}
+    speedup = {k: wall[f"previous/{k}"] / wall[k] for k in wall if f"previous/{k}" in wall}
+    cpu_speedup = {k: cpu[f"previous/{k}"] / cpu[k] for k in cpu if f"previous/{k}" in cpu}
+    rounded = {k: round(v * 1000, 2) for k, v in wall.items()}
+    return rounded, {"wall": speedup, "cpu": cpu_speedup, "cpu_ms": {k: round(v * 1000, 2) for k, v in cpu.items()}}, same
+
+
+def stores_agree(tmpl, tmpl0, ev, ev0, reader: AnnyReader) -> dict:
+    """Whether the stores written with the current and the previous stages hold the same values; where the
+    occupancy differs, which of the two matches libigl's exact winding number on the frame's float64 canonical
+    mesh (the one occupancy is computed on; the stored float32 mesh can put a point within 1e-7 on the other side)."""
+    import igl
+
+    def equal(x, y, names):
+        return all(np.array_equal(x.read(k), y.read(k)) for k in names)
+
+    faces = ev.read("mesh/faces").astype(np.int64)
+    stored_mesh = ev.read("mesh/vertices")
+    canonical = [canonicalise(f.vertices, f.joint_transforms).vertices for _, f in reader.load(reader.frame_refs())]
+    differ = current_exact = previous_exact = 0
+    for kind in ("uniform", "near"):
+        points, occ, occ0 = (ev.read(f"eval/{kind}_points"), ev.read(f"eval/{kind}_occupancy"),
+                             ev0.read(f"eval/{kind}_occupancy"))
+        for i in np.flatnonzero((occ != occ0).any(axis=1)):
+            mesh = next(v for v in canonical if np.array_equal(v.astype(np.float32), stored_mesh[i]))
+            idx = np.flatnonzero(occ[i] != occ0[i])
+            exact = igl.winding_number(mesh.astype(np.float64), faces, points[i][idx].astype(np.float64)) > 0.5
+            differ += len(idx)
+            current_exact += int(np.count_nonzero(occ[i][idx] == exact))
+            previous_exact += int(np.count_nonzero(occ0[i][idx] == exact))
+    counts = [(ev.read(f"eval/{k}_disagreements"), ev0.read(f"eval/{k}_disagreements")) for k in ("uniform", "near")]
+    return {
+        "train_store_identical": equal(tmpl, tmpl0, ["surface/points", "surface/normals", "surface/labels"]),
+        "eval_store_labels_identical": equal(ev, ev0, ["surface/labels", "eval/near_labels"]),
+        "eval_occupancy_points_differing": differ,
+        "eval_occupancy_differing_current_matches_exact": current_exact,
+        "eval_occupancy_differing_previous_matches_exact": previous_exact,
+        "eval_disagreement_counts_differing": int(sum(np.count_nonzero(a != b) for a, b in counts)),
+    }
 
 
 def main() -> None:
@@ -88,15 +186,25 @@ def main() -> None:
             assert summary.complete and not summary.failures, summary
             return summary, dt
 
+        def run_previous(reader, split, mode, name):
+            with previous_stages():
+                return run(reader, split, mode, 1, name)
+
+        # current and previous implementations alternate, so a change in the machine's load hits both
         tmpl, t_tmpl = run(train, "train", "per-template", 1, "tmpl")
+        tmpl0, t_tmpl0 = run_previous(train, "train", "per-template", "tmpl0")
         frame, t_frame = run(train, "train", "per-frame", 1, "frame")
+        _, t_frame0 = run_previous(train, "train", "per-frame", "frame0")
         _, t_frame2 = run(train, "train", "per-frame", 2, "frame2")
-        _, t_eval = run(evaluation, "test", "per-template", 1, "eval")
+        ev, t_eval = run(evaluation, "test", "per-template", 1, "eval")
+        ev0, t_eval0 = run_previous(evaluation, "test", "per-template", "eval0")
         a, b = Store.open(tmpl.store), Store.open(frame.store)
         agreement = float((a.read("surface/labels") == b.read("surface/labels")).mean())
         train_bytes = a.bytes_on_disk() / n_train
         eval_bytes = Store.open(Path(tmp) / "eval" / "test.zarr").bytes_on_disk() / n_eval
-        profile = stage_profile(evaluation)
+        same_stores = stores_agree(Store.open(tmpl.store), Store.open(tmpl0.store), Store.open(ev.store),
+                                   Store.open(ev0.store), evaluation)
+        profile, stage_speedup, same_stages = stage_profile(evaluation)
 
     result = {
         "vertices": body.num_vertices,
@@ -110,13 +218,25 @@ def main() -> None:
         "label_agreement_per_template_vs_per_frame": agreement,
         "bytes_per_train_frame": train_bytes,
         "bytes_per_eval_frame": eval_bytes,
-        "stage_ms_per_frame": profile,
+        "stage_ms_per_frame": {k: v for k, v in profile.items() if not k.startswith("previous/")},
+        "stage_ms_per_frame_previous": {k[9:]: v for k, v in profile.items() if k.startswith("previous/")},
+        "stage_cpu_ms_per_frame": stage_speedup["cpu_ms"],
+        "speedup_vs_previous": {
+            "stages_wall": stage_speedup["wall"],
+            "stages_cpu": stage_speedup["cpu"],
+            "train_per_template_frames": t_tmpl0 / t_tmpl,
+            "train_per_frame_frames": t_frame0 / t_frame,
+            "eval_frames": t_eval0 / t_eval,
+        },
+        "same_answers_as_previous": {**same_stages, **same_stores},
         "targets": {
             "train_per_template_frames_per_s_per_core": 50, "train_per_frame_frames_per_s_per_core": 8,
             "eval_frames_per_s_per_core": 2, "bytes_per_train_frame_max": 500_000,
         },
         "note": "1-process figures run in the calling process (no pool); they include reading, every stage, "
-                "compression and writing, and the per-subject setup (weld, proxies, rest-pose distances).",
+                "compression and writing, and the per-subject setup (weld, proxies, rest-pose distances). "
+                "speedup_vs_previous = previous time / current time in this run (end to end: whole 1-process "
+                "stores; stages: wall, and CPU of all threads, per frame). Embree and libigl both use every core.",
     }
     write_result("preprocess", result)
 
