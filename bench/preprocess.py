@@ -36,33 +36,10 @@ from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.evalpoints import near_points, uniform_points
 from hipnet.pipeline.stages.geodesics import sample_labels
 from hipnet.pipeline.stages.occupancy import fast_winding_occupancy, occupancy
-from hipnet.pipeline.stages.surface import SurfaceSamples, sample_surface
+from hipnet.pipeline.stages.surface import sample_surface, sample_surface_reference
 from hipnet.pipeline.store import Store
 
 # ------------------------------------------------------------------ the previous implementations, for the ratios
-
-def previous_sample_surface(vertices, faces, n: int, rng: np.random.Generator) -> SurfaceSamples:
-    """Sampling before issue 16 (tests/test_stages_fast.py checks the current one gives the same bits)."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    tri = v[f]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    cdf = np.cumsum(area)
-    face = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(f) - 1)
-    u, w = rng.random(n), rng.random(n)
-    flip = u + w > 1
-    u[flip], w[flip] = 1 - u[flip], 1 - w[flip]
-    bary = np.stack([1 - u - w, u, w], axis=1)
-    corners = f[face]
-    points = bary[:, :1] * v[corners[:, 0]] + bary[:, 1:2] * v[corners[:, 1]] + bary[:, 2:] * v[corners[:, 2]]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    idx = f.ravel()
-    vn = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
-    vn = vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-20)
-    normals = bary[:, :1] * vn[corners[:, 0]] + bary[:, 1:2] * vn[corners[:, 1]] + bary[:, 2:] * vn[corners[:, 2]]
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
-    return SurfaceSamples(points, normals, face, bary)
-
 
 def previous_sample_labels(distances, faces, face_index, bary) -> np.ndarray:
     corner = np.asarray(faces)[face_index]
@@ -73,7 +50,7 @@ def previous_sample_labels(distances, faces, face_index, bary) -> np.ndarray:
 def previous_stages():
     """Run ``process_frame`` (1 process, this interpreter) with the previous stage implementations."""
     saved = process.sample_surface, process.sample_labels, process.occupancy
-    process.sample_surface, process.sample_labels = previous_sample_surface, previous_sample_labels
+    process.sample_surface, process.sample_labels = sample_surface_reference, previous_sample_labels
     process.occupancy = fast_winding_occupancy
     try:
         yield
@@ -115,7 +92,7 @@ def stage_profile(reader: AnnyReader, n: int = 8) -> tuple[dict, dict, dict]:
         c = add("canonicalise", canonicalise, f.vertices, f.joint_transforms)
         s = add("surface_sampling_25k", sample_surface, c.vertices, f.faces, 25_000, frame_rng(0, "anny", f.key))
         rng = frame_rng(0, "anny", f.key)
-        s0 = add("previous/surface_sampling_25k", previous_sample_surface, c.vertices, f.faces, 25_000, rng)
+        s0 = add("previous/surface_sampling_25k", sample_surface_reference, c.vertices, f.faces, 25_000, rng)
         same["sampling_bits"] &= all(np.array_equal(a, b) for a, b in zip(s, s0, strict=True))
         d = per_template.template_distances
         a = add("labels_per_template", sample_labels, d, per_template.faces, s.face_index, s.barycentrics)

@@ -77,3 +77,28 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     vn = _unit_rows(_vertex_normal_sums(fn, f, len(v)))
     normals = _unit_rows(b0 * np.take(vn, c0, axis=0) + b1 * np.take(vn, c1, axis=0) + b2 * np.take(vn, c2, axis=0))
     return SurfaceSamples(points, normals, face, bary)
+
+
+def sample_surface_reference(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> SurfaceSamples:
+    """The straightforward sampler (the implementation before the faster one above): the reference that
+    ``sample_surface`` must match bit for bit from the same generator (tests/test_stages_fast.py) and that
+    bench/preprocess.py times it against."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    tri = v[f]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    cdf = np.cumsum(area)
+    face = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(f) - 1)
+    u, w = rng.random(n), rng.random(n)
+    flip = u + w > 1
+    u[flip], w[flip] = 1 - u[flip], 1 - w[flip]
+    bary = np.stack([1 - u - w, u, w], axis=1)
+    corners = f[face]
+    points = bary[:, :1] * v[corners[:, 0]] + bary[:, 1:2] * v[corners[:, 1]] + bary[:, 2:] * v[corners[:, 2]]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    idx = f.ravel()
+    vn = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
+    vn = vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-20)
+    normals = bary[:, :1] * vn[corners[:, 0]] + bary[:, 1:2] * vn[corners[:, 1]] + bary[:, 2:] * vn[corners[:, 2]]
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
+    return SurfaceSamples(points, normals, face, bary)
