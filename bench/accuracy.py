@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/_results.py (this script is run as a file, not imported)
-from _accuracy_report import load_results, plot, save_results, spread, table, write_readme  # noqa: E402
+from _accuracy_report import load_results, merge, plot, save_results, spread, table, write_readme  # noqa: E402
 from _results import machine  # noqa: E402
 
 from hipnet.model.config import PRESETS, TrainConfig  # noqa: E402
@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads (fixed and recorded)")
     p.add_argument("--workers", type=int, default=2, help="preprocessing worker processes")
     p.add_argument("--readme", action="store_true", help="only rewrite the README table and the picture from the JSON")
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="add the runs of another results file of the same budget (a harness run in another process)")
     args = p.parse_args(argv)
 
     budget = QUICK if args.quick else Budget()
@@ -337,11 +339,17 @@ def main(argv: list[str] | None = None) -> int:
         budget = replace(budget, steps=args.steps, eval_every=max(1, args.steps // 5))
     out = args.out or ROOT / "bench" / "results" / "accuracy.json"
     png = args.png or ROOT / "docs" / "accuracy.png"
+    if args.merge:
+        data = json.loads(out.read_text())
+        for other in args.merge:
+            print(f"{other}: {merge(data, json.loads(other.read_text()), other.name)} runs added to {out}")
+        save_results(out, data)
     if args.readme:
         data = json.loads(out.read_text())
         plot(data, png)
         write_readme(data, ROOT / "README.md")
         print(table(data))
+    if args.readme or args.merge:
         return 0
     torch.set_num_threads(args.threads)
     data_dir = args.data or ROOT / "data" / ("accuracy_quick" if args.quick else "accuracy")

@@ -62,3 +62,24 @@ def test_quick_harness_end_to_end(tmp_path, tiny_raw):
     before = out.read_text()
     assert acc.main(args) == 0
     assert json.loads(out.read_text())["variants"] == json.loads(before)["variants"]
+
+
+def test_merge_adds_the_missing_runs_of_the_same_budget_only():
+    import pytest
+
+    rep = harness()  # puts bench/ on the path
+    from _accuracy_report import merge
+
+    def run(name, seed, u):
+        return {"name": name, "seed": seed, "uniform_miou": u, "near_miou": u}
+
+    data = {"budget": {"steps": 250}, "variants": [run("fast", 0, 80.0)]}
+    other = {"budget": {"steps": 250}, "commit": "abc", "variants": [run("fast", 0, 1.0), run("fast", 1, 84.0),
+                                                                      run("nasa", 0, 70.0)]}
+    assert merge(data, other, "other.json") == 2
+    assert [(e["name"], e["seed"], e["uniform_miou"]) for e in data["variants"]] == [
+        ("fast", 0, 80.0), ("fast", 1, 84.0), ("nasa", 0, 70.0)]  # the run already there is kept
+    assert data["spread"]["fast"]["uniform_miou"] == {"mean": 82.0, "spread": 4.0}
+    with pytest.raises(SystemExit, match="another budget"):
+        merge(data, {"budget": {"steps": 10}, "variants": []}, "short.json")
+    assert rep.VARIANTS
