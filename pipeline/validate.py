@@ -80,49 +80,17 @@ def validate_store(group, progress: Callable[[int], None] | None = None, max_dis
     """
     rep = Report()
     attrs = dict(group.attrs)
-    version = attrs.get(ATTR.schema_version)
-    if version != SCHEMA_VERSION:
-        rep.add("attrs", None, f"schema_version is {version!r}, this code reads {SCHEMA_VERSION}")
+    arrays = _structure(rep, group, attrs)
+    if arrays is None:
         return rep
-    for key in REQUIRED_ATTRS:
-        if key not in attrs:
-            rep.add("attrs", None, f"missing attribute {key!r}")
-    if not rep.ok:
-        return rep
-    n_joints = len(attrs[ATTR.skeleton]["names"])
-    sections = attrs[ATTR.sections]
-    arrays = {}
-    for spec in specs_for(sections):
-        try:
-            arrays[spec.name] = group[spec.name]
-        except KeyError:
-            rep.add(spec.name, None, "missing")
-    if not rep.ok:
-        return rep
-    dims = store_dims(group)
-    for name, arr in arrays.items():
-        problem = array_problem(SPECS[name], arr.dtype, arr.shape, dims)
-        if problem:
-            rep.add(name, None, problem)
-    if not rep.ok:
-        return rep
-
     n, shard_frames = arrays[DONE].shape[0], int(attrs[ATTR.shard_frames])
-    done = np.asarray(arrays[DONE][:])
-    missing = np.flatnonzero(~done)
-    if len(missing):
-        rep.add(DONE, int(missing[0]), f"{len(missing)} of {n} frames not done (first shown)")
-    if attrs.get(ATTR.complete) and len(missing):
-        rep.add("attrs", None, "store is marked complete but frames are missing")
-    if not attrs.get(ATTR.complete):
-        rep.add("attrs", None, "store is not marked complete (an interrupted or failed run: rerun the same command)")
-
+    done = _done_and_complete(rep, attrs, np.asarray(arrays[DONE][:]))
     index = attrs.get(ATTR.shard_index)
     damaged: set[tuple[str, int | None]] = set()
     if index is None and attrs.get(ATTR.complete):
         rep.notes.append(NO_INDEX)
     if index is not None:
-        per_shard, static = hashed_arrays(sections)
+        per_shard, static = hashed_arrays(attrs[ATTR.sections])
         for p in check_files(store_root(group), index, per_shard + static, n, shard_frames):
             rep.add_file(p)
             damaged.add((p.array, p.shard))
@@ -132,7 +100,53 @@ def validate_store(group, progress: Callable[[int], None] | None = None, max_dis
         if progress is not None:
             progress(n)
         return rep
+    _static_arrays(rep, arrays, index, damaged, n, shard_frames)
+    dis = _shards(rep, arrays, attrs, index, damaged, done, progress)
+    _disagreement(rep, arrays, dis, done, max_disagreement)
+    return rep
 
+
+def _structure(rep: Report, group, attrs: dict) -> dict | None:
+    """The arrays of the store's sections, or None (with the problems in ``rep``) when the version, the required
+    attributes or an array's presence, dtype or shape is wrong: nothing further can be checked then."""
+    version = attrs.get(ATTR.schema_version)
+    if version != SCHEMA_VERSION:
+        rep.add("attrs", None, f"schema_version is {version!r}, this code reads {SCHEMA_VERSION}")
+        return None
+    for key in REQUIRED_ATTRS:
+        if key not in attrs:
+            rep.add("attrs", None, f"missing attribute {key!r}")
+    if not rep.ok:
+        return None
+    arrays = {}
+    for spec in specs_for(attrs[ATTR.sections]):
+        try:
+            arrays[spec.name] = group[spec.name]
+        except KeyError:
+            rep.add(spec.name, None, "missing")
+    if not rep.ok:
+        return None
+    dims = store_dims(group)
+    for name, arr in arrays.items():
+        problem = array_problem(SPECS[name], arr.dtype, arr.shape, dims)
+        if problem:
+            rep.add(name, None, problem)
+    return arrays if rep.ok else None
+
+
+def _done_and_complete(rep: Report, attrs: dict, done: np.ndarray) -> np.ndarray:
+    missing = np.flatnonzero(~done)
+    if len(missing):
+        rep.add(DONE, int(missing[0]), f"{len(missing)} of {len(done)} frames not done (first shown)")
+    if attrs.get(ATTR.complete) and len(missing):
+        rep.add("attrs", None, "store is marked complete but frames are missing")
+    if not attrs.get(ATTR.complete):
+        rep.add("attrs", None, "store is not marked complete (an interrupted or failed run: rerun the same command)")
+    return done
+
+
+def _static_arrays(rep: Report, arrays: dict, index, damaged: set, n: int, shard_frames: int) -> None:
+    """The arrays written once at creation: their hashes, finite rest joints, face indices in range."""
     for name in ("subject/rest_joints", "mesh/faces"):
         if name in arrays and index is not None and (name, None) not in damaged:
             p = content_problem(index, name, 0, np.asarray(arrays[name][...]), n, shard_frames)
@@ -145,9 +159,14 @@ def validate_store(group, progress: Callable[[int], None] | None = None, max_dis
         if faces.size and (faces.min() < 0 or faces.max() >= n_vertices):
             rep.add("mesh/faces", None, f"indices outside [0, {n_vertices})")
 
-    dis = {"uniform": [], "near": []}
-    n_points = {"uniform": arrays["eval/uniform_points"].shape[1] if "eval/uniform_points" in arrays else 0,
-                "near": arrays["eval/near_points"].shape[1] if "eval/near_points" in arrays else 0}
+
+def _shards(rep: Report, arrays: dict, attrs: dict, index, damaged: set, done: np.ndarray,
+            progress: Callable[[int], None] | None) -> dict[str, list]:
+    """Each shard of each per-frame array: its content hash and the values of its done frames. Returns the
+    occupancy cross-check's per-frame disagreement counts, by kind."""
+    n, shard_frames = len(done), int(attrs[ATTR.shard_frames])
+    n_joints = len(attrs[ATTR.skeleton]["names"])
+    dis: dict[str, list] = {"uniform": [], "near": []}
     for s in range(n_shards(n, shard_frames)):
         sl = shard_slice(s, n, shard_frames)
         ok = done[sl]
@@ -161,14 +180,19 @@ def validate_store(group, progress: Callable[[int], None] | None = None, max_dis
             _check_values(rep, name, whole[ok], np.arange(sl.start, sl.stop)[ok], attrs, n_joints, dis)
         if progress is not None:
             progress(sl.stop - sl.start)
+    return dis
 
+
+def _disagreement(rep: Report, arrays: dict, dis: dict[str, list], done: np.ndarray, max_disagreement: float) -> None:
+    """Statistics of the occupancy cross-check and the frame whose rate is over the limit."""
     for kind, blocks in dis.items():
-        if not blocks or not n_points[kind]:
+        n_points = arrays[f"eval/{kind}_points"].shape[1] if f"eval/{kind}_points" in arrays else 0
+        if not blocks or not n_points:
             continue
         counts = np.concatenate(blocks)
         if not len(counts):
             continue
-        frac = counts / n_points[kind]
+        frac = counts / n_points
         rep.stats[f"{kind}_disagreement"] = {
             "mean": float(frac.mean()), "max": float(frac.max()), "frames_with_any": int(np.count_nonzero(counts))
         }
@@ -177,7 +201,6 @@ def validate_store(group, progress: Callable[[int], None] | None = None, max_dis
             frame = int(np.flatnonzero(done)[worst])
             rep.add(f"eval/{kind}_disagreements", frame,
                     f"winding number and ray parity disagree on {frac[worst]:.2%} of points (limit {max_disagreement:.0%})")
-    return rep
 
 
 def _check_values(rep: Report, name: str, block: np.ndarray, frames: np.ndarray, attrs: dict, n_joints: int,
