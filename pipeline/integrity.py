@@ -57,6 +57,18 @@ def store_root(group: zarr.Group) -> Path:
     return Path(group.store.root) / group.path
 
 
+def remove_partial_writes(root: Path) -> list[Path]:
+    """Delete the temporary files (``<chunk>.<uuid>.partial``) of chunk writes that a killed process left behind.
+
+    Zarr's local store writes a chunk to such a file and renames it into place, so a finished chunk is never torn;
+    a process killed between the two leaves the temporary file, which no reader looks at but which makes a resumed
+    store differ from an uninterrupted one. Only called before resuming, when no writer is running."""
+    stray = sorted(Path(root).rglob("*.partial"))
+    for f in stray:
+        f.unlink()
+    return stray
+
+
 def hashed_arrays(sections: Iterable[str]) -> tuple[list[str], list[str]]:
     """(frame-major arrays hashed per shard, arrays written once) of a store with ``sections``."""
     specs = [s for s in specs_for(sections) if s.name != DONE]

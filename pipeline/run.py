@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.pipeline.frames import FrameRef
-from hipnet.pipeline.integrity import damaged_shards
+from hipnet.pipeline.integrity import damaged_shards, remove_partial_writes, store_root
 from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.schema import (
@@ -272,6 +272,9 @@ def _repair(group, summary: SplitSummary) -> None:
     """Before resuming: a shard whose file no longer matches its hash record is marked not done (and recomputed),
     and a store marked complete with frames not done is unmarked, so ``complete`` never covers a redo."""
     n, k = group[DONE].shape[0], int(group.attrs[ATTR.shard_frames])
+    stray = remove_partial_writes(store_root(group))
+    if stray:
+        summary.notes.append(f"{store_root(group)}: removed {len(stray)} unfinished chunk write(s) of an interrupted run")
     for i, problem in damaged_shards(group).items():
         group[DONE][shard_slice(i, n, k)] = False
         summary.notes.append(f"{problem}: recomputing its frames")
@@ -405,6 +408,7 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
     from dask import delayed
 
     group = open_group(path, mode="r+")
+    remove_partial_writes(Path(path))
     attrs = dict(group.attrs)
     if not np.asarray(group[DONE][:]).all():
         raise ValueError(f"{path}: frames are missing; finish `hipnet-data preprocess` first")

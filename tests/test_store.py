@@ -122,10 +122,15 @@ def test_corrupt_input_is_reported_and_the_store_is_not_marked_complete(tmp_path
     assert (~done).sum() == n_bad and not store.attrs.get("complete")
     with pytest.raises(ValueError, match="not complete"):
         Store.open(out / "train.zarr")
+    # a chunk write that a killed worker left unfinished (zarr writes <chunk>.<uuid>.partial, then renames)
+    stray = out / "train.zarr" / "surface" / "points" / "c" / "0" / "0" / "0.0123abcd.partial"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"torn")
     # the input repaired, the same command finishes only the shards with missing frames
     bad.write_bytes(good_bytes)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert not list((out / "train.zarr").rglob("*.partial")) and "1 unfinished chunk write" in result.output
     assert "skipped as already done" in result.output and Store.open(out / "train.zarr").read("done").all()
 
 
