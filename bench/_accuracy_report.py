@@ -102,7 +102,8 @@ def merge(data: dict, other: dict, source: str) -> int:
     if other.get("budget") != data.get("budget"):
         raise SystemExit(f"{source}: written with another budget, not comparable; rerun those variants instead")
     have = {(e["name"], e["seed"]) for e in data["variants"]}
-    new = [{**e, "merged_from": source, "commit": other.get("commit")} for e in other["variants"]
+    new = [{**e, "merged_from": source, "commit": other.get("commit"), "threads": e.get("threads", other.get("threads"))}
+           for e in other["variants"]
            if (e["name"], e["seed"]) not in have]
     data["variants"] += new
     data["spread"] = spread(data)

@@ -322,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny data and budget: the plumbing, in seconds (tests)")
     p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     p.add_argument("--steps", type=int, default=None, help="training steps per variant (default: the budget's)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="steps between curve points (default: the budget's, or a fifth of --steps)")
     p.add_argument("--data", type=Path, default=None, help="data folder (default: data/accuracy[_quick])")
     p.add_argument("--raw", type=Path, default=None,
                    help="the generated embedded dataset (default: DATA/raw, generated when absent)")
@@ -337,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = QUICK if args.quick else Budget()
     if args.steps:
         budget = replace(budget, steps=args.steps, eval_every=max(1, args.steps // 5))
+    if args.eval_every:
+        budget = replace(budget, eval_every=args.eval_every)
     out = args.out or ROOT / "bench" / "results" / "accuracy.json"
     png = args.png or ROOT / "docs" / "accuracy.png"
     if args.merge:
@@ -375,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry = {**twin, "name": v.name, "group": v.group, "same_run_as": v.same_as}
             else:
                 print(f"{v.name} seed {seed}: training {budget.steps} steps", flush=True)
-                entry = run_variant(v, seed, budget, stores, data_dir / "runs", ev)
+                entry = run_variant(v, seed, budget, stores, data_dir / "runs", ev) | {"threads": args.threads}
             data["variants"].append(entry)
             data["spread"] = spread(data)
             save_results(out, data)
