@@ -31,7 +31,11 @@ def _coerce(obj, **arrays: np.ndarray | None) -> None:
 
 @dataclass(frozen=True)
 class Frame:
-    """One posed mesh with its skeleton pose, in metres, Y up.
+    """One posed mesh, or one observation (a point cloud, a raw scan), with its skeleton pose, in metres, Y up.
+
+    An observation has no fixed topology (its subject has no rest mesh): ``vertices`` are the observed points or
+    the scan's vertices, ``faces`` the scan's triangles or (0, 3) for a point cloud, and ``normals`` the input's
+    per-point normals where it has them (a PLY with normals, a depth image); see ``pipeline.stages.pointcloud``.
 
     ``joint_transforms[j] = [G_j | J_j]``: G_j (3x3) is joint j's global rotation relative to its rest
     orientation (identity in the rest pose) and J_j its posed position; the skinning transform of joint j is
@@ -46,11 +50,12 @@ class Frame:
     joint_transforms: np.ndarray  # (J, 4, 4) float64
     rest_joints: np.ndarray  # (J, 3) float64
     skinning_weights: np.ndarray | None = None  # (V, J) float64, where the source has them
+    normals: np.ndarray | None = None  # (V, 3) float64, an observation's own normals, where it has them
 
     def __post_init__(self) -> None:
-        _coerce(self, vertices=_f64(self.vertices), faces=_i32(self.faces),
+        _coerce(self, vertices=_f64(self.vertices), faces=_i32(self.faces if np.size(self.faces) else np.zeros((0, 3))),
                 joint_transforms=_f64(self.joint_transforms), rest_joints=_f64(self.rest_joints),
-                skinning_weights=_f64(self.skinning_weights))
+                skinning_weights=_f64(self.skinning_weights), normals=_f64(self.normals))
         v, f, jt, rj = self.vertices, self.faces, self.joint_transforms, self.rest_joints
         where = f"frame {self.subject}/{self.sequence}/{self.index}"
         if v.ndim != 2 or v.shape[1] != 3:
@@ -68,7 +73,10 @@ class Frame:
                 f"{where}: skinning_weights must have shape ({len(v)}, {jt.shape[0]}), "
                 f"got {self.skinning_weights.shape}"
             )
-        require_finite(where, vertices=v, joint_transforms=jt, rest_joints=rj, skinning_weights=self.skinning_weights)
+        if self.normals is not None and self.normals.shape != v.shape:
+            raise ValueError(f"{where}: normals must have the shape of vertices {v.shape}, got {self.normals.shape}")
+        require_finite(where, vertices=v, joint_transforms=jt, rest_joints=rj, skinning_weights=self.skinning_weights,
+                       normals=self.normals)
 
     @property
     def key(self) -> str:

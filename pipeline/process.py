@@ -30,6 +30,7 @@ from hipnet.pipeline.stages.geodesics import (
     weld,
 )
 from hipnet.pipeline.stages.occupancy import occupancy
+from hipnet.pipeline.stages.pointcloud import observe_frame
 from hipnet.pipeline.stages.surface import sample_surface
 
 GEODESIC_MODES = ("per-frame", "per-template")
@@ -65,8 +66,12 @@ class PreprocessConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in attrs.items() if k in known})
 
-    def sections(self, split: str) -> tuple[str, ...]:
-        """Which store sections a split gets: evaluation points and meshes for evaluation splits."""
+    def sections(self, split: str, observed: bool = False) -> tuple[str, ...]:
+        """Which store sections a split gets: evaluation points and meshes for evaluation splits; for observed
+        frames (point clouds, raw scans, depth images: no closed surface, no inside) the ``observed`` record
+        instead, whatever the split."""
+        if observed:
+            return ("train", "observed")
         sections = ["train"]
         if split != "train" or self.eval_on_train:
             sections += ["eval", "mesh"] + (["snarf"] if self.snarf else [])
@@ -107,6 +112,21 @@ class SubjectGeometry:
         return cls(np.asarray(subject.faces), wf, representative, inverse, proxies, template)
 
 
+@dataclass(frozen=True)
+class ObservedGeometry:
+    """What the point-cloud path needs of a subject without a rest mesh of a fixed topology (its frames are
+    observations; proxies are chosen per frame): the skeleton's parents, whose bones orient PCA normals."""
+
+    parents: tuple[int, ...]
+
+    @classmethod
+    def build(cls, parents, mode: str, where: str) -> ObservedGeometry:
+        if mode != "per-frame":
+            raise ValueError(f"{where}: {mode} labels need a rest mesh of a fixed topology; observed frames (point "
+                             "clouds, raw scans, depth images) are labelled per frame: use --geodesics per-frame")
+        return cls(tuple(int(p) for p in parents))
+
+
 def frame_labels(vertices: np.ndarray, geom: SubjectGeometry, face_index: np.ndarray, bary: np.ndarray) -> np.ndarray:
     """Joint label of each sample: per-template distances if the geometry holds them, else heat distances on the
     posed (welded) mesh from the tracked proxies."""
@@ -123,10 +143,37 @@ def stored(name: str, values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=SPECS[name].dtype)
 
 
+def process_observed_frame(frame: Frame, geom: ObservedGeometry, cfg: PreprocessConfig,
+                           dataset: str) -> dict[str, np.ndarray]:
+    """The per-frame arrays of an observed frame (sections ``train`` and ``observed``): samples drawn from what was
+    observed, labels by point-cloud heat geodesics from per-frame proxies (``pipeline.stages.pointcloud``)."""
+    canon = canonicalise(frame.vertices, frame.joint_transforms)
+    normals = None if frame.normals is None else frame.normals @ canon.world_from_canonical[:3, :3]
+    obs = observe_frame(canon.vertices, frame.faces, normals, canon.joint_transforms[:, :3, 3], geom.parents,
+                        cfg.surface_points, frame_rng(cfg.seed, dataset, frame.key))
+    out = {
+        "surface/points": obs.points,
+        "surface/normals": obs.normals,
+        "surface/labels": obs.labels,
+        "pose/joint_transforms": canon.joint_transforms,
+        "pose/world_from_canonical": canon.world_from_canonical,
+        "observed/count": obs.count,
+        "observed/normal_source": obs.source,
+        "observed/normal_quality": obs.quality,
+        "observed/proxy_distance": obs.proxy_distance,
+    }
+    out = {name: stored(name, values) for name, values in out.items()}
+    require_finite(f"frame {frame.key}: stage output (not written)", **out)
+    return out
+
+
 def process_frame(
-    frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, sections: tuple[str, ...], dataset: str
+    frame: Frame, geom: SubjectGeometry | ObservedGeometry, cfg: PreprocessConfig, sections: tuple[str, ...],
+    dataset: str
 ) -> dict[str, np.ndarray]:
     """The per-frame arrays of a store (names and dtypes of ``pipeline.schema``) for the given sections."""
+    if isinstance(geom, ObservedGeometry):
+        return process_observed_frame(frame, geom, cfg, dataset)
     canon = canonicalise(frame.vertices, frame.joint_transforms)
     rng = frame_rng(cfg.seed, dataset, frame.key)
     s = sample_surface(canon.vertices, frame.faces, cfg.surface_points, rng)
@@ -174,10 +221,16 @@ def process_frame(
     return out
 
 
-def relabel_frame(frame: Frame, geom: SubjectGeometry, cfg: PreprocessConfig, dataset: str,
+def relabel_frame(frame: Frame, geom: SubjectGeometry | ObservedGeometry, cfg: PreprocessConfig, dataset: str,
                   stored_points: np.ndarray) -> np.ndarray:
     """Recompute only the surface labels of a stored frame: the samples are redrawn from the frame's seed and must
     equal the stored points (a check that the raw data and config are the ones the store was made from)."""
+    if isinstance(geom, ObservedGeometry):
+        arrays = process_observed_frame(frame, geom, cfg, dataset)
+        if not np.array_equal(arrays["surface/points"], stored_points):
+            raise ValueError(f"frame {frame.key}: resampled surface points differ from the stored ones (the raw data "
+                             "or the config is not the one this store was written from)")
+        return arrays["surface/labels"]
     canon = canonicalise(frame.vertices, frame.joint_transforms)
     s = sample_surface(canon.vertices, frame.faces, cfg.surface_points, frame_rng(cfg.seed, dataset, frame.key))
     if not np.array_equal(stored("surface/points", s.points), stored_points):

@@ -20,6 +20,7 @@ import numpy as np
 
 from hipnet.pipeline.frames import FrameRef
 from hipnet.pipeline.integrity import damaged_shards, remove_partial_writes, store_root
+from hipnet.pipeline.observations import observation_notes
 from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.schema import (
@@ -27,6 +28,7 @@ from hipnet.pipeline.schema import (
     CONVENTIONS,
     DONE,
     GEODESICS_DONE,
+    OBSERVED_CONVENTIONS,
     SCHEMA_VERSION,
     Dims,
     shard_slice,
@@ -144,9 +146,10 @@ def _recover_swap(path: Path) -> None:
 
 
 def _identity(reader: Reader, cfg: PreprocessConfig, split: str, keys: list[str], sections) -> dict:
+    sensor = {ATTR.depth_sensor: reader.depth_sensor} if reader.depth_sensor else {}
     return {ATTR.schema_version: SCHEMA_VERSION, ATTR.dataset: reader.dataset, ATTR.split: split,
             ATTR.sections: list(sections), ATTR.shard_frames: cfg.shard_frames, ATTR.config: cfg.to_attrs(),
-            ATTR.frames_sha: frames_digest(keys), ATTR.skeleton: reader.skeleton.to_attrs()}
+            ATTR.frames_sha: frames_digest(keys), ATTR.skeleton: reader.skeleton.to_attrs(), **sensor}
 
 
 def _create(reader: Reader, path: Path, refs: list[FrameRef], cfg: PreprocessConfig, split: str,
@@ -188,6 +191,7 @@ def _create(reader: Reader, path: Path, refs: list[FrameRef], cfg: PreprocessCon
         ATTR.manifest_hash: reader.info.manifest_hash,
         ATTR.versions: versions(),
         **CONVENTIONS,
+        **(OBSERVED_CONVENTIONS if "observed" in sections else {}),
         **{k: v for k, v in extra.items() if v},
     }
     create_store(path, dims=dims, sections=sections, shard_frames=cfg.shard_frames, attrs=attrs, ids=ids,
@@ -212,8 +216,11 @@ def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str) 
     the others fail with the reason); any other change of the frame list is refused."""
     path = Path(out) / f"{split}.zarr"
     _recover_swap(path)
+    if reader.observed and cfg.geodesics != "per-frame":
+        raise ValueError(f"{reader.root}: {cfg.geodesics} labels need a rest mesh of a fixed topology; observed frames "
+                         "(point clouds, raw scans, depth images) are labelled per frame: use --geodesics per-frame")
     listing = reader.list_frames()
-    sections = cfg.sections(split)
+    sections = cfg.sections(split, reader.observed)
     exists = (path / "zarr.json").exists()
     old = dict(open_group(path).attrs) if exists else {}
     excluded = list(old.get(ATTR.excluded, []))
@@ -335,6 +342,7 @@ def preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: st
     if exclude_failed and (summary.failures or group.attrs.get(ATTR.unlisted)):
         return _exclude(reader, plan, summary, cfg, split, workers, scheduler)
     summary.complete = not summary.failures and mark_complete(group)
+    summary.notes += observation_notes(group)
     return summary
 
 
@@ -410,6 +418,9 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
     group = open_group(path, mode="r+")
     remove_partial_writes(Path(path))
     attrs = dict(group.attrs)
+    if attrs.get(ATTR.depth_sensor):
+        raise ValueError(f"{path}: a store of rendered depth frames is relabelled by building it again "
+                         "(`hipnet-data depth` into a new --out)")
     if not np.asarray(group[DONE][:]).all():
         raise ValueError(f"{path}: frames are missing; finish `hipnet-data preprocess` first")
     gone = {e["key"] for e in attrs.get(ATTR.excluded, [])}

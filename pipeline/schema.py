@@ -23,8 +23,9 @@ import numpy as np
 SCHEMA_VERSION = 1
 
 #: Sections of a store. ``train`` is always written; ``eval`` and ``mesh`` for evaluation splits (or on request);
-#: ``snarf`` only when the SNARF evaluation variant is asked for.
-SECTIONS = ("train", "eval", "mesh", "snarf")
+#: ``snarf`` only when the SNARF evaluation variant is asked for; ``observed`` (instead of ``eval`` and ``mesh``)
+#: for frames observed as point clouds, raw scans or depth images (``pipeline.stages.pointcloud``).
+SECTIONS = ("train", "eval", "mesh", "snarf", "observed")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,15 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("snarf/uniform_occupancy", "bool", ("F", "U"), "snarf", "inside: generalised winding number > 0.5"),
     ArraySpec("snarf/near_points", "float32", ("F", "N", 3), "snarf", "surface samples + N(0, 0.01^2 I)"),
     ArraySpec("snarf/near_occupancy", "bool", ("F", "N"), "snarf", "inside: generalised winding number > 0.5"),
+    ArraySpec("observed/count", "int32", ("F",), "observed",
+              "distinct points observed (for a scan: its distinct surface samples) before sampling"),
+    ArraySpec("observed/normal_source", "uint8", ("F",), "observed",
+              "0: given with the frame (file, depth image); 1: scan mesh winding; 2: PCA, oriented outward"),
+    ArraySpec("observed/normal_quality", "float32", ("F", 3), "observed",
+              "median PCA variation of the neighbourhoods, fraction of normals the skeleton cannot orient, "
+              "fraction pointing towards their nearest bone"),
+    ArraySpec("observed/proxy_distance", "float32", ("F", "J"), "observed",
+              "distance from each joint to its proxy, the nearest observed point (m)"),
 )
 
 SPECS = {a.name: a for a in ARRAYS}
@@ -188,6 +198,7 @@ class AttrNames:
     normals: str = "normals"
     occupancy_method: str = "occupancy_method"
     geodesic_labels: str = "geodesic_labels"
+    depth_sensor: str = "depth_sensor"
     relabel: str = "relabel"
     excluded: str = "excluded"
     unlisted: str = "unlisted"
@@ -213,7 +224,7 @@ ROOT_ATTRS: tuple[AttrSpec, ...] = (
     AttrSpec(ATTR.schema_version, "SCHEMA_VERSION of the writer", True, True),
     AttrSpec(ATTR.dataset, "dataset name (manifest or reader)", True, True),
     AttrSpec(ATTR.split, "train, test or heldout", True, True),
-    AttrSpec(ATTR.sections, "sections written: train, eval, mesh, snarf", True, True),
+    AttrSpec(ATTR.sections, "sections written: train, eval, mesh, snarf, observed", True, True),
     AttrSpec(ATTR.shard_frames, "frames per shard", True, True),
     AttrSpec(ATTR.config, "the resolved PreprocessConfig", True, True),
     AttrSpec(ATTR.frames_sha, "sha256 (16 hex digits) of the frame keys in store order", True, True),
@@ -230,6 +241,8 @@ ROOT_ATTRS: tuple[AttrSpec, ...] = (
     AttrSpec(ATTR.normals, "how normals were computed"),
     AttrSpec(ATTR.occupancy_method, "how occupancy was computed and cross-checked"),
     AttrSpec(ATTR.geodesic_labels, "how joint labels were computed"),
+    AttrSpec(ATTR.depth_sensor, "the depth sensor a store of `hipnet-data depth` was rendered with (absent "
+                                "otherwise)", identity=True),
     AttrSpec(ATTR.relabel, "geodesic mode of an unfinished `hipnet-data geodesics` run (absent otherwise)"),
     AttrSpec(ATTR.excluded, "frames and sequences left out by `preprocess --exclude-failed`: [{key, reason}] (key "
                             "subject/sequence/index or subject/sequence); frames_sha is of the source's frames "
@@ -256,6 +269,14 @@ CONVENTIONS = {
                            "disagreements counted per frame",
     ATTR.geodesic_labels: "argmin over joints of heat-method distance (potpourri3d, use_robust) from each joint's "
                           "proxy vertex (nearest to the rest joint, tracked by index), interpolated by barycentrics",
+}
+
+#: What differs in a store of observed frames (point clouds, raw scans, depth images).
+OBSERVED_CONVENTIONS = {
+    ATTR.normals: "observed frames: the input's normals where it has them (observed/normal_source 0), a scan's "
+                  "interpolated vertex normals (1), else PCA normals oriented away from the nearest bone (2)",
+    ATTR.geodesic_labels: "argmin over joints of point-cloud heat-method distance (potpourri3d PointCloudHeatSolver, "
+                          "per piece) from each joint's proxy, the observed point nearest the joint in each frame",
 }
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.pipeline.frames import FrameRef
-from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, nearest_labels, process_frame, relabel_frame
+from hipnet.pipeline.process import (
+    ObservedGeometry,
+    PreprocessConfig,
+    SubjectGeometry,
+    nearest_labels,
+    process_frame,
+    relabel_frame,
+)
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.schema import (
     ATTR,
@@ -58,11 +65,15 @@ _GEOMETRY: OrderedDict = OrderedDict()  # per worker process: (reader identity, 
 _GEOMETRY_CACHE_SIZE = 16
 
 
-def subject_geometry(reader: Reader, subject: str, mode: str) -> SubjectGeometry:
-    """The subject's geometry, built once per worker process for all the shard tasks of one reader."""
+def subject_geometry(reader: Reader, subject: str, mode: str) -> SubjectGeometry | ObservedGeometry:
+    """The subject's geometry, built once per worker process for all the shard tasks of one reader; for a subject
+    without a rest mesh (its frames are observations), what the point-cloud path needs."""
     key = (reader.cache_key, subject, mode)
     if key not in _GEOMETRY:
-        _GEOMETRY[key] = SubjectGeometry.build(reader.subject(subject), mode, where=f"subject {subject}")
+        where = f"subject {subject}"
+        subj = reader.subject(subject)
+        _GEOMETRY[key] = (ObservedGeometry.build(reader.skeleton.parents, mode, where) if subj.rest_vertices is None
+                          else SubjectGeometry.build(subj, mode, where))
         while len(_GEOMETRY) > _GEOMETRY_CACHE_SIZE:
             _GEOMETRY.popitem(last=False)
     _GEOMETRY.move_to_end(key)

@@ -274,3 +274,14 @@ class BallsReader(Reader):
         for r in refs:
             v, f = self._mesh(r.subject)
             yield r, Frame(r.subject, r.sequence, r.index, v, f, self.jt, self.jt[:, :3, 3])
+
+
+def write_point_ply(path: Path, points: np.ndarray, normals: np.ndarray | None = None) -> Path:
+    """An ASCII PLY point cloud (no faces), with ``nx ny nz`` vertex properties when ``normals`` are given."""
+    props = ["x", "y", "z"] + (["nx", "ny", "nz"] if normals is not None else [])
+    rows = np.asarray(points, dtype=np.float64) if normals is None else np.hstack([points, normals])
+    header = ["ply", "format ascii 1.0", f"element vertex {len(rows)}", *[f"property float {p}" for p in props],
+              "end_header"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(header) + "\n" + "\n".join(" ".join(f"{x:.7g}" for x in r) for r in rows) + "\n")
+    return path

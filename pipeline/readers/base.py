@@ -16,7 +16,8 @@ processes with every shard task) and offers what the runner (``pipeline.run``) a
   place, as the exception (its message names the file and the problem), never silently dropped or moved;
 - ``sequences()``: the entries of ``all_sequences`` in the chosen splits;
 - ``check(read_files) -> CheckReport``, ``count_mismatches()``, ``excluded_refs()``: what ``hipnet-data manifest
-  check`` and ``preprocess`` report; the defaults say nothing is off.
+  check`` and ``preprocess`` report; the defaults say nothing is off;
+- ``observed`` (frames are point clouds or raw scans, default False) and ``depth_sensor`` (default None).
 
 Loaded data that is expensive to rebuild (body models, subjects' rest data) goes in ``self._cache``: a dict per
 reader identity (``cache_key``) and per process, so every shard task a worker process runs for one reader shares it,
@@ -173,6 +174,19 @@ class Reader(ABC):
 
     @property
     def body_models(self) -> Path | None:
+        return None
+
+    @property
+    def observed(self) -> bool:
+        """Whether the frames are observations (point clouds, raw scans, depth images) of no fixed topology: their
+        subjects have no rest mesh, labels come from the point-cloud path with per-frame proxies, and the stores get
+        the ``observed`` section instead of evaluation points and meshes."""
+        return False
+
+    @property
+    def depth_sensor(self) -> dict | None:
+        """The sensor a reader of rendered depth frames uses (``pipeline.depth``), recorded in the store's identity;
+        None for every other reader."""
         return None
 
     @property

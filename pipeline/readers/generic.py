@@ -10,6 +10,12 @@ ROOT/
                                      (vertices shared by faces and in the rest mesh's order: no .stl)
 ```
 
+Observed frames: a subject file with ``rest_joints`` only (no ``rest_vertices``, no ``faces``) says its frames are
+observations of no fixed topology: per frame a point cloud (a PLY without faces; its ``nx ny nz`` normals are used
+where present) or a raw scan mesh (open, noisy, in several pieces), in ``meshes/`` or ``points/``. They take the
+point-cloud path (``pipeline.stages.pointcloud``): per-frame proxies, point-cloud heat labels, PCA normals where
+the input has none. A dataset's subjects are all meshes or all observations.
+
 ``joint_transforms[t, j] = [G_j | J_j]`` as in DESIGN.md section 3 (G_j global rotation relative to the rest
 orientation, identity in the rest pose; J_j the posed joint position). ``up: z`` turns everything to Y up
 (x' = (x, z, -y); rotations ``G' = R G R^T`` since the rest pose turns too); ``scale`` multiplies lengths.
@@ -51,6 +57,31 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not len(mesh.vertices) or not len(mesh.faces):
         raise ValueError(f"{path}: cannot read as a mesh (no vertices or faces: empty or another format)")
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+
+
+def read_observation(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(points (V, 3), faces (F, 3) or (0, 3), normals (V, 3) or None) of a point cloud or raw scan file: a PLY
+    without faces is a cloud, whose ``nx ny nz`` vertex properties are its normals; anything with faces a scan
+    (its own normals are not read: the scan's winding gives them)."""
+    import trimesh
+
+    path = Path(path)
+    try:
+        loaded = trimesh.load(path, process=False)
+        if isinstance(loaded, trimesh.Scene):
+            loaded = trimesh.load(path, process=False, force="mesh")
+    except (OSError, ValueError, IndexError, KeyError, TypeError, AttributeError, EOFError, NotImplementedError) as e:
+        raise ValueError(f"{path}: cannot read as a point cloud or mesh ({type(e).__name__}: {e})") from e
+    points = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+    if not len(points):
+        raise ValueError(f"{path}: cannot read as a point cloud or mesh (no points: empty or another format)")
+    if isinstance(loaded, trimesh.Trimesh):
+        return points, np.asarray(loaded.faces, dtype=np.int64).reshape(-1, 3), None
+    columns = loaded.metadata.get("_ply_raw", {}).get("vertex", {}).get("data", {})
+    if all(k in columns for k in ("nx", "ny", "nz")):
+        return points, np.zeros((0, 3), dtype=np.int64), np.stack([np.asarray(columns[k], np.float64).reshape(-1)
+                                                                    for k in ("nx", "ny", "nz")], axis=1)
+    return points, np.zeros((0, 3), dtype=np.int64), None
 
 
 class GenericReader(Reader):
@@ -128,14 +159,38 @@ class GenericReader(Reader):
         data = self._skeleton_file(first["subject"], first["name"])
         return Skeleton(tuple(str(n) for n in data["names"]), tuple(int(p) for p in data["parents"]))
 
+    def frame_folder(self, subject: str, sequence: str) -> Path:
+        """``meshes/``, or for observed frames ``points/`` where that is the folder present."""
+        folder = self.sequence_dir(subject, sequence)
+        return folder / "points" if (folder / "points").is_dir() and not (folder / "meshes").is_dir() else \
+            folder / "meshes"
+
     def meshes(self, subject: str, sequence: str) -> list[Path]:
-        folder = self.sequence_dir(subject, sequence) / "meshes"
+        folder = self.frame_folder(subject, sequence)
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in MESH_SUFFIXES) if folder.is_dir() else []
+
+    @property
+    def observed(self) -> bool:
+        """Whether the subjects have no rest mesh (their frames are point clouds or raw scans); every subject file
+        must say the same."""
+        key = ("observed",)
+        if key not in self._cache:
+            kinds = {}
+            for name in dict.fromkeys(s["subject"] for s in self.meta["sequences"]):
+                path = self.root / "subjects" / f"{name}.npz"
+                kinds[path] = "rest_vertices" not in read_npz(path, {"rest_joints": (None, 3)})
+            if len(set(kinds.values())) > 1:
+                meshes = [str(p) for p, obs in kinds.items() if not obs]
+                clouds = [str(p) for p, obs in kinds.items() if obs]
+                raise ValueError(f"{clouds[0]} has no rest mesh (observed frames) but {meshes[0]} has one: a dataset's "
+                                 "subjects are all meshes or all observations (a store holds one kind)")
+            self._cache[key] = any(kinds.values())
+        return self._cache[key]
 
     def _sequence_refs(self, seq: dict) -> list[FrameRef]:
         files = self.meshes(seq["subject"], seq["name"])
         if not files:
-            raise FileNotFoundError(f"{self.sequence_dir(seq['subject'], seq['name']) / 'meshes'}: no "
+            raise FileNotFoundError(f"{self.frame_folder(seq['subject'], seq['name'])}: no "
                                     f"{'/'.join(MESH_SUFFIXES)} meshes")
         return [FrameRef(seq["subject"], seq["name"], i, str(p)) for i, p in enumerate(files)]
 
@@ -154,10 +209,18 @@ class GenericReader(Reader):
         if key not in self._cache:
             path = self.root / "subjects" / f"{name}.npz"
             j = self.skeleton.num_joints
+            a = read_npz(path, {"rest_joints": (j, 3)})
+            if "rest_vertices" not in a and "faces" not in a:  # observed frames: no fixed topology
+                try:
+                    subj = Subject(name, self._to_y_up(numbers(str(path), "rest_joints", a["rest_joints"])))
+                except ValueError as e:
+                    raise ValueError(f"{path}: {e}") from e
+                self._cache[key] = subj
+                return subj
             a = read_npz(path, {"rest_joints": (j, 3), "rest_vertices": (None, 3), "faces": (None, 3)})
-            for key in ("rest_joints", "rest_vertices", "skinning_weights"):
-                if key in a:
-                    a[key] = numbers(str(path), key, a[key])
+            for entry in ("rest_joints", "rest_vertices", "skinning_weights"):
+                if entry in a:
+                    a[entry] = numbers(str(path), entry, a[entry])
             if not np.issubdtype(a["faces"].dtype, np.integer):
                 raise ValueError(f"{path}: faces has dtype {a['faces'].dtype}, expected integers")
             w = a.get("skinning_weights")
@@ -190,16 +253,22 @@ class GenericReader(Reader):
                 if ref.index >= len(data["joint_transforms"]):
                     raise ValueError(f"{ref.source}: frame {ref.index} has no joint transforms (skeleton.npz has "
                                      f"{len(data['joint_transforms'])})")
-                verts, faces = read_mesh(Path(ref.source))
-                if len(verts) != len(subj.rest_vertices) or not np.array_equal(faces, subj.faces):
-                    raise ValueError(f"{ref.source}: faces differ from the rest mesh subjects/{ref.subject}.npz "
-                                     f"({len(verts)} vertices and {len(faces)} faces against {len(subj.rest_vertices)} "
-                                     f"and {len(subj.faces)}; another topology or another vertex order)")
                 jt = np.array(data["joint_transforms"][ref.index], dtype=np.float64)
                 jt[:, :3, :3] = r @ jt[:, :3, :3] @ r.T
                 jt[:, :3, 3] = self._to_y_up(jt[:, :3, 3])
-                frame = Frame(ref.subject, ref.sequence, ref.index, self._to_y_up(verts), subj.faces, jt,
-                              subj.rest_joints, subj.skinning_weights)
+                if subj.rest_vertices is None:  # an observation: a point cloud or a raw scan
+                    points, faces, normals = read_observation(Path(ref.source))
+                    frame = Frame(ref.subject, ref.sequence, ref.index, self._to_y_up(points), faces, jt,
+                                  subj.rest_joints, normals=None if normals is None else normals @ r.T)
+                else:
+                    verts, faces = read_mesh(Path(ref.source))
+                    if len(verts) != len(subj.rest_vertices) or not np.array_equal(faces, subj.faces):
+                        raise ValueError(f"{ref.source}: faces differ from the rest mesh subjects/{ref.subject}.npz "
+                                         f"({len(verts)} vertices and {len(faces)} faces against "
+                                         f"{len(subj.rest_vertices)} and {len(subj.faces)}; another topology or "
+                                         "another vertex order)")
+                    frame = Frame(ref.subject, ref.sequence, ref.index, self._to_y_up(verts), subj.faces, jt,
+                                  subj.rest_joints, subj.skinning_weights)
             except FRAME_ERRORS as e:
                 yield ref, frame_error(ref.source, e)
                 continue
@@ -230,9 +299,15 @@ class GenericReader(Reader):
             if n is not None:
                 report.corrupt += [f"{folder / 'skeleton.npz'}: frame {t}: {why}"
                                    for t, why in self.bad_frames(seq["subject"], seq["name"]).items()]
+            read = read_mesh
+            try:
+                if self.subject(seq["subject"]).rest_vertices is None:
+                    read = read_observation
+            except (OSError, ValueError):
+                pass  # the subject file's problem is reported below, once
             for p in files if read_files else []:
                 try:
-                    read_mesh(p)
+                    read(p)
                 except ValueError as e:
                     report.corrupt.append(str(e))
         for name in dict.fromkeys(s["subject"] for s in self.meta["sequences"]):
