@@ -236,6 +236,77 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
             "`excluded` attribute)")
 
 
+def _sensor_options(fn):
+    """One option per field of ``DepthSensor`` (``--fov-y-deg``, ..., ``--sensor-seed``), with the field's help and
+    default (the dataclass holds the defaults; an option not given is not passed)."""
+    from dataclasses import fields
+
+    from hipnet.pipeline.stages.depth import DepthSensor
+
+    for f in reversed(fields(DepthSensor)):
+        flag = "--sensor-seed" if f.name == "seed" else f"--{f.name.replace('_', '-')}"
+        fn = click.option(flag, f"sensor_{f.name}", type=type(f.default), default=None,
+                          help=f"{f.metadata['help']} [default: {f.default}]")(fn)
+    return fn
+
+
+@main.command("depth")
+@click.option("--store", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="A finished store holding meshes (an evaluation split, or one written with --eval-on-train).")
+@click.option("--dataset", default=None, help="Instead of --store: " + DATASET_HELP)
+@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="With --dataset: the raw dataset folder.")
+@click.option("--body-models", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help=BODY_MODELS_HELP)
+@click.option("--splits", default="train", show_default=True, help="With --dataset: comma-separated splits.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the stores (<split>.zarr).")
+@click.option("--front-only", is_flag=True, help="One camera, in front of the body (the same as --views 1).")
+@_sensor_options
+@click.option("--points", default=25_000, show_default=True, help="Surface samples per frame, drawn from the depth "
+                                                                  "points.")
+@click.option("--shard-frames", default=32, show_default=True, help="Frames per shard.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the sampling (the sensor has --sensor-seed).")
+@click.option("--workers", default=2, show_default=True, help="Local worker processes (1: run in this process).")
+@click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://host:port).")
+@click.option("--exclude-failed", is_flag=True, help="Finish the stores without the frames that fail (recorded in "
+                                                     "their `excluded` attribute).")
+def depth_cmd(store, dataset, root, body_models, splits, out, front_only, points, shard_frames, seed, workers,
+              scheduler, exclude_failed, **sensor_fields) -> None:
+    """Training stores from simulated depth sensors: render each mesh frame with K virtual depth cameras (open3d
+    ray casting; the sensor model of pipeline/stages/depth.py: depth-dependent noise, dropouts at grazing angles
+    and depth discontinuities, quantisation), back-project to points with normals from the depth image, and label
+    them by point-cloud heat geodesics. Evaluate models trained on these stores with the mesh evaluation stores of
+    the same dataset (`hipnet-data preprocess`), which keep the full ground truth.
+
+    Resumable like preprocess; a frame that fails is named with its file and reason, and the exit code is 1.
+    """
+    from hipnet.pipeline.depth import build_depth_store
+    from hipnet.pipeline.process import PreprocessConfig
+    from hipnet.pipeline.stages.depth import DepthSensor
+
+    if (store is None) == (dataset is None):
+        raise click.UsageError("give either --store or --dataset with --root")
+    if dataset is not None and root is None:
+        raise click.UsageError("--dataset needs --root")
+    chosen = {k.removeprefix("sensor_"): v for k, v in sensor_fields.items() if v is not None}
+    if front_only:
+        if chosen.get("views", 1) != 1:
+            raise click.UsageError("--front-only is one view; drop --views")
+        chosen["views"] = 1
+    sensor = DepthSensor(**chosen)
+    cfg = PreprocessConfig(surface_points=points, shard_frames=shard_frames, seed=seed)
+    sources = [store] if store is not None else [open_dataset(dataset, root, (split,), body_models)
+                                                 for split in splits.split(",")]
+    ok = True
+    for source in sources:
+        summary = _run_with_progress(build_depth_store, "depth shards", source=source, out=out, sensor=sensor,
+                                     cfg=cfg, workers=workers, scheduler=scheduler, exclude_failed=exclude_failed)
+        ok &= _report(summary)
+    if not ok:
+        raise click.ClickException("some frames failed (listed above); the stores are kept and resumable: fix the "
+                                   "files and rerun the same command, or add --exclude-failed")
+
+
 @main.command("geodesics")
 @click.option("--store", "stores", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               multiple=True, help="Store(s) to relabel (repeat the option for several).")
