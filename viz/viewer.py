@@ -83,7 +83,8 @@ class Viewer:
         self.messages.append(text)
         self.message_box.content = self._messages_text()
         if notify:
-            self.server.add_notification("hipnet-view", text, color="red", auto_close_seconds=10.0)
+            for client in self.server.get_clients().values():
+                client.add_notification("hipnet-view", text, color="red", auto_close_seconds=10.0)
 
     def guarded(self, what: str) -> Callable:
         """A callback wrapper: whatever the callback raises becomes a message; the server goes on."""
