@@ -1,4 +1,4 @@
-"""DFAUST reader, two routes to the same manifests (``dfaust``, ``dfaust_snarf``):
+"""DFAUST reader, three routes to the same manifests (``dfaust``, ``dfaust_snarf``):
 
 - **AMASS route** (what NASA, SNARF and HIPNet call DFAUST): the ``DFaust_67`` subset of AMASS posed through the
   user's SMPL+H models, translation zeroed; read by ``AmassReader``.
@@ -13,8 +13,11 @@
   registrations' frame is turned into AMASS's (+90 degrees about x, manifest key ``registrations_rotation_x_deg``)
   and then Y up like every AMASS frame.
 
+- **Raw-scan route** (``route: scans``, ``pipeline.readers.dfaust_scans``): the scanner's own per-frame meshes
+  (what IGR trains on), with the skeleton of the matching registration frame; observed frames (point-cloud path).
+
 ``open_dfaust`` picks the route from what ``root`` holds (the manifest's ``route`` key can force one): the AMASS
-folder when present, else the registrations.
+folder when present, else the registrations; the raw scans only when the manifest says ``route: scans``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from hipnet.pipeline.selection import select_frames
 
 REGISTRATION_FILES = {"male": "registrations_m.hdf5", "female": "registrations_f.hdf5"}
 UNPOSE_ITERATIONS = 4
+ROUTES = ("auto", "amass", "registrations", "scans")
 
 
 def rotation_x(degrees: float) -> np.ndarray:
@@ -48,10 +52,16 @@ def open_dfaust(root: Path, splits: Iterable[str] = SPLITS, manifest: str | Path
     else the registrations."""
     manifest = manifest or "dfaust"
     route = load_manifest(manifest).get("route", "auto")
+    if route not in ROUTES:
+        raise ValueError(f"manifest {manifest}: route must be one of {ROUTES}, got {route!r}")
     if route == "auto":
         has_amass = subset_dir(Path(root), "DFaust") is not None
         has_reg = any(find_registrations(Path(root), g) for g in REGISTRATION_FILES)
         route = "amass" if has_amass or not has_reg else "registrations"
+    if route == "scans":
+        from hipnet.pipeline.readers.dfaust_scans import DfaustScansReader
+
+        return DfaustScansReader(root, splits, manifest=manifest, body_models=body_models, strict=strict)
     cls = AmassReader if route == "amass" else DfaustRegistrationsReader
     return cls(root, splits, manifest=manifest, body_models=body_models, strict=strict)
 
@@ -190,6 +200,10 @@ class DfaustRegistrationsReader(ManifestReader):
         return self.models.get("smpl", self.subject_entries[subject]["gender"])
 
     def subject(self, name: str) -> Subject:
+        return self.registration_subject(name)
+
+    def registration_subject(self, name: str) -> Subject:
+        """The subject's rest mesh unposed from its first registration, rest joints and merged weights."""
         key = ("subject", name)
         if key not in self._cache:
             model = self.model(name)
@@ -218,7 +232,7 @@ class DfaustRegistrationsReader(ManifestReader):
             out: list[Frame | Exception] = []
             inside: list[int] = []
             try:
-                subj, model = self.subject(r0.subject), self.model(r0.subject)
+                subj, model = self.registration_subject(r0.subject), self.model(r0.subject)
                 n = self.sequence_length(r0.subject, r0.sequence)  # now, not when the refs were listed
                 out = [ValueError(f"{r.source}: has {n} frames, frame {r.index} requested") for r in group]
                 inside = [k for k, r in enumerate(group) if 0 <= r.index < n]
