@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from hipnet.cli.data_manifest import BODY_MODELS_HELP, DATASET_HELP, manifest_group, open_dataset
+from hipnet.cli.families import families_cmd
 from hipnet.pipeline.embedded.body import TOPOLOGIES
 
 if TYPE_CHECKING:
@@ -50,8 +51,14 @@ def main() -> None:
 @click.option("--motions", type=click.Choice(["procedural", "deepmimic"]), default="procedural", show_default=True,
               help="procedural: random key poses within joint limits (redistributable). deepmimic: the 15 mocap "
                    "clips of the pybullet 3.2.7 wheel, research use only.")
+@click.option("--families", "with_families", is_flag=True,
+              help="Add to every subject one sequence of each pose family (sit, squat, kneel, lie, bend, cross_arms, "
+                   "touch; pipeline/embedded/families.py); the manifest's own sequences stay as they are.")
+@click.option("--hold-out-family", default=None, help="With --families: the held-out motion-family experiment "
+              "(train without this family; test: only this family; heldout: the other families' test sequences).")
 @click.option("--png", type=click.Path(path_type=Path), default=None, help="Also write a subjects x poses picture.")
-def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, png: Path | None) -> None:
+def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, with_families: bool,
+             hold_out_family: str | None, png: Path | None) -> None:
     """Generate the embedded dataset: many Anny subjects in many poses, one watertight mesh per frame, with the
     22 SMPL joint transforms, rest joints and skinning weights (Y up, metres). Deterministic; resumable (files
     already written are kept); the first run builds Anny's model cache (about a minute)."""
@@ -60,6 +67,10 @@ def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, png: 
     from hipnet.pipeline.embedded.generate import generate_dataset
     from hipnet.pipeline.manifest import load_manifest
 
+    if hold_out_family is not None and not with_families:
+        raise click.UsageError("--hold-out-family needs --families")
+    if with_families and motions != "procedural":
+        raise click.UsageError("--families adds procedural pose families; use it with --motions procedural")
     m = load_manifest(manifest)
     source = None
     if motions == "deepmimic":
@@ -67,6 +78,12 @@ def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, png: 
 
         m = deepmimic_manifest(m)
         source = deepmimic_motion_source()
+    if with_families:
+        from hipnet.pipeline.embedded.generate import add_families
+        from hipnet.pipeline.embedded.generate import hold_out_family as held_out
+
+        m = add_families(m)
+        m = m if hold_out_family is None else held_out(m, hold_out_family)
     t0 = time.time()
     click.echo(f"building Anny body ({topology or m['generator']['topology']}); first run caches it ...", err=True)
     with tqdm(total=len(m["sequences"]), desc="sequences", unit="seq") as bar:
@@ -442,6 +459,7 @@ def _arrays(group, prefix=""):
 
 
 main.add_command(manifest_group)
+main.add_command(families_cmd)
 
 if __name__ == "__main__":
     sys.exit(main())

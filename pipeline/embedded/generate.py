@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.pipeline.embedded.body import PHENOTYPES, AnnyBody, RestShape
+from hipnet.pipeline.embedded.families import ALL_FAMILIES, FAMILIES, RANDOM, family_motion
 from hipnet.pipeline.embedded.motions import Motion, random_motion
 from hipnet.pipeline.io import read_yaml, write_npz, write_yaml
 from hipnet.pipeline.kinematics import forward_kinematics, linear_blend_skinning
@@ -66,11 +67,22 @@ def make_anny_manifest(
     frames_per_sequence: int = 16,
     key_every: int = 8,
     topology: str = "full",
+    motions: str = "procedural",
+    families: tuple[str, ...] = ALL_FAMILIES,
 ) -> dict:
     """Write down subjects, sequences and the split once. Per training subject 75% of the sequences are
     ``train`` and 25% ``test`` (seed 000, section 4.1); held-out subjects have all their sequences in
-    ``heldout`` (test-time fitting)."""
+    ``heldout`` (test-time fitting).
+
+    ``motions="procedural"`` (the default dataset): sequences ``motionNN`` of random key poses, without a
+    ``family`` field (``sequence_family`` reads them as ``random``), exactly as the shipped manifest.
+    ``motions="families"``: each sequence gets a ``family`` from ``families``, assigned by the seed (per subject a
+    seeded permutation of ``families``, repeated), and is named ``<family><NN>``; the split is drawn as above."""
+    if motions not in ("procedural", "families"):
+        raise ValueError(f"motions must be 'procedural' or 'families', got {motions!r}")
+    _check_families(families)
     rng = np.random.default_rng(seed)
+    family_rng = np.random.default_rng([seed, zlib.crc32(b"families")])
     people = sample_adult_phenotypes(seed, n_realistic + n_heldout)
     subjects = [{"name": f"adult{i:02d}", "kind": "realistic", "phenotypes": p} for i, p in enumerate(people)]
     subjects += [{"name": name, "kind": "extreme", "phenotypes": EXTREMES[name]} for name in extremes]
@@ -79,30 +91,110 @@ def make_anny_manifest(
     sequences = []
     for s in subjects:
         test = set(rng.choice(sequences_per_subject, size=n_test, replace=False).tolist())
+        order = family_rng.permutation(len(families)) if motions == "families" else None
         for k in range(sequences_per_subject):
             split = "heldout" if s["name"] in heldout else ("test" if k in test else "train")
-            sequences.append({"subject": s["name"], "name": f"motion{k:02d}", "split": split})
-    counts = {split: sum(q["split"] == split for q in sequences) for split in ("train", "test", "heldout")}
-    return {
+            if order is None:
+                sequences.append({"subject": s["name"], "name": f"motion{k:02d}", "split": split})
+            else:
+                family = families[order[k % len(families)]]
+                sequences.append({"subject": s["name"], "name": f"{family}{k:02d}", "split": split, "family": family})
+    described = "procedural motions" if motions == "procedural" else "pose families: " + ", ".join(families)
+    out = {
         "dataset": "anny",
-        "description": "Embedded default dataset: Anny body model (CC0 assets) in procedural motions.",
+        "description": f"Embedded default dataset: Anny body model (CC0 assets) in {described}.",
         "generator": {
             "version": GENERATOR_VERSION,
             "seed": seed,
             "topology": topology,
-            "motions": "procedural",
+            "motions": motions,
             "frames_per_sequence": frames_per_sequence,
             "key_every": key_every,
             "amplitude": 1.0,
         },
         "subjects": subjects,
         "sequences": sequences,
-        "expected": {
-            "subjects": len(subjects),
-            "sequences": counts,
-            "frames": {k: v * frames_per_sequence for k, v in counts.items()},
-        },
     }
+    if motions == "families":
+        out["generator"]["families"] = list(families)
+    return _with_expected(out)
+
+
+def _check_families(families) -> None:
+    unknown = [f for f in families if f not in ALL_FAMILIES]
+    if unknown or not families or len(set(families)) != len(families):
+        raise ValueError(f"families must be distinct names from {ALL_FAMILIES}, got {tuple(families)}")
+
+
+def _with_expected(manifest: dict) -> dict:
+    """The manifest with its ``expected`` counts (subjects, sequences and frames per split) recomputed."""
+    counts = {split: sum(q["split"] == split for q in manifest["sequences"]) for split in ("train", "test", "heldout")}
+    n = manifest["generator"]["frames_per_sequence"]
+    subjects = {q["subject"] for q in manifest["sequences"]}
+    expected = {"subjects": sum(s["name"] in subjects for s in manifest["subjects"]), "sequences": counts,
+                "frames": {k: v * n for k, v in counts.items()}}
+    return {**manifest, "expected": expected}
+
+
+def sequence_family(sequence: dict) -> str:
+    """A sequence's pose family; sequences without the field (the default dataset's) are ``random``."""
+    return sequence.get("family", RANDOM)
+
+
+def add_families(manifest: dict, families: tuple[str, ...] = tuple(FAMILIES), per_family: int = 1) -> dict:
+    """The manifest plus, for every subject, ``per_family`` sequences of each family (named ``<family><NN>``,
+    with a ``family`` field). The manifest's own sequences, and so their data, are unchanged. Held-out subjects'
+    new sequences are ``heldout``; per training subject 25% of the new sequences are ``test``, chosen by the
+    manifest's seed. The generator records ``families`` and ``family_sequences``."""
+    _check_families(families)
+    if per_family < 1:
+        raise ValueError(f"per_family must be at least 1, got {per_family}")
+    gen = manifest["generator"]
+    rng = np.random.default_rng([gen["seed"], zlib.crc32(b"add_families")])
+    heldout = {q["subject"] for q in manifest["sequences"] if q["split"] == "heldout"}
+    new = [(f, i) for f in families for i in range(per_family)]
+    n_test = max(1, round(0.25 * len(new)))
+    sequences = list(manifest["sequences"])
+    for s in manifest["subjects"]:
+        test = set(rng.choice(len(new), size=n_test, replace=False).tolist())
+        for k, (family, i) in enumerate(new):
+            split = "heldout" if s["name"] in heldout else ("test" if k in test else "train")
+            sequences.append({"subject": s["name"], "name": f"{family}{i:02d}", "split": split, "family": family})
+    description = f"{manifest['description'].rstrip('.')}; plus pose families: {', '.join(families)}."
+    gen = {**gen, "families": list(families), "family_sequences": per_family}
+    out = _with_expected({**manifest, "description": description, "generator": gen, "sequences": sequences})
+    check_split(out)
+    return out
+
+
+def hold_out_family(manifest: dict, family: str) -> dict:
+    """A held-out motion-family experiment from a manifest with families (``add_families`` or
+    ``motions="families"``), on its training subjects (held-out subjects are left out):
+
+    - ``train``: the ``train`` sequences of every other family;
+    - ``test``: every sequence of ``family`` (never seen in training);
+    - ``heldout``: the ``test`` sequences of the other families, the in-family comparison.
+
+    No sequence is in two splits. The generator records ``held_out_family``."""
+    present = {sequence_family(q) for q in manifest["sequences"]}
+    if family not in present:
+        raise ValueError(f"no sequence of family {family!r} in the manifest (families: {sorted(present)})")
+    if present == {family}:
+        raise ValueError(f"the manifest has only family {family!r}: nothing to train on")
+    sequences = []
+    for q in manifest["sequences"]:
+        if q["split"] == "heldout":
+            continue
+        split = "test" if sequence_family(q) == family else ("train" if q["split"] == "train" else "heldout")
+        sequences.append({**q, "split": split})
+    used = {q["subject"] for q in sequences}
+    description = (f"{manifest['description'].rstrip('.')}. Held-out motion family {family!r}: test holds only "
+                   f"{family!r}, heldout the other families' test sequences (in-family comparison).")
+    out = _with_expected({**manifest, "description": description,
+                          "generator": {**manifest["generator"], "held_out_family": family},
+                          "subjects": [s for s in manifest["subjects"] if s["name"] in used], "sequences": sequences})
+    check_split(out)
+    return out
 
 
 def sequence_seed(seed: int, subject: str, sequence: str) -> np.random.SeedSequence:
@@ -125,8 +217,8 @@ def generate_dataset(
 ) -> dict:
     """Generate the raw dataset of ``manifest`` into ``out``; return the summary written to dataset.yaml.
 
-    ``motion_source(rng, generator_config, sequence, rest_shape)`` gives each sequence's motion; procedural by
-    default.
+    ``motion_source(rng, generator_config, sequence, rest_shape)`` gives each sequence's motion; by default the
+    sequence's pose family (``family_motion``; sequences without a ``family`` are ``random``).
     ``progress(n)`` is called after each sequence.
     """
     check_split(manifest)
@@ -140,7 +232,10 @@ def generate_dataset(
     if motion_source is None:
 
         def motion_source(rng, cfg, sequence, rest_shape):
-            return random_motion(rng, cfg["frames_per_sequence"], cfg["key_every"], cfg.get("amplitude", 1.0))
+            family = sequence_family(sequence)
+            if family == RANDOM:
+                return random_motion(rng, cfg["frames_per_sequence"], cfg["key_every"], cfg.get("amplitude", 1.0))
+            return family_motion(rng, family, cfg["frames_per_sequence"], cfg["key_every"], rest_shape.joints)
 
     marker = out / "dataset.yaml"
     if marker.exists():

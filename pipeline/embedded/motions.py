@@ -8,7 +8,8 @@ body facing +Z, +X towards the subject's left). With that frame:
   arm (Anny's rest pose is an A-pose, arms about 45 degrees below horizontal);
 - about +Y by a negative angle it swings the left arm forwards.
 Right-side limits mirror the left (the Y and Z ranges change sign). These limits keep poses plausible and
-self-contact rare; they are not anatomical ground truth.
+self-contact rare; they are not anatomical ground truth (``pipeline.embedded.families`` has the anatomical
+ranges and the pose families that need them).
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ JOINT_LIMITS_DEG: dict[str, tuple[tuple[float, float], ...]] = {
 }
 
 
-def joint_limits() -> np.ndarray:
-    """(22, 3, 2) lower and upper Euler limits in radians, in SMPL joint order."""
+def joint_limits(table: dict[str, tuple[tuple[float, float], ...]] = JOINT_LIMITS_DEG) -> np.ndarray:
+    """(22, 3, 2) lower and upper Euler limits in radians, in SMPL joint order, from a table of centre-line and
+    left-side ranges in degrees (the right side mirrors the left)."""
     out = np.zeros((SMPL22.num_joints, 3, 2))
     for j, name in enumerate(SMPL22.names):
         if name.startswith("R_"):
-            (xl, xh), (yl, yh), (zl, zh) = JOINT_LIMITS_DEG["L_" + name[2:]]
+            (xl, xh), (yl, yh), (zl, zh) = table["L_" + name[2:]]
             lim = ((xl, xh), (-yh, -yl), (-zh, -zl))
         else:
-            lim = JOINT_LIMITS_DEG[name]
+            lim = table[name]
         out[j] = np.radians(np.array(lim, dtype=np.float64))
     return out
 
@@ -87,7 +89,18 @@ def random_motion(
     lim = joint_limits() * amplitude
     n_keys = (n_frames - 1) // key_every + 2
     euler = rng.uniform(lim[..., 0], lim[..., 1], size=(n_keys, *lim.shape[:2]))
-    keys = matrix_to_quaternion(euler_xyz_to_matrix(euler))  # K x 22 x 4
+    return interpolate_keys(rng, euler_xyz_to_matrix(euler), n_frames, key_every)
+
+
+def interpolate_keys(rng: np.random.Generator, keys: np.ndarray, n_frames: int, key_every: int) -> Motion:
+    """Key rotations (K, 22, 3, 3), K = (n_frames - 1) // key_every + 2, one every ``key_every`` frames, slerped
+    with smoothstep timing; the root gets a random heading about +Y that drifts between keys and a random
+    horizontal offset that drifts a little per frame."""
+    n_keys = len(keys)
+    if n_keys != (n_frames - 1) // key_every + 2:
+        raise ValueError(f"{n_frames} frames with a key every {key_every} need {(n_frames - 1) // key_every + 2} "
+                         f"keys, got {n_keys}")
+    keys = matrix_to_quaternion(keys)  # K x 22 x 4
     heading0 = rng.uniform(0, 2 * np.pi)
     headings = heading0 + np.cumsum(rng.normal(0.0, np.radians(10.0), size=n_keys))
     offset = np.array([rng.uniform(-1, 1), 0.0, rng.uniform(-1, 1)])
