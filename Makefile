@@ -28,7 +28,7 @@ DEMO_EVAL_ARGS ?= --stride 16 --mesh-frames 2 --resolution 128
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test demo preprocess train eval lint bench bench-accuracy gpu-prepare gpu-check clean
+.PHONY: setup test test-browser demo preprocess train eval lint bench bench-accuracy bench-viewer gpu-prepare gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# hipnet-view in a real browser: headless Chromium from the Debian packages (installed here when missing; nothing
+# is downloaded at run time); writes docs/viewer.png and docs/viewer_run.png. A few minutes on 2 cores.
+test-browser: setup
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing chromium (Debian package) for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
+	$(BIN)/python -m pytest -q -m browser tests/test_viewer_browser.py
 
 # The main job on the embedded data: generate it (with a picture), preprocess it into stores, train the `fast`
 # model on CPU, score it on held-out poses (report in $(RUN)/eval/report.md). Every step is resumable.
@@ -93,6 +101,12 @@ bench: setup
 ACCURACY_ARGS ?=
 bench-accuracy: setup
 	$(BIN)/python bench/accuracy.py $(ACCURACY_ARGS)
+
+# The viewer's mesh update time (interactive and refined resolution) for a checkpoint on store frames:
+# bench/results/viewer.json. VIEWER_ARGS="--checkpoint RUN/ckpt.pt --store TEST.zarr" (default: the demo's).
+VIEWER_ARGS ?=
+bench-viewer: setup
+	$(BIN)/python bench/viewer.py $(VIEWER_ARGS)
 
 # GPU: `make gpu-prepare` here (wheels for Python 3.12 and small stores into .gpu/), then `make gpu-check` on the
 # GPU machine with .gpu carried along (it needs no `make setup`: it uses that machine's torch).
