@@ -299,6 +299,11 @@ def test_the_viewer_draws_a_store_frame_and_the_models_surfaces(balls, tmp_path)
         assert "/store/eval/near" in viewer.store.viewer.shown["/store"]
         viewer.store.subject.value = "small"
         assert "**subject** small" in viewer.store.facts.content
+        viewer.store._advance()  # what play does each tick: the next frame, then back to the sequence's first
+        assert "**index** 1" in viewer.store.facts.content
+        viewer.store._advance()
+        viewer.store._advance()
+        assert "**index** 0" in viewer.store.facts.content and "**subject** small" in viewer.store.facts.content
         deadline = time.time() + 60
         while not viewer.worker.idle() or viewer.pose.surface is None:
             assert time.time() < deadline, "the surfaces were not extracted within a minute"
