@@ -227,6 +227,45 @@ class Evaluator:
                     "normal_consistency": s.get("normal_consistency")}
         return out
 
+    def identity(self, model, names: list[str]) -> dict:
+        """Subject identity on the final test frames (uniform points): occupancy IoU with the subject's own code
+        against the mean code on the same poses, and the spread of body volume across subjects (coefficient of
+        variation of the per-subject mean volume; volume = inside fraction x the frame's sampling box) of the
+        ground truth, the model with own codes and the model with the mean code, with the per-subject Pearson
+        correlation of predicted and true volume."""
+        from hipnet.model.evaluate import iou
+        from hipnet.model.query import model_sdf
+        from hipnet.pipeline.stages.evalpoints import stretched_bbox
+
+        if model.codes is None:
+            return {"identity": None}
+        codes = model.codes.weight.detach()
+        jts, subj = self.test.read("pose/joint_transforms"), self.test.read("frame/subject")
+        rows = []
+        for i in self.final_frames:
+            name = self.test.subjects[int(subj[i])]
+            if name not in names:
+                continue
+            points, inside = self.test.read("eval/uniform_points", i), self.test.read("eval/uniform_occupancy", i)
+            lo, hi = stretched_bbox(self.test.read("mesh/vertices", i))
+            box = float(np.prod(hi - lo))
+            own = model_sdf(model, jts[i], codes[names.index(name)])(points) < 0
+            mean = model_sdf(model, jts[i], codes.mean(0))(points) < 0
+            rows.append((name, iou(own, inside), iou(mean, inside), box * inside.mean(), box * own.mean(),
+                         box * mean.mean()))
+        subjects = sorted({r[0] for r in rows})
+        vol = np.array([[np.mean([r[k] for r in rows if r[0] == s]) for k in (3, 4, 5)] for s in subjects])
+
+        def cv(v: np.ndarray) -> float:
+            return float(v.std() / v.mean())
+
+        return {"identity": {
+            "frames": len(rows), "subjects": len(subjects),
+            "iou_own_code": 100 * float(np.mean([r[1] for r in rows])),
+            "iou_mean_code": 100 * float(np.mean([r[2] for r in rows])),
+            "volume_cv_gt": cv(vol[:, 0]), "volume_cv_own_code": cv(vol[:, 1]), "volume_cv_mean_code": cv(vol[:, 2]),
+            "volume_corr": float(np.corrcoef(vol[:, 0], vol[:, 1])[0, 1]) if len(subjects) > 2 else None}}
+
     def fit(self, model) -> dict:
         """Held-out subjects fitted from ``fit_points`` surface points (figure 6): the first frame of each."""
         from hipnet.model.apps import fit_code
@@ -310,6 +349,7 @@ def run_variant(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], 
              "train_s": round(train_s, 1), "query_points_per_step": queries, "config": config, "curve": curve}
     entry |= ev.final(model, names)
     entry |= ev.fit(model)
+    entry |= ev.identity(model, names)
     entry["wall_s"] = round(time.time() - t0, 1)
     return entry
 

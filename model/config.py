@@ -24,6 +24,7 @@ Aggregation = Literal["mean", "softmin"]
 LrSchedule = Literal["constant", "cosine"]
 # auto: tf32 on CUDA (fp32 tensors, TF32 matmuls), fp32 on CPU; see hipnet.model.precision
 Amp = Literal["auto", "fp32", "tf32", "bf16"]
+Gradients = Literal["autograd", "forward"]
 
 
 def doc(default: Any, text: str) -> Any:
@@ -68,6 +69,9 @@ class ModelConfig:
     # weighted mean of the part SDFs; "softmin" = -tau log mean exp(-F_k / tau), a smooth union (beyond the paper)
     aggregation: Aggregation = "mean"
     softmin_tau: float = 0.01
+    # softmin with the + tau log J term (equal to F where all parts equal F; up to tau log J above the closest part);
+    # False: the plain smooth minimum, at or below the closest part (issue 15's lever)
+    softmin_offset: bool = True
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -92,6 +96,9 @@ class TrainConfig:
     subnet_losses: bool = doc(True, "The per-joint terms of equation 2.")
     lambda_sdf: float = doc(0.0, "Beyond the paper: weight of the L1 term between F and the signed distance to the "
                                  "nearest oriented surface sample at the eikonal points (0 = the paper's loss).")
+    sdf_target_band: float | None = doc(None, "Beyond the paper, for partial observations (depth, scans): the "
+                                              "lambda_sdf term only at eikonal points within this distance (m) of "
+                                              "an observed sample, where its sign is trustworthy (None: everywhere).")
     epochs: int = doc(50, "Train this many epochs in total (when steps is not set).")
     steps: int | None = doc(None, "Train this many steps in total (overrides epochs when set).")
     shuffle_buffer: int = doc(64, "Frames in each loader worker's shuffle buffer.")
@@ -99,6 +106,9 @@ class TrainConfig:
     seed: int = doc(0, "Seed of the initialisation and of the sample order.")
     log_every: int = doc(10, "Write log.csv, TensorBoard and the progress bar's loss every this many steps.")
     checkpoint_every: int = doc(200, "Write ckpt.pt every this many steps (and at the end).")
+    gradients: Gradients = doc("forward", "How the loss gets dF/dx (eikonal and normal terms): autograd (a "
+                                           "create_graph gradient, then a double backward) or forward (forward-mode "
+                                           "derivatives through the sub-networks: the same values, one backward).")
     amp: Amp = doc("auto", "Precision: fp32; tf32 (fp32 tensors, TF32 matmuls on CUDA; plain fp32 on CPU); bf16 "
                            "(bf16 autocast); auto = tf32 on CUDA, fp32 on CPU (provisional, see "
                            "hipnet.model.precision).")

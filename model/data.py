@@ -168,15 +168,21 @@ def assigned_shards(n_shards: int, seed: int, epoch: int, rank: int, world: int,
     return list(order[rank::world][worker::workers])
 
 
-def oriented_distance(points: np.ndarray, normals: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def oriented_distance(points: np.ndarray, normals: np.ndarray, queries: np.ndarray,
+                      band: float | None = None) -> np.ndarray:
     """Signed distance estimate of ``queries`` (Q, 3) from oriented surface samples: the distance to the nearest
     sample, negative where the query lies behind that sample's normal. Exact for a closed surface up to the sample
-    spacing (the nearest surface point of an off-surface query lies along the normal there)."""
+    spacing (the nearest surface point of an off-surface query lies along the normal there). With ``band`` (m),
+    queries farther than that from every sample get NaN (no target): on partial observations (depth views, scans
+    with holes) the sign far from the observed surface can be wrong."""
     from scipy.spatial import cKDTree
 
     dist, idx = cKDTree(points).query(queries, k=1)
     behind = np.einsum("qi,qi->q", queries - points[idx], normals[idx].astype(np.float32)) < 0
-    return np.where(behind, -dist, dist).astype(np.float32)
+    out = np.where(behind, -dist, dist).astype(np.float32)
+    if band is not None:
+        out[dist > band] = np.nan
+    return out
 
 
 class FrameStream(IterableDataset):
@@ -188,9 +194,10 @@ class FrameStream(IterableDataset):
 
     def __init__(self, paths: Sequence[Path], *, points_per_frame: int, eikonal_per_frame: int, frames_per_step: int,
                  near_sigma: float = 0.03, bbox_margin: float = 0.1, shuffle_buffer: int = 64, seed: int = 0,
-                 rank: int = 0, world: int = 1, workers: int = 0, sdf_targets: bool = False) -> None:
+                 rank: int = 0, world: int = 1, workers: int = 0, sdf_targets: bool = False,
+                 sdf_band: float | None = None) -> None:
         self.stores = StoreSet(paths)
-        self.sdf_targets = sdf_targets
+        self.sdf_targets, self.sdf_band = sdf_targets, sdf_band
         self.points_per_frame, self.eikonal_per_frame = points_per_frame, eikonal_per_frame
         self.frames_per_step, self.near_sigma, self.bbox_margin = frames_per_step, near_sigma, bbox_margin
         self.shuffle_buffer, self.seed, self.rank, self.world = shuffle_buffer, seed, rank, world
@@ -249,7 +256,7 @@ class FrameStream(IterableDataset):
         near = pts[rng.integers(0, len(pts), self.eikonal_per_frame - n_uniform)]
         near = near + rng.normal(0.0, self.near_sigma, size=near.shape)
         eikonal = np.concatenate([uniform, near]).astype(np.float32)
-        extra = {"eikonal_sdf": oriented_distance(pts, nrm, eikonal)} if self.sdf_targets else {}
+        extra = {"eikonal_sdf": oriented_distance(pts, nrm, eikonal, self.sdf_band)} if self.sdf_targets else {}
         return extra | {
             "points": p.astype(np.float32),
             "normals": nrm[idx].astype(np.float32),

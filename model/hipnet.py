@@ -107,6 +107,38 @@ class StackedMLP(nn.Module):
             h = y if layer == self.layers - 1 else F.softplus(y, beta=self.beta)
         return h.view(k, nf, npts)
 
+    def forward_with_gradient(self, idx: torch.Tensor, xp: torch.Tensor, dxp: torch.Tensor,
+                              cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` and, by forward-mode differentiation, the output's derivative along 3 directions: ``dxp``
+        (k, F, P, 3, d_point) holds the derivative of the point input along each direction (the rows of the
+        Jacobian of the input with respect to the query point). Returns (k, F, P) and (k, F, P, 3).
+
+        The tangents go through the same stacked matmuls (conditioning is per frame, so it has no tangent) and
+        softplus' derivative is sigmoid(beta y); a loss on the result is differentiated once, instead of the
+        double backward that autograd's ``create_graph`` gradient needs."""
+        k, nf, npts, _ = xp.shape
+        inp = xp.reshape(k, nf * npts, -1)
+        dinp = dxp.reshape(k, nf * npts * 3, -1)
+        h, dh = inp, dinp
+        for layer in range(self.layers):
+            if layer == self.skip:
+                h = torch.cat([h, inp], dim=-1) / math.sqrt(2)
+                dh = torch.cat([dh, dinp], dim=-1) / math.sqrt(2)
+            w = self.w_point[layer][idx]
+            y = torch.bmm(h, w) + self.bias[layer][idx].unsqueeze(1)
+            dy = torch.bmm(dh, w)
+            key = str(layer)
+            if cond is not None and key in self.w_cond:
+                c = torch.matmul(cond.unsqueeze(0), self.w_cond[key][idx])  # (k, F, out)
+                y = (y.view(k, nf, npts, -1) + c.unsqueeze(2)).view(k, nf * npts, -1)
+            if layer == self.layers - 1:
+                h, dh = y, dy
+            else:
+                h = F.softplus(y, beta=self.beta)
+                slope = torch.sigmoid(self.beta * y)  # softplus'(y)
+                dh = (dy.view(k, nf * npts, 3, -1) * slope.unsqueeze(2)).view(k, nf * npts * 3, -1)
+        return h.view(k, nf, npts), dh.view(k, nf, npts, 3)
+
 
 class HIPNet(nn.Module):
     def __init__(self, skeleton: Skeleton, n_subjects: int, cfg: ModelConfig) -> None:
@@ -171,6 +203,19 @@ class HIPNet(nn.Module):
         local = torch.einsum("fkji,fpj->kfpi", rot, x) - torch.einsum("fkji,fkj->kfi", rot, trans).unsqueeze(2)
         return local
 
+    def point_jacobian(self, x: torch.Tensor, joint_transforms: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """d(point input)/dx of the sub-networks ``idx``: (k, F, 3, 3), row a = the derivative along axis a; the
+        identity in canonical coordinates, R^T (row a = R[a, :]) in joint frames."""
+        nf = x.shape[0]
+        if not self.cfg.local_frames:
+            return torch.eye(3, dtype=x.dtype, device=x.device).expand(len(idx), nf, 3, 3)
+        return joint_transforms[:, idx, :3, :3].transpose(0, 1)  # k, F, 3, 3: row a of R = d(R^T x)/dx_a
+
+    def _softmin_offset(self, j: int) -> float:
+        """log J with ``softmin_offset`` (then the soft-min equals F where all parts equal F, and lies up to
+        tau log J above the closest part), else 0 (it lies at or below the closest part, within tau log J)."""
+        return math.log(j) if self.cfg.softmin_offset else 0.0
+
     def aggregate(self, parts: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Final SDF (F, P) from part SDFs (F, P, J) and conditioning (F, C)."""
         nf, npts, _ = parts.shape
@@ -180,19 +225,48 @@ class HIPNet(nn.Module):
             h = F.softplus(layer(h), beta=self.cfg.softplus_beta)
         if self.cfg.aggregation == "softmin":  # smooth union; equals F when every part equals F
             tau = self.cfg.softmin_tau
-            base = -tau * (torch.logsumexp(-parts / tau, dim=-1) - math.log(parts.shape[-1]))
+            base = -tau * (torch.logsumexp(-parts / tau, dim=-1) - self._softmin_offset(parts.shape[-1]))
         else:
             base = parts @ self.agg_mean
         return base + self.agg_out(h).squeeze(-1)
 
+    def aggregate_with_gradient(self, parts: torch.Tensor, dparts: torch.Tensor,
+                                cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``aggregate`` and its derivative (F, P, 3) from the parts' derivatives ``dparts`` (F, P, 3, J)."""
+        nf, npts, j = parts.shape
+        c = cond.unsqueeze(1).expand(nf, npts, cond.shape[-1])
+        beta = self.cfg.softplus_beta
+        y = self.agg_in(torch.cat([parts, c], dim=-1))
+        dy = dparts @ self.agg_in.weight[:, :j].T  # F, P, 3, hidden
+        h, dh = F.softplus(y, beta=beta), dy * torch.sigmoid(beta * y).unsqueeze(2)
+        for layer in self.agg_hidden:
+            y = layer(h)
+            dy = dh @ layer.weight.T
+            h, dh = F.softplus(y, beta=beta), dy * torch.sigmoid(beta * y).unsqueeze(2)
+        out, dout = self.agg_out(h).squeeze(-1), (dh @ self.agg_out.weight.T).squeeze(-1)
+        if self.cfg.aggregation == "softmin":
+            tau = self.cfg.softmin_tau
+            base = -tau * (torch.logsumexp(-parts / tau, dim=-1) - self._softmin_offset(j))
+            weights = torch.softmax(-parts / tau, dim=-1)  # d base / d part_k
+        else:
+            base = parts @ self.agg_mean
+            weights = self.agg_mean.expand(nf, npts, j)
+        dbase = (dparts * weights.unsqueeze(2)).sum(-1)
+        return base + out, dbase + dout
+
     # ------------------------------------------------------------------------------------------ forward
 
     def forward(self, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None,
-                code: torch.Tensor | None = None, phi: torch.Tensor | None = None):
+                code: torch.Tensor | None = None, phi: torch.Tensor | None = None, gradients: bool = False):
         """SDF of query points ``x`` (F, P, 3) for frames with canonical ``joint_transforms`` (F, J, 4, 4) and
         subject ids (F,) or subject codes (F, code_dim); ``phi`` (F, pose_dim) replaces the encoding of the joint
         transforms (which then only place the joint frames, with ``local_frames``). Returns (sdf (F, P), part
-        SDFs (F, P, J))."""
+        SDFs (F, P, J)); with ``gradients``, ``forward_with_gradient``'s four tensors (through ``forward``, so a
+        DDP wrapper sees the call)."""
+        if gradients:
+            if code is not None or phi is not None:
+                raise ValueError("gradients=True takes subject ids, not codes or phi")
+            return self.forward_with_gradient(x, joint_transforms, subject)
         cond = self.condition(joint_transforms, subject, code, phi)
         nf, npts, _ = x.shape
         outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
@@ -211,6 +285,37 @@ class HIPNet(nn.Module):
                 outs[j] = y[k]
         parts = torch.stack(outs, dim=-1)  # F, P, J
         return self.aggregate(parts, cond), parts
+
+    def forward_with_gradient(self, x: torch.Tensor, joint_transforms: torch.Tensor,
+                              subject: torch.Tensor | None = None):
+        """``forward`` plus the spatial gradients, by forward-mode differentiation level by level: returns (sdf
+        (F, P), parts (F, P, J), grad (F, P, 3) = dF/dx, part_grads (F, P, 3, J) = dF_k/dx). Equal to autograd's
+        ``grad`` of ``forward`` (tests, float64); the losses then need one backward instead of a double backward
+        (``TrainConfig.gradients``)."""
+        cond = self.condition(joint_transforms, subject)
+        nf, npts, _ = x.shape
+        outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
+        douts: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
+        start = 0
+        for joints, parents in zip(self.levels, self.level_parents, strict=True):
+            idx = self.level_order[start : start + len(joints)]
+            start += len(joints)
+            xp = self.point_inputs(x, joint_transforms, idx)
+            jac = self.point_jacobian(x, joint_transforms, idx)  # k, F, 3, 3
+            dxp = jac.unsqueeze(2).expand(len(joints), nf, npts, 3, 3)
+            if parents[0] < 0 or not self.cfg.hierarchical:
+                parent = x.new_zeros(len(joints), nf, npts, 1)
+                dparent = x.new_zeros(len(joints), nf, npts, 3, 1)
+            else:
+                parent = torch.stack([outs[p] for p in parents]).unsqueeze(-1)
+                dparent = torch.stack([douts[p] for p in parents]).unsqueeze(-1)
+            y, dy = self.subnets.forward_with_gradient(idx, torch.cat([xp, parent], dim=-1),
+                                                       torch.cat([dxp, dparent], dim=-1), cond)
+            for k, j in enumerate(joints):
+                outs[j], douts[j] = y[k], dy[k]
+        parts, dparts = torch.stack(outs, dim=-1), torch.stack(douts, dim=-1)  # F, P, J and F, P, 3, J
+        sdf, grad = self.aggregate_with_gradient(parts, dparts, cond)
+        return sdf, parts, grad, dparts
 
 
 def naive_forward(model: HIPNet, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None):

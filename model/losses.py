@@ -69,16 +69,24 @@ def gradient(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def hipnet_loss(model: HIPNet, batch: Batch, lambda_eikonal: float = 0.1, lambda_normal: float = 0.1,
-                subnet_losses: bool = True, forward=None, lambda_sdf: float = 0.0) -> LossResult:
+                subnet_losses: bool = True, forward=None, lambda_sdf: float = 0.0,
+                gradients: str = "autograd") -> LossResult:
     """Total loss and its terms (detached 0-d tensors, for logging). ``forward`` defaults to ``model`` (tests pass
     the naive one). ``lambda_sdf > 0`` adds lambda_sdf * mean |F(x) - d(x)| over the eikonal points,
-    d = ``batch.eikonal_sdf``."""
+    d = ``batch.eikonal_sdf``. ``gradients``: how dF/dx and dF_k/dx are obtained: "autograd" (a
+    ``create_graph`` gradient, so the step is a double backward) or "forward" (``HIPNet.forward_with_gradient``:
+    the same values, one backward)."""
     forward = forward or model
     n_surface = batch.points.shape[1]
-    x = torch.cat([batch.points, batch.eikonal], dim=1).requires_grad_(True)
-    sdf, parts = forward(x, batch.joint_transforms, batch.subject)
-    sdf, parts = sdf.float(), parts.float()
-    grad = gradient(sdf, x).float()
+    x = torch.cat([batch.points, batch.eikonal], dim=1)
+    if gradients == "forward":
+        sdf, parts, grad, part_grads = forward(x, batch.joint_transforms, batch.subject, gradients=True)
+        sdf, parts, grad = sdf.float(), parts.float(), grad.float()
+    else:
+        x = x.requires_grad_(True)
+        sdf, parts = forward(x, batch.joint_transforms, batch.subject)
+        sdf, parts = sdf.float(), parts.float()
+        grad = gradient(sdf, x).float()
     g_surface, g_eik = grad[:, :n_surface], grad[:, n_surface:]
     surface = sdf[:, :n_surface].abs().mean()
     normal = (g_surface - batch.normals).norm(dim=-1).mean()
@@ -88,12 +96,19 @@ def hipnet_loss(model: HIPNet, batch: Batch, lambda_eikonal: float = 0.1, lambda
     if lambda_sdf:
         if batch.eikonal_sdf is None:
             raise ValueError("lambda_sdf > 0 needs batch.eikonal_sdf (FrameStream(sdf_targets=True))")
-        distance = (sdf[:, n_surface:] - batch.eikonal_sdf).abs().mean()
+        target = batch.eikonal_sdf
+        known = torch.isfinite(target)  # NaN: no target there (TrainConfig.sdf_target_band)
+        error = (sdf[:, n_surface:] - torch.where(known, target, 0.0)).abs()
+        distance = (error * known).sum() / known.sum().clamp(min=1)
         total = total + lambda_sdf * distance
         terms["sdf"] = distance
     if subnet_losses:
         own = parts[:, :n_surface].gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1)  # F_label(x)
-        g_own = gradient(own, x)[:, :n_surface].float()
+        if gradients == "forward":
+            index = batch.labels[:, :, None, None].expand(-1, -1, 3, 1)
+            g_own = part_grads[:, :n_surface].gather(-1, index).squeeze(-1).float()
+        else:
+            g_own = gradient(own, x)[:, :n_surface].float()
         sub_surface = own.abs().mean()
         sub_normal = (g_own - batch.normals).norm(dim=-1).mean()
         total = total + sub_surface + lambda_normal * sub_normal
@@ -104,4 +119,4 @@ def hipnet_loss(model: HIPNet, batch: Batch, lambda_eikonal: float = 0.1, lambda
 def loss_for(cfg: TrainConfig) -> LossFn:
     """Equation 2 with ``cfg``'s weights: the trainer's default loss."""
     return partial(hipnet_loss, lambda_eikonal=cfg.lambda_eikonal, lambda_normal=cfg.lambda_normal,
-                   subnet_losses=cfg.subnet_losses, lambda_sdf=cfg.lambda_sdf)
+                   subnet_losses=cfg.subnet_losses, lambda_sdf=cfg.lambda_sdf, gradients=cfg.gradients)

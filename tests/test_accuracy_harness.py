@@ -54,6 +54,10 @@ def test_quick_harness_end_to_end(tmp_path, tiny_raw):
         assert set(e["per_joint_near_iou"]) and e["wall_s"] > 0
     assert runs[("paper-base", 0)]["fit_1k_uniform_miou"] is None  # no subject codes to fit
     assert runs[("nasa", 0)]["fit_1k_uniform_miou"] is not None
+    ident = runs[("fast-full", 0)]["identity"]
+    assert ident["subjects"] >= 2 and 0 <= ident["iou_mean_code"] <= 100 and 0 <= ident["iou_own_code"] <= 100
+    assert ident["volume_cv_gt"] > 0.01  # the embedded subjects differ in size: the measure is not degenerate
+    assert runs[("paper-base", 0)]["identity"] is None  # no codes
     assert runs[("fast", 0)]["same_run_as"] == "fast-full"
     assert runs[("fast", 0)]["uniform_miou"] == runs[("fast-full", 0)]["uniform_miou"]
     assert set(data["spread"]) == {"fast", "nasa"}

@@ -204,6 +204,41 @@ def test_distance_term_measures_the_offset_from_the_targets():
         hipnet_loss(Sphere(0.3), replace(batch, eikonal_sdf=None), subnet_losses=False, lambda_sdf=1.0)
 
 
+def test_a_distance_band_drops_the_wrong_signs_of_a_partial_observation():
+    """Only the front cap (z > 0) of the sphere |x| = 0.3 is observed, as from one depth view: a query inside the
+    sphere's back half has a cap sample as its nearest one, yet far from it the sign is not to be trusted. With
+    ``band`` every target farther than it from the samples is NaN, and the loss's distance term averages the
+    others only: for the exact sphere model it stays at the sampling error."""
+    from hipnet.model.data import oriented_distance
+
+    gen = np.random.default_rng(1)
+    n = gen.normal(size=(20_000, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    n = n[n[:, 2] > 0]
+    near = 0.3 * n[gen.integers(0, len(n), 300)] + gen.normal(0, 0.02, size=(300, 3))
+    q = np.concatenate([gen.uniform(-0.6, 0.6, size=(300, 3)), near]).astype(np.float32)
+    full = oriented_distance((0.3 * n).astype(np.float32), n, q)
+    banded = oriented_distance((0.3 * n).astype(np.float32), n, q, band=0.05)
+    true = np.linalg.norm(q, axis=1) - 0.3
+    far = np.isnan(banded)
+    assert far.any() and (~far).sum() > 50
+    np.testing.assert_array_equal(banded[~far], full[~far])
+    assert np.abs(full - true).max() > 0.1  # without the band some targets are badly wrong
+    assert np.abs(banded[~far] - true[~far]).max() < 0.05  # within it, none is off by more than the band
+    assert np.mean(np.sign(banded[~far]) == np.sign(true[~far])) > 0.97
+
+    class Sphere(torch.nn.Module):
+        def forward(self, x, jt, subject):
+            d = x.norm(dim=-1) - 0.3
+            return d, d.unsqueeze(-1)
+
+    nt = torch.as_tensor(n[:100], dtype=torch.float32)[None]
+    batch = Batch(0.3 * nt, nt, torch.zeros(1, 100, dtype=torch.long), torch.as_tensor(q)[None],
+                  torch.eye(4).repeat(1, 1, 1, 1), torch.zeros(1, dtype=torch.long), torch.as_tensor(banded)[None])
+    _, terms = hipnet_loss(Sphere(), batch, subnet_losses=False, lambda_sdf=1.0)
+    assert torch.isfinite(terms["sdf"]) and terms["sdf"] < 5e-3
+
+
 def test_oriented_distance_is_the_signed_distance_of_a_sphere():
     from hipnet.model.data import oriented_distance
 
@@ -240,3 +275,65 @@ def test_config_files_override_a_preset(tmp_path):
     with pytest.raises(ValueError, match="learning_rate"):
         load_config(str(f))
     assert math.isclose(PRESETS["paper"].lambda_eikonal, 0.1) and PRESETS["paper"].model.code_dim == 256
+
+
+@pytest.mark.parametrize("local_frames, aggregation, hierarchical",
+                         [(False, "mean", True), (True, "softmin", True), (True, "mean", False)])
+def test_forward_mode_gradients_equal_autograd_in_float64(local_frames, aggregation, hierarchical):
+    """``forward_with_gradient``'s dF/dx and dF_k/dx equal autograd's, and the loss built on them (gradients=
+    "forward") has the same value and the same parameter gradients as the double-backward loss."""
+    gen = torch.Generator().manual_seed(3)
+    cfg = replace(SMALL, local_frames=local_frames, aggregation=aggregation, hierarchical=hierarchical)
+    model = HIPNet(SMPL22, 4, cfg).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.05)
+    jt, subj = random_pose(2, 22, gen).double(), torch.tensor([1, 3])
+    x = ((torch.rand(2, 40, 3, generator=gen, dtype=torch.float64) - 0.5)).requires_grad_(True)
+    sdf, parts = model(x, jt, subj)
+    sdf_f, parts_f, grad_f, part_grads_f = model(x.detach(), jt, subj, gradients=True)
+    torch.testing.assert_close(sdf_f, sdf, atol=1e-10, rtol=0)
+    torch.testing.assert_close(parts_f, parts, atol=1e-10, rtol=0)
+    grad = torch.autograd.grad(sdf.sum(), x, retain_graph=True)[0]
+    torch.testing.assert_close(grad_f, grad, atol=1e-5, rtol=0)
+    for k in (0, 7, 21):  # a root, a middle and a leaf joint
+        gk = torch.autograd.grad(parts[..., k].sum(), x, retain_graph=True)[0]
+        torch.testing.assert_close(part_grads_f[..., k], gk, atol=1e-5, rtol=0)
+    assert grad.abs().max() > 0.1  # the check is not between two zero fields
+
+    n = torch.nn.functional.normalize(torch.randn(2, 30, 3, generator=gen, dtype=torch.float64), dim=-1)
+    batch = Batch(x.detach()[:, :30], n, torch.randint(0, 22, (2, 30), generator=gen), x.detach()[:, 30:] * 2, jt,
+                  subj, eikonal_sdf=torch.randn(2, 10, generator=gen, dtype=torch.float64) * 0.1)
+    results = {}
+    for mode in ("autograd", "forward"):
+        model.zero_grad()
+        loss, terms = hipnet_loss(model, batch, lambda_sdf=1.0, gradients=mode)
+        loss.backward()
+        results[mode] = (terms, [None if p.grad is None else p.grad.clone() for p in model.parameters()])
+    (ta, ga), (tf, gf) = results["autograd"], results["forward"]
+    for key in ta:
+        torch.testing.assert_close(tf[key].double(), ta[key].double(), atol=1e-5, rtol=0)
+    assert sum(a is not None for a in ga) > 20
+    for a, b in zip(ga, gf, strict=True):
+        if a is None or b is None:  # a parameter the configuration does not use (softmin: the mean weights)
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("offset", [True, False])
+def test_softmin_base_lies_where_its_option_says(offset):
+    """The aggregation's residual starts at zero, so at initialisation F is the soft-min base alone: with the
+    offset it lies in [min_k F_k, min_k F_k + tau log J]; without, in [min_k F_k - tau log J, min_k F_k]."""
+    cfg = replace(SMALL, local_frames=True, aggregation="softmin", softmin_offset=offset)
+    model = HIPNet(SMPL22, 2, cfg)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sdf, parts = model(torch.rand(2, 300, 3, generator=gen) - 0.5, random_pose(2, 22, gen), torch.tensor([0, 1]))
+    low, bound = parts.min(-1).values, cfg.softmin_tau * math.log(22)
+    gap = sdf - low
+    if offset:
+        assert gap.min() >= -1e-6 and gap.max() <= bound + 1e-6
+    else:
+        assert gap.max() <= 1e-6 and gap.min() >= -bound - 1e-6
+    assert gap.abs().max() > bound / 10  # the two cases really differ
