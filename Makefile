@@ -102,6 +102,12 @@ ACCURACY_ARGS ?=
 bench-accuracy: setup
 	$(BIN)/python bench/accuracy.py $(ACCURACY_ARGS)
 
+# Held-out motion family: train the harness's fast variant without pose family $(FAMILY), score it on that family
+# and on the other families' test sequences (bench/results/family_holdout.json).
+FAMILY ?= sit
+bench-families: setup
+	$(BIN)/python bench/family_holdout.py --family $(FAMILY)
+
 # The viewer's mesh update time (interactive and refined resolution) for a checkpoint on store frames:
 # bench/results/viewer.json. VIEWER_ARGS="--checkpoint RUN/ckpt.pt --store TEST.zarr" (default: the demo's).
 VIEWER_ARGS ?=
