@@ -28,7 +28,7 @@ DEMO_EVAL_ARGS ?= --stride 16 --mesh-frames 2 --resolution 128
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test test-browser demo preprocess train eval lint bench bench-accuracy bench-viewer gpu-prepare gpu-check clean
+.PHONY: setup test test-browser demo preprocess train eval lint bench bench-accuracy bench-families bench-viewer gpu-prepare gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
