@@ -17,6 +17,22 @@ differ, so each row of the table isolates one choice:
   uniform and near-surface samples plus the skinning-weight auxiliary term), with a subject code so one model
   holds every subject.
 
+The observation experiment (issue 18), group "observations": the `fast` preset, budget and evaluation (the standard
+test store, full ground truth) trained on `surface` (full mesh surfaces: `fast-full`'s seed-0 run, shared), `depth4`
+(4 depth views about the body) and `depth1` (1 front view). Their depth stores are built on demand from the train
+store's meshes (`pipeline.depth.build_depth_store`; DATA/stores/depth<K>_<W>x<H>, resumable, deterministic;
+`DepthSensor`'s defaults, a 72 x 96 image in the quick mode). The depth variants train with `sdf_target_band` =
+`SDF_BAND` (3 cm): the oriented-distance target takes its sign from the nearest observed sample, which is wrong
+behind an unobserved back. Measured on 4 full-size train frames (1,000 eikonal points each, drawn as the loader
+draws them; `sdf_target_check`), the targets wrong in sign by more than 2 cm were 0.45% on full surfaces, 9.3% with
+4 views and 21% with 1 view without a band, 2.3% and 2.8% within 3 cm (coverage 44% and 39% of the eikonal points;
+the remaining sign errors within the band are the sensor's ~1 cm depth noise at 2.5 m). `depth4-noband` and
+`depth1-noband` measure the band's effect on the model (deliverable 5). Each observation run records its training
+store's check (`sdf_targets`). Every variant with subject codes also gets `fit_depth1_*`: the held-out subjects fitted
+from 1,000 of the points of one front depth view of their first frame (`Evaluator.fit_depth`); runs written before
+this score get it from their checkpoint when it is still theirs (`backfill`). docs/accuracy_depth.png shows, for one
+test frame, what each observation run saw, its surface and the ground truth (`depth_picture`).
+
 Per variant: the training curve (uniform and near-surface mIoU on a fixed small set of test frames and points,
 every `eval_every` steps, against training wall time), then on a fixed set of test frames the standard metrics
 (`hipnet.model.evaluate`: uniform and near-surface mIoU, per-joint near-surface IoU, Chamfer-L1 and normal
@@ -40,7 +56,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/_results.py (this script is run as a file, not imported)
-from _accuracy_report import load_results, merge, plot, save_results, spread, table, write_readme  # noqa: E402
+from _accuracy_report import (  # noqa: E402
+    load_results,
+    merge,
+    observations_table,
+    plot,
+    save_results,
+    spread,
+    table,
+    write_readme,
+)
 from _results import machine  # noqa: E402
 
 from hipnet.model.config import PRESETS, TrainConfig  # noqa: E402
@@ -80,8 +105,10 @@ class Variant:
     kind: str = "hipnet"  # or "nasa"
     seeds: tuple[int, ...] = (0,)
     same_as: str | None = None  # the same configuration as this variant: its seed-0 run is shared
+    depth_views: int = 0  # trained on a depth store of this many views of the train store (0: full mesh surfaces)
 
 
+SDF_BAND = 0.03  # m: the depth variants' sdf_target_band (the module docstring says why; -noband measures it)
 PAPER = (("local_frames", False), ("aggregation", "mean"))
 FAST = (("local_frames", True), ("aggregation", "softmin"))
 RUNGS = {"base": ((("hierarchical", False), ("code_dim", 0)), (("subnet_losses", False),)),
@@ -97,6 +124,11 @@ VARIANTS = [
     Variant("+sdf", "departures", PAPER, (("lambda_sdf", 1.0),)),
     Variant("fast", "departures", FAST, (("lambda_sdf", 1.0),), seeds=(0, 1), same_as="fast-full"),
     Variant("nasa", "peer", kind="nasa", seeds=(0, 1)),
+    # the observation experiment (issue 18): the fast preset trained on full surfaces, 4 depth views, 1 front view
+    Variant("surface", "observations", FAST, (("lambda_sdf", 1.0),), same_as="fast-full"),
+    *(Variant(f"depth{k}", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)), depth_views=k)
+      for k in (4, 1)),
+    *(Variant(f"depth{k}-noband", "observations", FAST, (("lambda_sdf", 1.0),), depth_views=k) for k in (4, 1)),
 ]
 
 
@@ -156,6 +188,74 @@ def vertex_labels(raw: Path, subjects: list[str]) -> dict[str, np.ndarray]:
         with np.load(raw / "subjects" / f"{name}.npz", allow_pickle=False) as z:
             labels[name] = z["skinning_weights"].argmax(1)
     return labels
+
+
+def depth_sensor(views: int, tiny: bool):
+    """The observation experiment's rig: ``DepthSensor``'s defaults (640 x 480, 60 degrees, 2.5 m, the documented
+    noise and dropouts) with ``views`` cameras; in the quick mode a 72 x 96 image (the fewest pixels whose clouds
+    the point-cloud labels accept on the lowpoly bodies; 48 x 64 leaves pieces too small for the heat solver)."""
+    from hipnet.pipeline.stages.depth import DepthSensor
+
+    return DepthSensor(views=views, **(dict(width=72, height=96) if tiny else {}))
+
+
+def depth_store(stores: dict[str, Path], views: int, tiny: bool, workers: int) -> Path:
+    """The train store's frames seen by ``views`` depth cameras (``pipeline.depth.build_depth_store`` from the train
+    store's meshes, same frame keys): DATA/stores/depth<views>_<W>x<H>/train.zarr. Built on demand, resumable and
+    deterministic (the sensor noise is seeded per frame); the same surface samples per frame as the train store."""
+    from hipnet.pipeline.depth import build_depth_store
+    from hipnet.pipeline.process import PreprocessConfig
+
+    sensor = depth_sensor(views, tiny)
+    out = stores["train"].parent / f"depth{views}_{sensor.width}x{sensor.height}"
+    cfg = PreprocessConfig(**(dict(surface_points=400, shard_frames=5) if tiny else {}))
+    summary = build_depth_store(stores["train"], out, sensor, cfg, workers=workers)
+    if not summary.complete:
+        raise SystemExit(f"{out}: depth store incomplete, {len(summary.failures)} frames failed, e.g. "
+                         f"{summary.failures[:2]}; rerun to resume")
+    return Path(summary.store)
+
+
+def sdf_target_check(train: Path, meshes: Path, bands: tuple[float | None, ...], n_frames: int = 8,
+                     eikonal: int = 1000, near_sigma: float = 0.03, margin: float = 0.1) -> dict:
+    """How often the oriented-distance target (``model.data.oriented_distance``) has the wrong sign on a training
+    store's frames: eikonal points drawn as the loader draws them (half uniform in the samples' box grown by 0.1 m,
+    half at samples moved by N(0, 3 cm)), their target from the store's oriented samples, the truth from the mesh
+    of the same frame key in ``meshes`` (winding numbers). Per band (None: everywhere): the fraction of eikonal
+    points with a target (``coverage``) and, of those, the fraction inside the body with a positive target or
+    outside with a negative one (``wrong_sign``), and of those the gross ones, whose target is wrong by more than
+    2 cm (``gross_wrong_sign``: the ones that teach a wrong inside or outside rather than noise at the surface),
+    all in %."""
+    from hipnet.model.data import oriented_distance
+    from hipnet.pipeline.stages.occupancy import occupancy
+    from hipnet.pipeline.store import Store
+
+    store, mesh = Store.open(train), Store.open(meshes)
+    rows = {k: i for i, k in enumerate(mesh.frame_keys())}
+    frames = spaced(store.n_frames, n_frames)
+    faces = mesh.read("mesh/faces")
+    counts = {str(b): [0, 0, 0, 0] for b in bands}  # eikonal points, with a target, with a wrong sign, gross
+    for i in frames:
+        j = rows[store.frame_key(i)]
+        pts, nrm = store.read("surface/points", i), store.read("surface/normals", i)
+        rng = np.random.default_rng([0, i])
+        lo, hi = pts.min(0) - margin, pts.max(0) + margin
+        near = pts[rng.integers(0, len(pts), eikonal - eikonal // 2)]
+        q = np.concatenate([rng.uniform(lo, hi, (eikonal // 2, 3)),
+                            near + rng.normal(0.0, near_sigma, near.shape)]).astype(np.float32)
+        inside = occupancy(mesh.read("mesh/vertices", j), faces, q).inside
+        for b in bands:
+            d = oriented_distance(pts, nrm, q, b)
+            known = np.isfinite(d)
+            c = counts[str(b)]
+            c[0] += len(q)
+            c[1] += int(known.sum())
+            wrong = known & ((d < 0) != inside)
+            c[2] += int(wrong.sum())
+            c[3] += int((wrong & (np.abs(d) > 0.02)).sum())
+    return {"frames": len(frames), "eikonal_per_frame": eikonal,
+            "bands": {b: {"coverage": 100 * k / n, "wrong_sign": 100 * w / max(k, 1),
+                          "gross_wrong_sign": 100 * g / max(k, 1)} for b, (n, k, w, g) in counts.items()}}
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation
@@ -273,8 +373,7 @@ class Evaluator:
 
         if model.codes is None:
             return {"fit_1k_uniform_miou": None, "fit_1k_near_miou": None, "fit_note": "no subject codes"}
-        subj = self.heldout.read("frame/subject")
-        frames = [int(np.flatnonzero(subj == s)[0]) for s in sorted(set(subj.tolist()))]
+        frames = self.heldout_frames()
         scores = []
         for i in frames:
             points = observed_points(self.heldout, i, self.budget.fit_points, False, seed=0)
@@ -283,8 +382,64 @@ class Evaluator:
         return {"fit_1k_uniform_miou": 100 * float(np.mean([s["uniform_iou"] for s in scores])),
                 "fit_1k_near_miou": 100 * float(np.mean([s["near_iou"] for s in scores])), "fit_frames": len(frames)}
 
+    def heldout_frames(self) -> list[int]:
+        subj = self.heldout.read("frame/subject")
+        return [int(np.flatnonzero(subj == s)[0]) for s in sorted(set(subj.tolist()))]
+
+    def depth_observations(self) -> list[tuple[int, np.ndarray, int]]:
+        """(frame, ``fit_points`` points, depth points seen) of one front depth view of each held-out subject's
+        first frame: its mesh rendered by the depth stage (the depth1 rig, noise seeded by the frame key) in the
+        store's canonical frame, back-projected, then ``fit_points`` of them drawn without replacement (seeded), so
+        only the observation differs from the 1k-point fit, not the number of points."""
+        if getattr(self, "_depth_obs", None) is None:
+            from hipnet.pipeline.depth import sensor_rng
+            from hipnet.pipeline.stages.depth import render_depth
+
+            sensor = depth_sensor(1, self.budget.tiny)
+            faces, obs = self.heldout.read("mesh/faces"), []
+            for i in self.heldout_frames():
+                view = render_depth(self.heldout.read("mesh/vertices", i), faces, sensor,
+                                    sensor_rng(sensor, "heldout", self.heldout.frame_key(i)))
+                rng = np.random.default_rng([0, i])
+                pick = rng.choice(len(view.points), min(self.budget.fit_points, len(view.points)), replace=False)
+                obs.append((i, view.points[np.sort(pick)].astype(np.float32), len(view.points)))
+            self._depth_obs = obs
+        return self._depth_obs
+
+    def fit_depth(self, model) -> dict:
+        """Held-out subjects fitted from one front depth view of their first frame (``depth_observations``): the
+        same ``fit_code`` (iterations, learning rate, mean-code start) and scoring as ``fit``."""
+        from hipnet.model.apps import fit_code
+        from hipnet.model.fitting import score_code
+
+        if model.codes is None:
+            return {"fit_depth1_uniform_miou": None, "fit_depth1_near_miou": None}
+        scores, seen = [], []
+        for i, points, n in self.depth_observations():
+            fit = fit_code(model, points, self.heldout.read("pose/joint_transforms", i), self.budget.fit_iters, 1e-3)
+            scores.append(score_code(model, self.heldout, i, fit.code))
+            seen.append(n)
+        return {"fit_depth1_uniform_miou": 100 * float(np.mean([s["uniform_iou"] for s in scores])),
+                "fit_depth1_near_miou": 100 * float(np.mean([s["near_iou"] for s in scores])),
+                "fit_depth1_points_seen": int(np.mean(seen))}
+
 
 # -------------------------------------------------------------------------------------------------------- training
+
+
+def training_store(v: Variant) -> str:
+    """The key in ``stores`` of the store a variant trains on."""
+    return f"depth{v.depth_views}" if v.depth_views else "train"
+
+
+def observation_check(v: Variant, stores: dict[str, Path]) -> dict:
+    """For the observation variants: the oriented-distance targets of their training store checked against the
+    meshes (``sdf_target_check``) without a band and with the depth variants' band."""
+    if v.group != "observations":
+        return {}
+    views = f"{v.depth_views} depth view{'s' if v.depth_views > 1 else ''}"
+    return {"training_data": views if v.depth_views else "mesh surfaces",
+            "sdf_targets": sdf_target_check(stores[training_store(v)], stores["train"], (None, SDF_BAND))}
 
 
 def run_hipnet(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], runs: Path, ev: Evaluator):
@@ -296,7 +451,8 @@ def run_hipnet(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], r
     curve, train_s = [], 0.0
     for stop in range(budget.eval_every, budget.steps + 1, budget.eval_every):
         t0 = time.time()
-        train([stores["train"]], cfg, out, resume=stop > budget.eval_every, progress=False, stop_at_step=stop)
+        train([stores[training_store(v)]], cfg, out, resume=stop > budget.eval_every, progress=False,
+              stop_at_step=stop)
         train_s += time.time() - t0
         ck = load_checkpoint(out / CKPT)
         model = model_from_checkpoint(ck).eval()
@@ -340,6 +496,39 @@ def run_nasa(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], ev:
     return model, list(store.subjects), curve, train_s, config, queries
 
 
+def run_model(entry: dict, runs: Path):
+    """(model, code names) of a HIPNet run from its saved checkpoint (DATA/runs/<name>_s<seed>/ckpt.pt; a shared
+    run's is its twin's), or None when there is none or it is not this entry's run (a run of another budget or
+    configuration wrote over it: the step and the configuration must match the entry's)."""
+    from hipnet.model.checkpoint import CKPT, load_checkpoint, model_from_checkpoint
+
+    if entry.get("kind") != "hipnet":
+        return None
+    path = runs / f"{entry.get('same_run_as') or entry['name']}_s{entry['seed']}" / CKPT
+    if not path.is_file():
+        return None
+    ck = load_checkpoint(path)
+    if ck["step"] != entry["steps"] or json.loads(json.dumps(ck["config"])) != entry.get("config"):
+        return None
+    return model_from_checkpoint(ck, path).eval(), list(ck["subjects"])
+
+
+def backfill(data: dict, runs: Path, ev: Evaluator) -> int:
+    """Scores added after a run was written (``fit_depth``), computed from the run's checkpoint where it is still
+    this run's (``run_model``); returns how many entries gained them. Entries without one keep no such field (the
+    table shows "-")."""
+    done = 0
+    for e in data["variants"]:
+        if "fit_depth1_uniform_miou" in e:
+            continue
+        got = run_model(e, runs)
+        if got is None:
+            continue
+        e |= ev.fit_depth(got[0]) | {"fit_depth1_from_checkpoint": True}
+        done += 1
+    return done
+
+
 def run_variant(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], runs: Path, ev: Evaluator) -> dict:
     t0 = time.time()
     runner = run_nasa(v, seed, budget, stores, ev) if v.kind == "nasa" else run_hipnet(v, seed, budget, stores, runs, ev)
@@ -349,9 +538,92 @@ def run_variant(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], 
              "train_s": round(train_s, 1), "query_points_per_step": queries, "config": config, "curve": curve}
     entry |= ev.final(model, names)
     entry |= ev.fit(model)
+    entry |= ev.fit_depth(model)
     entry |= ev.identity(model, names)
     entry["wall_s"] = round(time.time() - t0, 1)
     return entry
+
+
+# --------------------------------------------------------------------------------------------------------- picture
+
+PICTURE_VIEWS = (("front", 30.0), ("back", 210.0))  # yaw about +Y (degrees) of the body towards the viewer
+
+
+def _yaw(points: np.ndarray, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return np.asarray(points, dtype=np.float64) @ np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]).T
+
+
+def depth_picture(data: dict, data_dir: Path, path: Path) -> Path | None:
+    """docs/accuracy_depth.png: one row per observation run (seed 0) with a checkpoint: what it was trained on
+    (its observation of one test frame: full surface samples, or that frame's mesh seen by its depth rig), the
+    model's surface for that frame (marching cubes from the run's checkpoint, the subject's code) and the ground
+    truth, each from the front and the back. Drawn when a depth run exists; None (and a note) otherwise."""
+    from hipnet.model.apps import posed_mesh
+    from hipnet.model.fitting import observed_points
+    from hipnet.pipeline.depth import sensor_rng
+    from hipnet.pipeline.stages.depth import render_depth
+    from hipnet.pipeline.store import Store
+    from hipnet.viz.render import draw_mesh
+
+    by_name = {v.name: v for v in VARIANTS}
+    runs = [e for e in data["variants"] if e["group"] == "observations" and e["seed"] == 0 and e["name"] in by_name]
+    if not any(by_name[e["name"]].depth_views for e in runs):
+        return None
+    test_path = data_dir / "stores" / "test.zarr"
+    models = {e["name"]: run_model(e, data_dir / "runs") for e in runs} if test_path.exists() else {}
+    rows = [(e, models[e["name"]]) for e in runs if models.get(e["name"]) is not None]
+    if not any(by_name[e["name"]].depth_views for e, _ in rows):
+        print(f"{path}: not drawn, no depth run's checkpoint (or no test store) under {data_dir}", flush=True)
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test = Store.open(test_path)
+    tiny, resolution = data["budget"]["tiny"], data["budget"]["resolution"]
+    i = data.get("eval_set", {}).get("mesh_frames", [0])[0]
+    v_gt, faces = test.read("mesh/vertices", i), test.read("mesh/faces")
+    jt, name = test.read("pose/joint_transforms", i), test.subjects[int(test.read("frame/subject", i))]
+    cols = ["observed (front)", "model (front)", "ground truth (front)", "observed (back)", "model (back)",
+            "ground truth (back)"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.9 * len(cols), 3.2 * len(rows)), squeeze=False)
+    half = np.abs(v_gt - v_gt.mean(0)).max() * 1.1
+    for r, (e, (model, names)) in enumerate(rows):
+        k = by_name[e["name"]].depth_views
+        if k:
+            sensor = depth_sensor(k, tiny)
+            seen = render_depth(v_gt, faces, sensor, sensor_rng(sensor, "picture", test.frame_key(i))).points
+        else:
+            seen = observed_points(test, i, 4000, False, seed=0)
+        code = model.codes.weight.detach()[names.index(name)] if name in names else model.codes.weight.detach().mean(0)
+        pred = posed_mesh(model, jt, code, resolution)
+        for c, (_, yaw) in enumerate(PICTURE_VIEWS):
+            ax = axes[r, 3 * c]
+            pts = _yaw(seen - v_gt.mean(0), yaw)
+            order = np.argsort(pts[:, 2])
+            ax.scatter(pts[order, 0], pts[order, 1], s=float(np.clip(3000 / len(pts), 0.2, 3)), c=pts[order, 2],
+                       cmap="viridis", linewidths=0)
+            for ax, (v, f) in ((axes[r, 3 * c + 1], (pred.vertices, pred.faces)), (axes[r, 3 * c + 2], (v_gt, faces))):
+                if len(f):
+                    draw_mesh(ax, _yaw(v - v_gt.mean(0), yaw), np.asarray(f))
+            for ax in axes[r, 3 * c: 3 * c + 3]:
+                ax.set_xlim(-half, half)
+                ax.set_ylim(-half, half)
+                ax.set_aspect("equal")
+                ax.axis("off")
+        axes[r, 0].text(-0.08, 0.5, f"{e['name']}\n{e['uniform_miou']:.1f}% uniform", transform=axes[r, 0].transAxes,
+                        rotation=90, va="center", ha="right", fontsize=8)
+    for c, label in enumerate(cols):
+        axes[0, c].set_title(label, fontsize=8)
+    fig.suptitle(f"test frame {test.frame_key(i)}: what each run was trained on, its surface, the ground truth",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------------------ main
@@ -369,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the generated embedded dataset (default: DATA/raw, generated when absent)")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default: bench/results/accuracy.json)")
     p.add_argument("--png", type=Path, default=None, help="curve picture (default: docs/accuracy.png)")
+    p.add_argument("--depth-png", type=Path, default=None,
+                   help="picture of the depth runs (default: docs/accuracy_depth.png; drawn when they exist)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (fixed and recorded)")
     p.add_argument("--workers", type=int, default=2, help="preprocessing worker processes")
     p.add_argument("--readme", action="store_true", help="only rewrite the README table and the picture from the JSON")
@@ -388,25 +662,34 @@ def main(argv: list[str] | None = None) -> int:
         for other in args.merge:
             print(f"{other}: {merge(data, json.loads(other.read_text()), other.name)} runs added to {out}")
         save_results(out, data)
+    data_dir = args.data or ROOT / "data" / ("accuracy_quick" if args.quick else "accuracy")
+    depth_png = args.depth_png or ROOT / "docs" / "accuracy_depth.png"
     if args.readme:
         data = json.loads(out.read_text())
         plot(data, png)
-        write_readme(data, ROOT / "README.md")
+        depth_picture(data, data_dir, depth_png)
+        write_readme(data, ROOT / "README.md", depth_png)
         print(table(data))
     if args.readme or args.merge:
         return 0
     torch.set_num_threads(args.threads)
-    data_dir = args.data or ROOT / "data" / ("accuracy_quick" if args.quick else "accuracy")
     wanted = None if args.only is None else set(args.only.split(","))
     unknown = (wanted or set()) - {v.name for v in VARIANTS}
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {[v.name for v in VARIANTS]}")
     stores = build_stores(data_dir, args.quick, args.workers, args.raw)
+    for k in sorted({v.depth_views for v in VARIANTS if v.depth_views and (wanted is None or v.name in wanted)}):
+        print(f"depth store of {k} view(s) from {stores['train']}", flush=True)
+        stores[f"depth{k}"] = depth_store(stores, k, budget.tiny, args.workers)
     ev = Evaluator(stores, budget)
     data = load_results(out, budget)
     data |= {"machine": machine(), "threads": args.threads, "commit": commit(),
              "eval_set": {"store": stores["test"].name, "final_frames": ev.final_frames, "mesh_frames": ev.mesh_frames,
                           "curve_frames": ev.curve_frames, "curve_points_per_kind": budget.curve_points}}
+    filled = backfill(data, data_dir / "runs", ev)
+    if filled:
+        print(f"fit_depth1 added from checkpoints to {filled} runs written before it", flush=True)
+        save_results(out, data)
     for v in VARIANTS:
         if wanted is not None and v.name not in wanted:
             continue
@@ -416,10 +699,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             twin = next((e for e in data["variants"] if v.same_as and e["name"] == v.same_as and e["seed"] == seed), None)
             if twin is not None:
-                entry = {**twin, "name": v.name, "group": v.group, "same_run_as": v.same_as}
+                entry = {**twin, "name": v.name, "group": v.group, "same_run_as": v.same_as,
+                         **observation_check(v, stores)}
             else:
                 print(f"{v.name} seed {seed}: training {budget.steps} steps", flush=True)
                 entry = run_variant(v, seed, budget, stores, data_dir / "runs", ev) | {"threads": args.threads}
+                entry |= observation_check(v, stores)
             data["variants"].append(entry)
             data["spread"] = spread(data)
             save_results(out, data)
@@ -427,7 +712,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"Chamfer {entry['chamfer_mm']} mm, fit {entry['fit_1k_uniform_miou']}, {entry['wall_s']} s",
                   flush=True)
     plot(data, png)
+    depth_picture(data, data_dir, depth_png)
     print(table(data))
+    obs = observations_table(data)
+    if obs:
+        print(obs)
     return 0
 
 

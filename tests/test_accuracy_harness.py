@@ -6,7 +6,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -24,7 +27,8 @@ def test_variant_names_and_ladder_switches():
     acc = harness()
     names = [v.name for v in acc.VARIANTS]
     assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "fast-base", "fast-subnet", "fast-hier",
-                     "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa"]
+                     "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
+                     "depth4-noband", "depth1-noband"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -37,6 +41,12 @@ def test_variant_names_and_ladder_switches():
     assert cfg["+softmin"].model.aggregation == "softmin" and not cfg["+softmin"].model.local_frames
     assert cfg["+sdf"].lambda_sdf == 1.0 and cfg["+sdf"].model.aggregation == "mean"
     assert len({(c.lr, c.frames_per_step, c.points_per_frame, c.model.hidden, c.steps) for c in cfg.values()}) == 1
+    # the observation experiment: the fast preset on another training store; the depth variants' band is named
+    assert cfg["surface"] == cfg["fast-full"] and cfg["surface"].sdf_target_band is None
+    assert cfg["depth4"] == cfg["depth1"] and cfg["depth1"] == replace(cfg["fast-full"], sdf_target_band=acc.SDF_BAND)
+    assert cfg["depth1-noband"] == cfg["fast-full"]
+    views = {v.name: v.depth_views for v in acc.VARIANTS if v.group == "observations"}
+    assert views == {"surface": 0, "depth4": 4, "depth1": 1, "depth4-noband": 4, "depth1-noband": 1}
 
 
 def test_quick_harness_end_to_end(tmp_path, tiny_raw):
@@ -66,6 +76,71 @@ def test_quick_harness_end_to_end(tmp_path, tiny_raw):
     before = out.read_text()
     assert acc.main(args) == 0
     assert json.loads(out.read_text())["variants"] == json.loads(before)["variants"]
+    assert runs[("fast-full", 0)]["fit_depth1_uniform_miou"] is not None
+    assert runs[("paper-base", 0)]["fit_depth1_uniform_miou"] is None  # no subject codes to fit
+
+    # the observation experiment on the same data: `surface` shares fast-full's run, depth1 trains on a depth store
+    # built from the train store's meshes; fast-full's entry lost its depth fit (as if written before the score
+    # existed) and gets it back from its checkpoint
+    data["variants"] = [{k: v for k, v in e.items() if not k.startswith("fit_depth1")} for e in data["variants"]]
+    out.write_text(json.dumps(data))
+    depth_png = tmp_path / "depth.png"
+    obs_args = ["--quick", "--only", "surface,depth1", "--data", str(tmp_path / "data"), "--raw", str(tiny_raw),
+                "--out", str(out), "--png", str(png), "--depth-png", str(depth_png), "--workers", "1"]
+    assert acc.main(obs_args) == 0
+    data = json.loads(out.read_text())
+    runs = {(e["name"], e["seed"]): e for e in data["variants"]}
+    full, surface, depth = runs[("fast-full", 0)], runs[("surface", 0)], runs[("depth1", 0)]
+    assert full["fit_depth1_from_checkpoint"] and 0 <= full["fit_depth1_uniform_miou"] <= 100
+    assert surface["same_run_as"] == "fast-full" and surface["uniform_miou"] == full["uniform_miou"]
+    assert surface["fit_depth1_uniform_miou"] == full["fit_depth1_uniform_miou"]
+    assert surface["training_data"] == "mesh surfaces" and depth["training_data"] == "1 depth view"
+    assert depth["config"]["sdf_target_band"] == acc.SDF_BAND and depth["steps"] == 2
+    for k in ("uniform_miou", "near_miou", "fit_1k_uniform_miou", "fit_depth1_uniform_miou", "fit_depth1_near_miou"):
+        assert 0 <= depth[k] <= 100, k
+    assert 0 < depth["fit_depth1_points_seen"]
+    for e in (surface, depth):
+        bands = e["sdf_targets"]["bands"]
+        assert bands["None"]["coverage"] == 100 and 0 < bands["0.03"]["coverage"] < 100
+        assert all(0 <= b["gross_wrong_sign"] <= b["wrong_sign"] <= 100 for b in bands.values())
+    # a band keeps the targets' sign where it is observed: fewer gross sign errors than without
+    assert depth["sdf_targets"]["bands"]["0.03"]["gross_wrong_sign"] < depth["sdf_targets"]["bands"]["None"][
+        "gross_wrong_sign"]
+    front_only_depth_store(tmp_path / "data" / "stores", acc.depth_sensor(1, tiny=True))
+    obs = acc.observations_table(data)
+    assert "| `depth1` | 1 depth view | 0.03 |" in obs and "| `surface` | mesh surfaces | - |" in obs
+    assert depth_png.stat().st_size > 0
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- accuracy-table:begin -->\nold\n<!-- accuracy-table:end -->\nrest\n")
+    acc.write_readme(data, readme, depth_png)
+    text = readme.read_text()
+    assert "| `depth1` |" in text and "](depth.png)" in text and text.endswith("rest\n") and "old" not in text
+
+
+def front_only_depth_store(stores: Path, sensor) -> None:
+    """The 1-view depth store holds only what the front camera sees: every sample's image normal faces the camera,
+    and every sample is the first surface its camera ray meets (the ray to it hits the frame's mesh, from the
+    train store's same frame key, within the sensor's noise bound of it: nothing behind the visible surface)."""
+    import open3d as o3d
+
+    from hipnet.pipeline.store import Store
+
+    depth, mesh = Store.open(stores / "depth1_72x96" / "train.zarr"), Store.open(stores / "train.zarr")
+    assert set(depth.sections) == {"train", "observed"} and depth.frame_keys() == mesh.frame_keys()
+    camera = np.array([0.0, 0.0, sensor.distance])  # the front camera in the canonical frame (the body faces +Z)
+    faces = mesh.read("mesh/faces").astype(np.uint32)
+    for i in range(0, depth.n_frames, 12):
+        p, n = depth.read("surface/points", i).astype(np.float64), depth.read("surface/normals", i)
+        to_camera = camera - p
+        assert (np.einsum("ij,ij->i", n, to_camera) > 0).all()
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(mesh.read("mesh/vertices", i).astype(np.float32)), o3d.core.Tensor(faces))
+        dist = np.linalg.norm(to_camera, axis=1)
+        z = to_camera[:, 2]  # depth along the optical axis (-Z); the noise is along the ray: |ray| = dist / z
+        bound = (sensor.noise_clip * sensor.sigma(z) + sensor.quantum) * dist / z + 1e-3  # 1 mm: float32 storage
+        rays = np.concatenate([np.broadcast_to(camera, p.shape), -to_camera / dist[:, None]], axis=1)
+        hit = scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))["t_hit"].numpy()
+        assert np.isfinite(hit).all() and (np.abs(hit - dist) < bound).all()
 
 
 def test_merge_adds_the_missing_runs_of_the_same_budget_only():
