@@ -78,6 +78,17 @@ def test_point_cloud_labels_on_a_sphere_switch_at_the_equator():
     np.testing.assert_allclose(lab.proxy_distance, 0.5 * R, atol=0.02 * R)
 
 
+def test_a_cloud_too_sparse_for_the_heat_solver_is_labelled_by_euclidean_distance():
+    """20 points (fewer than the solver's neighbour graph needs, as a tiny depth image gives): no error, and the
+    labels are those of the nearest proxy."""
+    p = sphere_cloud(20, seed=2)
+    joints = np.array([[0, -0.5 * R, 0], [0, 0.5 * R, 0]])
+    lab = cloud_labels(p, joints)
+    d = np.linalg.norm(p[None] - p[lab.proxies][:, None], axis=-1)
+    np.testing.assert_array_equal(lab.labels, np.argmin(d, axis=0))
+    assert set(lab.labels.tolist()) == {0, 1}
+
+
 def test_point_cloud_labels_on_a_capsule_switch_at_the_mid_plane_and_distances_are_exact():
     rng = np.random.default_rng(2)
     p = sample_surface(capsule_mesh().vertices, capsule_mesh().faces, 3000, rng).points

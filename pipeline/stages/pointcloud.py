@@ -148,9 +148,17 @@ def fragment_size(n: int) -> int:
     return max(FRAGMENT_POINTS, int(0.005 * n))
 
 
+HEAT_MIN_POINTS = 32  # potpourri3d's cloud solver builds a 30-neighbour graph: smaller pieces need k + 1 > N
+
+
 def heat_distances(points: np.ndarray, sources: np.ndarray) -> np.ndarray:
-    """Heat-method geodesic distance (len(sources), N) on one connected cloud (potpourri3d)."""
+    """Heat-method geodesic distance (len(sources), N) on one connected cloud (potpourri3d). A piece too small for
+    the solver's neighbour graph (fewer than ``HEAT_MIN_POINTS``: sparse or tiny observations) gets Euclidean
+    distances, which a piece that small hardly differs from."""
     import potpourri3d as pp3d
+
+    if len(points) < HEAT_MIN_POINTS:
+        return np.linalg.norm(points[None, :, :] - points[np.asarray(sources)][:, None, :], axis=-1)
 
     solver = pp3d.PointCloudHeatSolver(np.ascontiguousarray(points, dtype=np.float64))
     return np.stack([solver.compute_distance(int(s)) for s in sources])
