@@ -129,6 +129,12 @@ VARIANTS = [
     *(Variant(f"depth{k}", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)), depth_views=k)
       for k in (4, 1)),
     *(Variant(f"depth{k}-noband", "observations", FAST, (("lambda_sdf", 1.0),), depth_views=k) for k in (4, 1)),
+    # issue 15's levers, each one change to fast-full: forward-mode input gradients (the same values, a different
+    # cost), the soft-min without its + tau log J, a smaller initial sphere per part, wider sub-networks
+    Variant("fast-fwd", "levers", FAST, (("lambda_sdf", 1.0), ("gradients", "forward"))),
+    Variant("fast-nooffset", "levers", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0),)),
+    Variant("fast-r0.2", "levers", FAST + (("sphere_radius", 0.2),), (("lambda_sdf", 1.0),)),
+    Variant("fast-h64", "levers", FAST + (("hidden", 64),), (("lambda_sdf", 1.0),)),
 ]
 
 
@@ -138,9 +144,12 @@ def train_config(v: Variant, seed: int, budget: Budget) -> TrainConfig:
         base = replace(base, model=replace(base.model, hidden=16, pose_dim=8, pose_hidden=16, code_dim=8,
                                            aggregator_hidden=16), frames_per_step=2, points_per_frame=64,
                        eikonal_per_frame=64)
+    # input gradients by autograd unless a variant says otherwise: the harness's first runs were made so, and the
+    # forward-mode path (equal values) is a lever of its own (fast-fwd)
+    train = {"gradients": "autograd"} | dict(v.train)
     return replace(base, model=replace(base.model, **dict(v.model)), steps=budget.steps, seed=seed,
                    checkpoint_every=budget.steps, log_every=max(1, budget.eval_every // 2),
-                   loader_workers=budget.loader_workers, **dict(v.train))
+                   loader_workers=budget.loader_workers, **train)
 
 
 def commit() -> str:

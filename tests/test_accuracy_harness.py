@@ -28,7 +28,7 @@ def test_variant_names_and_ladder_switches():
     names = [v.name for v in acc.VARIANTS]
     assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "fast-base", "fast-subnet", "fast-hier",
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
-                     "depth4-noband", "depth1-noband"]
+                     "depth4-noband", "depth1-noband", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -40,7 +40,15 @@ def test_variant_names_and_ladder_switches():
     assert cfg["+local"].model.local_frames and cfg["+local"].model.aggregation == "mean" and cfg["+local"].lambda_sdf == 0
     assert cfg["+softmin"].model.aggregation == "softmin" and not cfg["+softmin"].model.local_frames
     assert cfg["+sdf"].lambda_sdf == 1.0 and cfg["+sdf"].model.aggregation == "mean"
-    assert len({(c.lr, c.frames_per_step, c.points_per_frame, c.model.hidden, c.steps) for c in cfg.values()}) == 1
+    levers = {v.name for v in acc.VARIANTS if v.group == "levers"}
+    assert len({(c.lr, c.frames_per_step, c.points_per_frame, c.model.hidden, c.steps, c.gradients)
+                for n, c in cfg.items() if n not in levers}) == 1
+    # each lever is fast-full with one change
+    ref = cfg["fast-full"]
+    assert cfg["fast-fwd"] == replace(ref, gradients="forward") and ref.gradients == "autograd"
+    assert cfg["fast-nooffset"] == replace(ref, model=replace(ref.model, softmin_offset=False))
+    assert cfg["fast-r0.2"] == replace(ref, model=replace(ref.model, sphere_radius=0.2))
+    assert cfg["fast-h64"] == replace(ref, model=replace(ref.model, hidden=64))
     # the observation experiment: the fast preset on another training store; the depth variants' band is named
     assert cfg["surface"] == cfg["fast-full"] and cfg["surface"].sdf_target_band is None
     assert cfg["depth4"] == cfg["depth1"] and cfg["depth1"] == replace(cfg["fast-full"], sdf_target_band=acc.SDF_BAND)
