@@ -19,6 +19,7 @@ import numpy as np
 
 from hipnet.pipeline.checks import require_finite
 from hipnet.pipeline.frames import Frame, Subject
+from hipnet.pipeline.quantise import chunk_order, decode_points, encode_normals, encode_points, point_box
 from hipnet.pipeline.schema import SPECS
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.evalpoints import near_points, stretched_bbox, uniform_points
@@ -49,6 +50,9 @@ class PreprocessConfig:
     eval_on_train: bool = False  # evaluation points and meshes for training splits too
     shard_frames: int = 32
     seed: int = 0
+    # surface points and normals as 16-bit codes (schema section "quantised", pipeline.quantise): about half the
+    # bytes per training frame, decoded on reading; False keeps float32 points and float16 normals
+    quantise: bool = False
 
     def __post_init__(self) -> None:
         if self.geodesics not in GEODESIC_MODES:
@@ -59,7 +63,12 @@ class PreprocessConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
 
     def to_attrs(self) -> dict:
-        return asdict(self)
+        """The config as stored in the ``config`` attr; ``quantise`` only when set, so a lossless store's attrs
+        (and its identity for reruns) are those written before the option existed."""
+        out = asdict(self)
+        if not self.quantise:
+            del out["quantise"]
+        return out
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> PreprocessConfig:
@@ -70,12 +79,13 @@ class PreprocessConfig:
         """Which store sections a split gets: evaluation points and meshes for evaluation splits; for observed
         frames (point clouds, raw scans, depth images: no closed surface, no inside) the ``observed`` record
         instead, whatever the split."""
+        quantised = ["quantised"] if self.quantise else []
         if observed:
-            return ("train", "observed")
+            return ("train", "observed", *quantised)
         sections = ["train"]
         if split != "train" or self.eval_on_train:
             sections += ["eval", "mesh"] + (["snarf"] if self.snarf else [])
-        return tuple(sections)
+        return (*sections, *quantised)
 
 
 def frame_rng(seed: int, dataset: str, key: str) -> np.random.Generator:
@@ -143,6 +153,29 @@ def stored(name: str, values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=SPECS[name].dtype)
 
 
+def surface_arrays(points: np.ndarray, normals: np.ndarray, labels: np.ndarray,
+                   quantise: bool) -> dict[str, np.ndarray]:
+    """The stored surface arrays of float64 samples (S, 3), their unit normals (S, 3) and labels (S,): float32
+    points and float16 normals, or (``quantise``) the 16-bit codes, the frame's box and the labels, in the
+    quantised store's order (``quantise.chunk_order``)."""
+    if not quantise:
+        return {"surface/points": stored("surface/points", points), "surface/normals": stored("surface/normals", normals),
+                "surface/labels": stored("surface/labels", labels)}
+    box = point_box(points)
+    codes = encode_points(points, box)
+    order = chunk_order(codes)
+    return {"surface/box": box, "surface/points_quantised": codes[order],
+            "surface/normals_octahedral": encode_normals(normals)[order],
+            "surface/labels": stored("surface/labels", labels)[order]}
+
+
+def points_as_read(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The float32 surface points a reader of the store gets, from ``surface_arrays``'s result."""
+    if "surface/points" in arrays:
+        return arrays["surface/points"]
+    return decode_points(arrays["surface/points_quantised"], arrays["surface/box"])
+
+
 def process_observed_frame(frame: Frame, geom: ObservedGeometry, cfg: PreprocessConfig,
                            dataset: str) -> dict[str, np.ndarray]:
     """The per-frame arrays of an observed frame (sections ``train`` and ``observed``): samples drawn from what was
@@ -152,9 +185,7 @@ def process_observed_frame(frame: Frame, geom: ObservedGeometry, cfg: Preprocess
     obs = observe_frame(canon.vertices, frame.faces, normals, canon.joint_transforms[:, :3, 3], geom.parents,
                         cfg.surface_points, frame_rng(cfg.seed, dataset, frame.key))
     out = {
-        "surface/points": obs.points,
-        "surface/normals": obs.normals,
-        "surface/labels": obs.labels,
+        **surface_arrays(obs.points, obs.normals, obs.labels, cfg.quantise),
         "pose/joint_transforms": canon.joint_transforms,
         "pose/world_from_canonical": canon.world_from_canonical,
         "observed/count": obs.count,
@@ -177,12 +208,11 @@ def process_frame(
     canon = canonicalise(frame.vertices, frame.joint_transforms)
     rng = frame_rng(cfg.seed, dataset, frame.key)
     s = sample_surface(canon.vertices, frame.faces, cfg.surface_points, rng)
-    points = stored("surface/points", s.points)
     labels = frame_labels(canon.vertices, geom, s.face_index, s.barycentrics)
+    surface = surface_arrays(s.points, s.normals, labels, cfg.quantise)
+    points, labels = points_as_read(surface), surface["surface/labels"]
     out = {
-        "surface/points": points,
-        "surface/normals": s.normals,
-        "surface/labels": labels,
+        **surface,
         "pose/joint_transforms": canon.joint_transforms,
         "pose/world_from_canonical": canon.world_from_canonical,
     }
@@ -224,21 +254,24 @@ def process_frame(
 def relabel_frame(frame: Frame, geom: SubjectGeometry | ObservedGeometry, cfg: PreprocessConfig, dataset: str,
                   stored_points: np.ndarray) -> np.ndarray:
     """Recompute only the surface labels of a stored frame: the samples are redrawn from the frame's seed and must
-    equal the stored points (a check that the raw data and config are the ones the store was made from)."""
+    equal the stored points as read (decoded, for a quantised store): a check that the raw data and config are the
+    ones the store was made from."""
     if isinstance(geom, ObservedGeometry):
         arrays = process_observed_frame(frame, geom, cfg, dataset)
-        if not np.array_equal(arrays["surface/points"], stored_points):
+        if not np.array_equal(points_as_read(arrays), stored_points):
             raise ValueError(f"frame {frame.key}: resampled surface points differ from the stored ones (the raw data "
                              "or the config is not the one this store was written from)")
         return arrays["surface/labels"]
     canon = canonicalise(frame.vertices, frame.joint_transforms)
     s = sample_surface(canon.vertices, frame.faces, cfg.surface_points, frame_rng(cfg.seed, dataset, frame.key))
-    if not np.array_equal(stored("surface/points", s.points), stored_points):
+    labels = frame_labels(canon.vertices, geom, s.face_index, s.barycentrics)
+    surface = surface_arrays(s.points, s.normals, labels, cfg.quantise)  # the store's order
+    if not np.array_equal(points_as_read(surface), stored_points):
         raise ValueError(
             f"frame {frame.key}: resampled surface points differ from the stored ones (the raw data or the config "
             "is not the one this store was written from)"
         )
-    labels = frame_labels(canon.vertices, geom, s.face_index, s.barycentrics)
+    labels = surface["surface/labels"]
     require_finite(f"frame {frame.key}: stage output (not written)", **{"surface/labels": labels})
     return labels
 

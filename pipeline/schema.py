@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
@@ -24,8 +25,9 @@ SCHEMA_VERSION = 1
 
 #: Sections of a store. ``train`` is always written; ``eval`` and ``mesh`` for evaluation splits (or on request);
 #: ``snarf`` only when the SNARF evaluation variant is asked for; ``observed`` (instead of ``eval`` and ``mesh``)
-#: for frames observed as point clouds, raw scans or depth images (``pipeline.stages.pointcloud``).
-SECTIONS = ("train", "eval", "mesh", "snarf", "observed")
+#: for frames observed as point clouds, raw scans or depth images (``pipeline.stages.pointcloud``); ``quantised``
+#: (opt-in, ``PreprocessConfig.quantise``) stores the surface points and normals in 16-bit codes instead of floats.
+SECTIONS = ("train", "eval", "mesh", "snarf", "observed", "quantised")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ArraySpec:
     dims: tuple[str, ...]
     section: str
     doc: str
+    replaced_in: str | None = None  # a section whose stores hold this array encoded (``DECODED_FROM``) instead
 
     @property
     def per_frame(self) -> bool:
@@ -47,9 +50,10 @@ class ArraySpec:
 DONE = "done"  # the frame-done mask; not hashed (it is written after its shard's hash record)
 
 ARRAYS: tuple[ArraySpec, ...] = (
-    ArraySpec("surface/points", "float32", ("F", "S", 3), "train", "area-weighted surface samples, canonical frame"),
+    ArraySpec("surface/points", "float32", ("F", "S", 3), "train",
+              "area-weighted surface samples in random order, canonical frame", "quantised"),
     ArraySpec("surface/normals", "float16", ("F", "S", 3), "train",
-              "unit outward normals: interpolated area-weighted vertex normals"),
+              "unit outward normals: interpolated area-weighted vertex normals", "quantised"),
     ArraySpec("surface/labels", "uint8", ("F", "S"), "train", "index of the geodesically nearest joint"),
     ArraySpec("pose/joint_transforms", "float32", ("F", "J", 4, 4), "train", "[G_j | J_j], canonical frame"),
     ArraySpec("pose/world_from_canonical", "float32", ("F", 4, 4), "train", "x_world = R x_canonical + t"),
@@ -80,9 +84,36 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "fraction pointing towards their nearest bone"),
     ArraySpec("observed/proxy_distance", "float32", ("F", "J"), "observed",
               "distance from each joint to its proxy, the nearest observed point (m)"),
+    ArraySpec("surface/box", "float32", ("F", 2, 3), "quantised",
+              "lower and upper corner of a box holding the frame's surface points (the quantisation grid)"),
+    ArraySpec("surface/points_quantised", "uint16", ("F", "S", 3), "quantised",
+              "surface/points as q: box[0] + q (box[1] - box[0]) / 65535; ordered by x code within each chunk"),
+    ArraySpec("surface/normals_octahedral", "uint16", ("F", "S", 2), "quantised",
+              "surface/normals, octahedral map of the unit sphere onto [-1, 1]^2, 16 bits per coordinate"),
 )
 
 SPECS = {a.name: a for a in ARRAYS}
+
+#: The arrays a reader asks for that a quantised store holds encoded, and the stored arrays they are decoded from
+#: (``pipeline.quantise``; ``Store.read`` decodes, so training and evaluation code read floats either way).
+DECODED_FROM = {
+    "surface/points": ("surface/points_quantised", "surface/box"),
+    "surface/normals": ("surface/normals_octahedral",),
+}
+
+#: Surface points per chunk along S in a quantised store (a whole frame per chunk otherwise): the loader reads the
+#: chunks a step needs, and Zarr decodes only those. Within a chunk (a random subset of the frame's samples, as the
+#: samples are drawn in random order) the points are ordered by their x code, which lets the compressor drop part
+#: of the order's entropy (about 25 KB per 25k-point frame at this chunk size; 2,500 is the smallest measured size
+#: that keeps a frame under 250 KB); a reader therefore takes whole chunks, never a prefix of one.
+QUANTISED_CHUNK_POINTS = 2500
+QUANTISED_CODES = ("surface/points_quantised", "surface/normals_octahedral")
+QUANTISED_LEVELS = 65535  # 16-bit codes 0..65535
+#: Largest angle (radians) between a unit normal and its decoded octahedral code, rounding to the nearest code of
+#: spacing 2 / 65535: each coordinate moves at most e = 1 / 65535, the unnormalised decoded vector (L1 norm 1, so
+#: Euclidean norm >= 1 / sqrt(3)) moves at most sqrt(6) e on each linear piece of the (continuous) unfolding, so
+#: the angle is at most asin(sqrt(18) e); plus 1e-6 for float32 decoding. tests/test_quantise.py measures it.
+NORMAL_ERROR_BOUND_RAD = math.asin(math.sqrt(18) / QUANTISED_LEVELS) + 1e-6
 
 
 DIM_DOCS = {
@@ -110,29 +141,50 @@ class Dims:
 
 
 def specs_for(sections: Iterable[str]) -> list[ArraySpec]:
+    """The arrays a store of ``sections`` holds (a quantised store: the encoded surface arrays, not the floats)."""
     chosen = set(sections)
     unknown = chosen - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown store sections {sorted(unknown)}; choose from {SECTIONS}")
-    return [a for a in ARRAYS if a.section in chosen]
+    return [a for a in ARRAYS if a.section in chosen and a.replaced_in not in chosen]
 
 
-def compressors(dtype: str):
-    """Zstd behind a byte shuffle for numbers (floats compress poorly without it); plain zstd for bool/uint8."""
+def stored_names(name: str, sections: Iterable[str]) -> tuple[str, ...]:
+    """The stored arrays that a read of ``name`` comes from in a store of ``sections``: ``name`` itself, or the
+    arrays it is decoded from (``DECODED_FROM``) where the store holds it encoded."""
+    spec = SPECS.get(name)
+    return DECODED_FROM[name] if spec and spec.replaced_in is not None and spec.replaced_in in set(sections) else (name,)
+
+
+def compressors(dtype: str, typesize: int | None = None):
+    """Zstd behind a byte shuffle for numbers (floats compress poorly without it); plain zstd for bool/uint8.
+    ``typesize``: bytes shuffled as one element (default: the dtype's); the quantised surface codes shuffle a
+    whole point (6 bytes) or normal (4), so each coordinate's high bytes form one stream (``codec_typesize``)."""
     from zarr.codecs import BloscCodec
 
-    itemsize = np.dtype(dtype).itemsize
+    itemsize = typesize or np.dtype(dtype).itemsize
     shuffle = "shuffle" if itemsize > 1 else "noshuffle"
     return (BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=itemsize),)
 
 
-def layout(spec: ArraySpec, dims: Dims, shard_frames: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+def codec_typesize(spec: ArraySpec) -> int:
+    """Bytes the compressor shuffles as one element: a whole code row for the quantised surface codes, one
+    value otherwise."""
+    itemsize = np.dtype(spec.dtype).itemsize
+    return itemsize * spec.dims[-1] if spec.name in QUANTISED_CODES else itemsize
+
+
+def layout(spec: ArraySpec, dims: Dims, shard_frames: int,
+           sections: Iterable[str] = ()) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
     """(chunks, shards) of an array: one frame per chunk and ``shard_frames`` per shard for frame-major arrays,
-    a single chunk otherwise."""
+    a single chunk otherwise. In a quantised store the surface arrays' chunks hold ``QUANTISED_CHUNK_POINTS``
+    points of one frame."""
     shape = dims.shape(spec)
     if not spec.per_frame:
         return tuple(max(1, s) for s in shape), None
     chunks = (1, *shape[1:])
+    if "quantised" in set(sections) and spec.dims[1:2] == ("S",):
+        chunks = (1, max(1, min(QUANTISED_CHUNK_POINTS, shape[1])), *shape[2:])
     shards = (max(1, min(shard_frames, shape[0])), *shape[1:])
     return chunks, shards
 
@@ -198,6 +250,7 @@ class AttrNames:
     normals: str = "normals"
     occupancy_method: str = "occupancy_method"
     geodesic_labels: str = "geodesic_labels"
+    quantisation: str = "quantisation"
     depth_sensor: str = "depth_sensor"
     relabel: str = "relabel"
     excluded: str = "excluded"
@@ -241,6 +294,8 @@ ROOT_ATTRS: tuple[AttrSpec, ...] = (
     AttrSpec(ATTR.normals, "how normals were computed"),
     AttrSpec(ATTR.occupancy_method, "how occupancy was computed and cross-checked"),
     AttrSpec(ATTR.geodesic_labels, "how joint labels were computed"),
+    AttrSpec(ATTR.quantisation, "quantised stores only: the codes and their error bounds, max_point_error_mm (over "
+                                "the store's frames, written at completion) and max_normal_error_deg"),
     AttrSpec(ATTR.depth_sensor, "the depth sensor a store of `hipnet-data depth` was rendered with (absent "
                                 "otherwise)", identity=True),
     AttrSpec(ATTR.relabel, "geodesic mode of an unfinished `hipnet-data geodesics` run (absent otherwise)"),
@@ -280,6 +335,20 @@ OBSERVED_CONVENTIONS = {
 }
 
 
+#: The ``quantisation`` attribute of a quantised store at creation; ``max_point_error_mm`` is added at completion
+#: (``store.mark_complete``), from the frames' boxes: half a code step along each axis, combined, plus float32
+#: rounding of the decoded coordinates.
+QUANTISATION = {
+    "points": "uint16 per coordinate over the frame's surface/box: x = box[0] + q (box[1] - box[0]) / 65535",
+    "point_error": "per frame at most |box[1] - box[0]| / 131070 (half a code step per axis) plus float32 rounding",
+    "normals": "octahedral map, 16 bits per coordinate, rounded to the nearest code",
+    "max_normal_error_deg": math.degrees(NORMAL_ERROR_BOUND_RAD),
+    "labels": "uint8",
+    "chunk_points": QUANTISED_CHUNK_POINTS,
+    "order": "the samples' random order, then sorted by x code within each chunk (points, normals, labels alike)",
+}
+
+
 # ------------------------------------------------------------------------------------------------ shard index
 
 #: Zarr group holding one hash record per shard (``hashes/<i>``, attributes ``{"arrays": {name: [bytes, hash]}}``)
@@ -309,13 +378,19 @@ def markdown() -> str:
     lines = ["| array | dtype | shape | section | notes |", "|---|---|---|---|---|"]
     for a in (*ARRAYS, GEODESICS_DONE):
         shape = "(" + ", ".join(map(str, a.dims)) + ("," if len(a.dims) == 1 else "") + ")"
-        lines.append(f"| `{a.name}` | {a.dtype} | {shape} | {a.section} | {_cell(a.doc)} |")
+        doc = a.doc + (f"; a {a.replaced_in} store holds " + " and ".join(f"`{n}`" for n in DECODED_FROM[a.name])
+                       + " instead (decoded on reading)" if a.replaced_in else "")
+        lines.append(f"| `{a.name}` | {a.dtype} | {shape} | {a.section} | {_cell(doc)} |")
     lines += ["", "| root attribute | required | identity | meaning |", "|---|---|---|---|"]
     for s in ROOT_ATTRS:
         lines.append(f"| `{s.name}` | {'yes' if s.required else ''} | {'yes' if s.identity else ''} | "
                      f"{_cell(s.doc)} |")
     dims = ", ".join(f"{f.name} {DIM_DOCS[f.name]}" for f in fields(Dims))
-    lines += ["", f"Schema version {SCHEMA_VERSION}. Dimensions: {dims}."]
+    lines += ["", f"Schema version {SCHEMA_VERSION}. Dimensions: {dims}. A `quantised` store (`hipnet-data preprocess "
+              f"--quantise`) holds `surface/points` and `surface/normals` encoded (decoded on reading), with "
+              f"surface chunks of {QUANTISED_CHUNK_POINTS} points; normals within "
+              f"{math.degrees(NORMAL_ERROR_BOUND_RAD):.4f} degrees, points within half a code step per axis of "
+              "their box (the store's `quantisation` attribute)."]
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,7 @@ from hipnet.pipeline.schema import (
 )
 from hipnet.pipeline.store import (
     open_group,
+    read_array,
     store_dims,
     write_shard,
 )
@@ -170,7 +171,7 @@ def relabel_shard(reader: Reader, store_path: str, shard: int, refs: Sequence[Fr
     group = open_group(Path(store_path), mode="r+")
     n = group[DONE].shape[0]
     sl = shard_slice(shard, n, int(group.attrs[ATTR.shard_frames]))
-    points = np.asarray(group["surface/points"][sl])
+    points = read_array(group, "surface/points", sl)  # as a reader sees them (decoded, in a quantised store)
     blocks = {"surface/labels": np.asarray(group["surface/labels"][sl])}
     has_eval = "eval" in group.attrs[ATTR.sections]
     if has_eval:

@@ -27,20 +27,24 @@ import numpy as np
 import zarr
 
 from hipnet.pipeline.integrity import check_files, collect_index, hashed_arrays, record_shard, record_static
+from hipnet.pipeline.quantise import decode_normals, decode_points, point_error_bound
 from hipnet.pipeline.schema import (
     ATTR,
     DONE,
     IDENTITY_ATTRS,
+    QUANTISATION,
     SCHEMA_VERSION,
     SPECS,
     Dims,
     array_problem,
+    codec_typesize,
     compressors,
     frames_text,
     layout,
     n_shards,
     shard_slice,
     specs_for,
+    stored_names,
 )
 from hipnet.pipeline.skeleton import Skeleton
 
@@ -71,6 +75,8 @@ def create_store(
     path = Path(path)
     attrs = {ATTR.schema_version: SCHEMA_VERSION, ATTR.sections: list(sections), ATTR.shard_frames: shard_frames,
              ATTR.dims: asdict(dims), **attrs}
+    if "quantised" in sections:
+        attrs.setdefault(ATTR.quantisation, dict(QUANTISATION))
     if path.exists():
         group = open_group(path, mode="r+")
         check_identity(path, dict(group.attrs), attrs)
@@ -80,10 +86,10 @@ def create_store(
         shutil.rmtree(tmp)
     group = zarr.open_group(tmp, mode="w", zarr_format=3)
     for spec in specs_for(sections):
-        chunks, shards = layout(spec, dims, shard_frames)
+        chunks, shards = layout(spec, dims, shard_frames, sections)
         group.create_array(
             spec.name, shape=dims.shape(spec), dtype=spec.dtype, chunks=chunks, shards=shards,
-            compressors=compressors(spec.dtype), fill_value=0, attributes={"doc": spec.doc},
+            compressors=compressors(spec.dtype, codec_typesize(spec)), fill_value=0, attributes={"doc": spec.doc},
         )
     for name, column in ids.items():
         group[name][:] = np.asarray(column, dtype=np.int32)
@@ -169,9 +175,25 @@ def mark_complete(group: zarr.Group) -> bool:
     is complete."""
     if not done_mask(group).all():
         return False
+    if "quantised" in group.attrs[ATTR.sections]:
+        bound = float(point_error_bound(np.asarray(group["surface/box"][:])).max(initial=0.0))
+        group.attrs[ATTR.quantisation] = {**group.attrs[ATTR.quantisation], "max_point_error_mm": 1000 * bound}
     group.attrs[ATTR.shard_index] = collect_index(group)
     group.attrs[ATTR.complete] = True
     return True
+
+
+def read_array(group: zarr.Group, name: str, frames: slice | int | np.ndarray = slice(None),
+               points: slice = slice(None)) -> np.ndarray:
+    """Array ``name`` of ``frames`` (and of the surface ``points`` along S, for the surface arrays) as a reader
+    wants it: decoded to float32 where the store holds it as 16-bit codes (``schema.DECODED_FROM``)."""
+    names = stored_names(name, group.attrs[ATTR.sections])
+    if names == (name,):
+        return np.asarray(group[name][(frames, points) if points != slice(None) else frames])
+    if name == "surface/normals":
+        return decode_normals(np.asarray(group[names[0]][frames, points]))
+    codes, box = np.asarray(group[names[0]][frames, points]), np.asarray(group[names[1]][frames])
+    return decode_points(codes, box)
 
 
 def mark_incomplete(group: zarr.Group) -> None:
@@ -210,6 +232,7 @@ class Store:
         store = cls(path, group)
         names = [s.name for s in specs_for(store.sections)] if arrays is None else list(arrays)
         store._check_arrays(names)
+        names = [n for asked in names for n in stored_names(asked, store.sections)]
         if allow_incomplete:
             return store
         if not group.attrs.get(ATTR.complete):
@@ -239,10 +262,14 @@ class Store:
 
     def _check_arrays(self, names: Sequence[str]) -> None:
         dims = self.dims
+        for asked in names:
+            if asked not in SPECS:
+                raise ValueError(f"{self.path}: {asked!r} is not an array of the store schema")
+            self._check_stored(stored_names(asked, self.sections), dims)
+
+    def _check_stored(self, names: Sequence[str], dims: Dims) -> None:
         for name in names:
-            spec = SPECS.get(name)
-            if spec is None:
-                raise ValueError(f"{self.path}: {name!r} is not an array of the store schema")
+            spec = SPECS[name]
             if spec.section not in self.sections:
                 raise ValueError(f"{self.path}: no array {name} (section {spec.section}; the store has sections "
                                  f"{', '.join(self.sections)})")
@@ -298,12 +325,34 @@ class Store:
     def shard_slice(self, i: int) -> slice:
         return shard_slice(i, self.n_frames, self.shard_frames)
 
+    @property
+    def quantised(self) -> bool:
+        return "quantised" in self.sections
+
     def read(self, name: str, frames: slice | int | np.ndarray = slice(None)) -> np.ndarray:
-        return np.asarray(self.group[name][frames])
+        """Array ``name`` of ``frames``; a quantised store's surface points and normals decoded to float32."""
+        return read_array(self.group, name, frames)
 
     def read_shard(self, i: int, names: Sequence[str]) -> dict[str, np.ndarray]:
         sl = self.shard_slice(i)
         return {name: self.read(name, sl) for name in names}
+
+    def read_window(self, frames: slice, start: int, count: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Surface points ``start, start + 1, ... start + count - 1`` (modulo S, wrapping to the first points) of
+        ``frames``, of the surface arrays ``names`` (each (frames, count, ...)). Reads only the chunks the window
+        touches where the store chunks along S (a quantised store); a whole frame per chunk otherwise."""
+        n = self.dims.S
+        if not 0 < count <= n:
+            raise ValueError(f"{self.path}: a window of {count} of {n} surface points")
+        start %= n
+        parts = [slice(start, min(start + count, n))]
+        if start + count > n:
+            parts.append(slice(0, start + count - n))
+        out = {}
+        for name in names:
+            blocks = [read_array(self.group, name, frames, p) for p in parts]
+            out[name] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+        return out
 
     def frame_keys(self) -> list[str]:
         """Every frame's ``subject/sequence/index``, reading the three id arrays once."""
