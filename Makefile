@@ -94,7 +94,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
-	for b in generate preprocess train; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in generate preprocess loader train; do $(BIN)/python bench/$$b.py || exit 1; done
 
 # The accuracy harness: HIPNet variants (the paper's table-6 ladder, our departures) and NASA on the same embedded
 # stores and budget; resumable (a rerun skips finished variants). ACCURACY_ARGS="--only fast,nasa" picks variants.
