@@ -41,9 +41,14 @@ def spread(data: dict) -> dict:
 def table(data: dict) -> str:
     """The README's accuracy table, from the results file."""
     lines = ["| variant | group | seeds | uniform mIoU (%) | near mIoU (%) | Chamfer (mm) | normal cons. | "
-             "fit 1k uniform (%) | fit depth1 uniform (%) | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "fit 1k uniform (%) | fit depth1 uniform (%) | own / mean code IoU (%) | train s (threads) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(e["name"] for e in data["variants"]):
         runs = [e for e in data["variants"] if e["name"] == name]
+        ident = [r["identity"] for r in runs if r.get("identity")]
+        codes = "-" if not ident else (f"{np.mean([i['iou_own_code'] for i in ident]):.1f} / "
+                                       f"{np.mean([i['iou_mean_code'] for i in ident]):.1f}")
+        threads = "/".join(str(t) for t in sorted({r.get("threads", data.get("threads")) for r in runs}, key=str))
 
         def cell(k, fmt="{:.1f}", runs=runs):
             vals = [r[k] for r in runs if r.get(k) is not None]
@@ -54,7 +59,7 @@ def table(data: dict) -> str:
 
         lines.append(f"| `{name}` | {runs[0]['group']} | {len(runs)} | {cell('uniform_miou')} | {cell('near_miou')} | "
                      f"{cell('chamfer_mm')} | {cell('normal_consistency', '{:.3f}')} | {cell('fit_1k_uniform_miou')} | "
-                     f"{cell('fit_depth1_uniform_miou')} | {cell('train_s', '{:.0f}')} |")
+                     f"{cell('fit_depth1_uniform_miou')} | {codes} | {cell('train_s', '{:.0f}')} ({threads}) |")
     return "\n".join(lines)
 
 

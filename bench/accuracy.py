@@ -138,6 +138,14 @@ VARIANTS = [
 ]
 
 
+def in_variant_order(data: dict) -> dict:
+    """``data`` with its runs in the order of VARIANTS (then seed): the table and the file read as the ladder does,
+    whichever process finished first."""
+    rank = {v.name: k for k, v in enumerate(VARIANTS)}
+    data["variants"].sort(key=lambda e: (rank.get(e["name"], len(rank)), e["seed"]))
+    return data
+
+
 def train_config(v: Variant, seed: int, budget: Budget) -> TrainConfig:
     base = PRESETS["fast"]
     if budget.tiny:
@@ -670,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(out.read_text())
         for other in args.merge:
             print(f"{other}: {merge(data, json.loads(other.read_text()), other.name)} runs added to {out}")
-        save_results(out, data)
+        save_results(out, in_variant_order(data))
     data_dir = args.data or ROOT / "data" / ("accuracy_quick" if args.quick else "accuracy")
     depth_png = args.depth_png or ROOT / "docs" / "accuracy_depth.png"
     if args.readme:
@@ -716,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry |= observation_check(v, stores)
             data["variants"].append(entry)
             data["spread"] = spread(data)
-            save_results(out, data)
+            save_results(out, in_variant_order(data))
             print(f"{v.name} seed {seed}: uniform {entry['uniform_miou']:.1f}%, near {entry['near_miou']:.1f}%, "
                   f"Chamfer {entry['chamfer_mm']} mm, fit {entry['fit_1k_uniform_miou']}, {entry['wall_s']} s",
                   flush=True)
