@@ -650,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny data and budget: the plumbing, in seconds (tests)")
     p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds to run (default: each variant's own)")
     p.add_argument("--steps", type=int, default=None, help="training steps per variant (default: the budget's)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="steps between curve points (default: the budget's, or a fifth of --steps)")
@@ -711,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         if wanted is not None and v.name not in wanted:
             continue
         for seed in v.seeds:
+            if args.seeds is not None and str(seed) not in args.seeds.split(","):
+                continue
             done = {(e["name"], e["seed"]) for e in data["variants"]}
             if (v.name, seed) in done:
                 continue
