@@ -164,6 +164,17 @@ def pickle_with_chumpy(build, protocol: int = 2) -> bytes:
                 sys.modules[k] = v
 
 
+def write_dfaust_male_model(base: Path):
+    """``base/models/basicModel_m_lbs_10_207_0_v1.0.0.pkl`` (a rigid synthetic SMPL v1.0 model, the file name
+    DFAUST's male registrations are read with), loaded as a ``BodyModel``."""
+    from hipnet.pipeline.bodymodels import BodyModel
+
+    path = base / "models" / "basicModel_m_lbs_10_207_0_v1.0.0.pkl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(smpl_pkl_bytes(rigid=True)[0])
+    return BodyModel.load(path)
+
+
 def smpl_pkl_bytes(seed: int = 0, rigid: bool = False) -> tuple[bytes, dict[str, np.ndarray]]:
     """An SMPL v1.0-style pickle: chumpy arrays (``chumpy.ch.Ch``) and a scipy CSC ``J_regressor``."""
     import scipy.sparse

@@ -14,7 +14,7 @@ import pytest
 import trimesh
 import yaml
 from click.testing import CliRunner
-from synthetic import smpl_pkl_bytes, write_amass_body_models, write_amass_smplh, write_generic
+from synthetic import write_amass_body_models, write_amass_smplh, write_dfaust_male_model, write_generic
 
 from hipnet.cli.data import main
 from hipnet.pipeline.schema import validate
@@ -255,13 +255,9 @@ def test_a_deleted_shard_file_is_found_then_recomputed(finished):
 
 @pytest.fixture(scope="module")
 def dfaust(tmp_path_factory):
-    from hipnet.pipeline.bodymodels import BodyModel
 
     base = tmp_path_factory.mktemp("dfaust")
-    (base / "models").mkdir()
-    blob, _ = smpl_pkl_bytes(rigid=True)
-    (base / "models" / "basicModel_m_lbs_10_207_0_v1.0.0.pkl").write_bytes(blob)
-    model = BodyModel.load(base / "models" / "basicModel_m_lbs_10_207_0_v1.0.0.pkl")
+    model = write_dfaust_male_model(base)
     pose = np.zeros((4, 72))
     pose[:, 3:66] = np.random.default_rng(5).normal(scale=0.2, size=(4, 63))
     m = base / "tiny_dfaust.yaml"

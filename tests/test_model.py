@@ -289,7 +289,7 @@ def test_forward_mode_gradients_equal_autograd_in_float64(local_frames, aggregat
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.05)
     jt, subj = random_pose(2, 22, gen).double(), torch.tensor([1, 3])
-    x = ((torch.rand(2, 40, 3, generator=gen, dtype=torch.float64) - 0.5)).requires_grad_(True)
+    x = (torch.rand(2, 40, 3, generator=gen, dtype=torch.float64) - 0.5).requires_grad_(True)
     sdf, parts = model(x, jt, subj)
     sdf_f, parts_f, grad_f, part_grads_f = model(x.detach(), jt, subj, gradients=True)
     torch.testing.assert_close(sdf_f, sdf, atol=1e-10, rtol=0)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from synthetic import smpl_pkl_bytes
+from synthetic import write_dfaust_male_model
 
 from hipnet.cli.data import main
-from hipnet.pipeline.bodymodels import BodyModel
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.amass import AmassReader
 from hipnet.pipeline.readers.dfaust import DfaustRegistrationsReader
@@ -26,11 +25,8 @@ def setup(tmp_path_factory):
     parts move rigidly (one-hot skinning weights) and its shape is the template's, so the rotations and the rest
     mesh have exact answers; real SMPL blending makes them estimates (module docstring of readers.dfaust)."""
     base = tmp_path_factory.mktemp("dfaust")
+    model = write_dfaust_male_model(base)
     models = base / "models"
-    models.mkdir()
-    blob, _ = smpl_pkl_bytes(rigid=True)
-    (models / "basicModel_m_lbs_10_207_0_v1.0.0.pkl").write_bytes(blob)
-    model = BodyModel.load(models / "basicModel_m_lbs_10_207_0_v1.0.0.pkl")
     rng = np.random.default_rng(5)
     betas = np.zeros(10)
     pose = np.zeros((3, 72))

@@ -12,10 +12,9 @@ import pytest
 import trimesh
 import yaml
 from click.testing import CliRunner
-from synthetic import smpl_pkl_bytes
+from synthetic import write_dfaust_male_model
 
 from hipnet.cli.data import main
-from hipnet.pipeline.bodymodels import BodyModel
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.dfaust_scans import DfaustScansReader
 from hipnet.pipeline.schema import validate
@@ -41,11 +40,8 @@ def broken_scan(vertices: np.ndarray, faces: np.ndarray, rng: np.random.Generato
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("dfaust_scans")
+    model = write_dfaust_male_model(base)
     models = base / "models"
-    models.mkdir()
-    blob, _ = smpl_pkl_bytes(rigid=True)
-    (models / "basicModel_m_lbs_10_207_0_v1.0.0.pkl").write_bytes(blob)
-    model = BodyModel.load(models / "basicModel_m_lbs_10_207_0_v1.0.0.pkl")
     rng = np.random.default_rng(5)
     pose = np.zeros((3, 72))
     pose[:, 3:66] = rng.normal(scale=0.05, size=(3, 63))  # small: rigid parts of one capsule interpenetrate
