@@ -106,9 +106,10 @@ class TrainConfig:
     seed: int = doc(0, "Seed of the initialisation and of the sample order.")
     log_every: int = doc(10, "Write log.csv, TensorBoard and the progress bar's loss every this many steps.")
     checkpoint_every: int = doc(200, "Write ckpt.pt every this many steps (and at the end).")
-    gradients: Gradients = doc("forward", "How the loss gets dF/dx (eikonal and normal terms): autograd (a "
-                                           "create_graph gradient, then a double backward) or forward (forward-mode "
-                                           "derivatives through the sub-networks: the same values, one backward).")
+    gradients: Gradients = doc("autograd", "How the loss gets dF/dx (eikonal and normal terms): autograd (a "
+                                            "create_graph gradient, then a double backward) or forward (forward-mode "
+                                            "derivatives through the sub-networks: the same values, one backward; "
+                                            "slower on a 2-core CPU, bench/results/gradients.json).")
     amp: Amp = doc("auto", "Precision: fp32; tf32 (fp32 tensors, TF32 matmuls on CUDA; plain fp32 on CPU); bf16 "
                            "(bf16 autocast); auto = tf32 on CUDA, fp32 on CPU (provisional, see "
                            "hipnet.model.precision).")
