@@ -207,6 +207,43 @@ def pose_sequence(rest_vertices, rest_joints, weights, motion: Motion) -> tuple[
     return linear_blend_skinning(rest_vertices, weights, jt, rest_joints), jt
 
 
+def family_motion_source(rng: np.random.Generator, cfg: dict, sequence: dict, rest_shape: RestShape) -> Motion:
+    """The default motion of a sequence: its pose family's (``family_motion``; no ``family`` field = random)."""
+    family = sequence_family(sequence)
+    if family == RANDOM:
+        return random_motion(rng, cfg["frames_per_sequence"], cfg["key_every"], cfg.get("amplitude", 1.0))
+    return family_motion(rng, family, cfg["frames_per_sequence"], cfg["key_every"], rest_shape.joints)
+
+
+def _write_subjects(manifest: dict, out: Path, body: AnnyBody) -> dict[str, RestShape]:
+    """Each subject's rest shape; ``subjects/<name>.npz`` written where it is missing."""
+    rest = {}
+    for s in manifest["subjects"]:
+        shape = body.rest_shape(s["phenotypes"])
+        rest[s["name"]] = shape
+        path = out / "subjects" / f"{s['name']}.npz"
+        if not path.exists():
+            write_npz(path, {"rest_vertices": shape.vertices.astype(np.float32),
+                             "rest_joints": shape.joints.astype(np.float32),
+                             "skinning_weights": body.skinning_weights.astype(np.float32), "faces": body.faces})
+    return rest
+
+
+def _write_sequence(out: Path, seq: dict, gen: dict, shape: RestShape, body: AnnyBody, motion_source) -> int:
+    """Pose and write ``sequences/<subject>/<name>.npz`` unless it exists; returns its frame count."""
+    path = out / "sequences" / seq["subject"] / f"{seq['name']}.npz"
+    if path.exists():  # resumed: count the frames from the small joint array only
+        with np.load(path, allow_pickle=False) as z:
+            return len(z["joint_transforms"])
+    rng = np.random.default_rng(sequence_seed(gen["seed"], seq["subject"], seq["name"]))
+    motion = motion_source(rng, gen, seq, shape)
+    verts, jt = pose_sequence(shape.vertices, shape.joints, body.skinning_weights, motion)
+    write_npz(path, {"vertices": verts.astype(np.float32), "joint_transforms": jt.astype(np.float32),
+                     "local_rotations": motion.local_rotations.astype(np.float32),
+                     "translation": motion.translation.astype(np.float32)})
+    return len(verts)
+
+
 def generate_dataset(
     manifest: dict,
     out: Path,
@@ -229,14 +266,7 @@ def generate_dataset(
     body = body or AnnyBody(gen["topology"])
     if body.topology != gen["topology"]:
         raise ValueError(f"body topology {body.topology!r} differs from the requested {gen['topology']!r}")
-    if motion_source is None:
-
-        def motion_source(rng, cfg, sequence, rest_shape):
-            family = sequence_family(sequence)
-            if family == RANDOM:
-                return random_motion(rng, cfg["frames_per_sequence"], cfg["key_every"], cfg.get("amplitude", 1.0))
-            return family_motion(rng, family, cfg["frames_per_sequence"], cfg["key_every"], rest_shape.joints)
-
+    motion_source = motion_source or family_motion_source
     marker = out / "dataset.yaml"
     if marker.exists():
         done = read_yaml(marker)
@@ -244,43 +274,11 @@ def generate_dataset(
             return done
         raise FileExistsError(f"{out} holds a different finished dataset (dataset.yaml); choose another --out")
 
-    rest = {}
-    for s in manifest["subjects"]:
-        shape = body.rest_shape(s["phenotypes"])
-        rest[s["name"]] = shape
-        path = out / "subjects" / f"{s['name']}.npz"
-        if not path.exists():
-            write_npz(
-                path,
-                {
-                    "rest_vertices": shape.vertices.astype(np.float32),
-                    "rest_joints": shape.joints.astype(np.float32),
-                    "skinning_weights": body.skinning_weights.astype(np.float32),
-                    "faces": body.faces,
-                },
-            )
+    rest = _write_subjects(manifest, out, body)
     n_frames = 0
     sequences = []
     for seq in manifest["sequences"]:
-        path = out / "sequences" / seq["subject"] / f"{seq['name']}.npz"
-        if not path.exists():
-            rng = np.random.default_rng(sequence_seed(gen["seed"], seq["subject"], seq["name"]))
-            shape = rest[seq["subject"]]
-            motion = motion_source(rng, gen, seq, shape)
-            verts, jt = pose_sequence(shape.vertices, shape.joints, body.skinning_weights, motion)
-            write_npz(
-                path,
-                {
-                    "vertices": verts.astype(np.float32),
-                    "joint_transforms": jt.astype(np.float32),
-                    "local_rotations": motion.local_rotations.astype(np.float32),
-                    "translation": motion.translation.astype(np.float32),
-                },
-            )
-            length = len(verts)
-        else:  # resumed: count the frames from the small joint array only
-            with np.load(path, allow_pickle=False) as z:
-                length = len(z["joint_transforms"])
+        length = _write_sequence(out, seq, gen, rest[seq["subject"]], body, motion_source)
         n_frames += length
         sequences.append({**seq, "frames": length})
         if progress is not None:
