@@ -130,11 +130,14 @@ VARIANTS = [
       for k in (4, 1)),
     *(Variant(f"depth{k}-noband", "observations", FAST, (("lambda_sdf", 1.0),), depth_views=k) for k in (4, 1)),
     # issue 15's levers, each one change to fast-full: forward-mode input gradients (the same values, a different
-    # cost), the soft-min without its + tau log J, a smaller initial sphere per part, wider sub-networks
+    # cost), the soft-min without its + tau log J, a smaller initial sphere per part, wider sub-networks, part balance
     Variant("fast-fwd", "levers", FAST, (("lambda_sdf", 1.0), ("gradients", "forward"))),
     Variant("fast-nooffset", "levers", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0),)),
     Variant("fast-r0.2", "levers", FAST + (("sphere_radius", 0.2),), (("lambda_sdf", 1.0),)),
     Variant("fast-h64", "levers", FAST + (("hidden", 64),), (("lambda_sdf", 1.0),)),
+    # training points where the error is: surface samples and near-surface eikonal bases weighted by their part's
+    # sample count to the power -b (small parts such as hands and feet get more)
+    *(Variant(f"fast-bal{b}", "levers", FAST, (("lambda_sdf", 1.0), ("part_balance", b))) for b in (0.5, 1.0)),
 ]
 
 

@@ -83,6 +83,10 @@ class TrainConfig:
     points_per_frame: int = doc(25_000, "Surface points per frame and step.")
     eikonal_per_frame: int = doc(25_000, "Eikonal points per frame and step (half uniform in the frame's bbox, "
                                          "half near the surface).")
+    part_balance: float = doc(0.0, "Beyond the paper: surface samples (and the near-surface eikonal points' "
+                                   "bases) drawn with probability proportional to their part's sample count to "
+                                   "the power -part_balance; 0 = uniform over the surface (the paper), 1 = as many "
+                                   "per joint label as per any other, so hands and feet get more.")
     eikonal_near_sigma: float = doc(0.03, "Std (m) of the near-surface eikonal points' offset.")
     bbox_margin: float = doc(0.1, "Eikonal uniform points: the frame's canonical bbox grown by this (m).")
     frames_per_step: int = doc(4, "Frames per step (batch size in frames).")
@@ -116,6 +120,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if not 0.0 <= self.part_balance <= 1.0:
+            raise ValueError(f"part_balance must be within [0, 1], got {self.part_balance}")
 
     def to_dict(self) -> dict:
         return asdict(self)

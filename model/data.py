@@ -195,6 +195,17 @@ def window_chunks(n_points: int, chunk: int, need: int) -> int:
     return min(n_chunks, max(1, k))
 
 
+def part_weights(labels: np.ndarray, power: float) -> np.ndarray | None:
+    """Sampling probabilities of surface samples that weight each one by its part's sample count to the power
+    ``-power`` (``TrainConfig.part_balance``): 0 = uniform over the surface (None: the plain draw), 1 = every part
+    (joint label) drawn equally often, whatever its area, so hands and feet get as many points as the torso."""
+    if power == 0.0:
+        return None
+    counts = np.bincount(labels)
+    w = counts[labels].astype(np.float64) ** -power
+    return w / w.sum()
+
+
 def oriented_distance(points: np.ndarray, normals: np.ndarray, queries: np.ndarray,
                       band: float | None = None) -> np.ndarray:
     """Signed distance estimate of ``queries`` (Q, 3) from oriented surface samples: the distance to the nearest
@@ -223,8 +234,10 @@ class FrameStream(IterableDataset):
     def __init__(self, paths: Sequence[Path], *, points_per_frame: int, eikonal_per_frame: int, frames_per_step: int,
                  near_sigma: float = 0.03, bbox_margin: float = 0.1, shuffle_buffer: int = 64, seed: int = 0,
                  rank: int = 0, world: int = 1, workers: int = 0, sdf_targets: bool = False,
-                 sdf_band: float | None = None, sdf_points: int = SDF_POINTS, windowed: bool = True) -> None:
+                 sdf_band: float | None = None, sdf_points: int = SDF_POINTS, windowed: bool = True,
+                 part_balance: float = 0.0) -> None:
         self.stores = StoreSet(paths)
+        self.part_balance = part_balance
         self.sdf_targets, self.sdf_band, self.sdf_points, self.windowed = sdf_targets, sdf_band, sdf_points, windowed
         self.points_per_frame, self.eikonal_per_frame = points_per_frame, eikonal_per_frame
         self.frames_per_step, self.near_sigma, self.bbox_margin = frames_per_step, near_sigma, bbox_margin
@@ -305,14 +318,16 @@ class FrameStream(IterableDataset):
         pts, nrm, lab = arrays["surface/points"], arrays["surface/normals"], arrays["surface/labels"]
         # 1. the step's samples, 2. eikonal points (uniform in the grown box, near the window's samples),
         # 3. the distance targets' samples: all uniform draws from the window, itself a uniform sample of the surface
-        if self.points_per_frame == len(pts):  # every sample (the loss takes them in any order)
+        weights = part_weights(lab, self.part_balance)
+        if self.points_per_frame == len(pts) and weights is None:  # every sample (the loss takes them in any order)
             idx = slice(None)
         else:
-            idx = rng.choice(len(pts), size=self.points_per_frame, replace=self.points_per_frame > len(pts))
+            idx = rng.choice(len(pts), size=self.points_per_frame, replace=self.points_per_frame > len(pts), p=weights)
         n_uniform = self.eikonal_per_frame // 2
         box = arrays["box"].astype(np.float64)
         uniform = rng.uniform(box[0] - self.bbox_margin, box[1] + self.bbox_margin, size=(n_uniform, 3))
-        near = pts[rng.integers(0, len(pts), self.eikonal_per_frame - n_uniform)]
+        n_near = self.eikonal_per_frame - n_uniform
+        near = pts[rng.integers(0, len(pts), n_near) if weights is None else rng.choice(len(pts), n_near, p=weights)]
         near = near + rng.normal(0.0, self.near_sigma, size=near.shape)
         eikonal = np.concatenate([uniform, near]).astype(np.float32)
         extra = {}

@@ -115,3 +115,30 @@ def test_the_windowed_stream_is_deterministic_and_resumes_exactly(quantised_stor
             np.testing.assert_array_equal(x[k].numpy(), y[k].numpy(), err_msg=k)
     s.set_epoch(3)
     assert not np.array_equal(next(iter(s))["points"].numpy(), first[0]["points"].numpy())
+
+
+def test_part_weights_equalise_parts_at_power_one_and_interpolate():
+    from hipnet.model.data import part_weights
+
+    labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    assert part_weights(labels, 0.0) is None
+    w = part_weights(labels, 1.0)
+    np.testing.assert_allclose([w[labels == k].sum() for k in range(3)], [1 / 3] * 3)
+    w = part_weights(labels, 0.5)  # part mass proportional to sqrt(count)
+    mass = np.array([w[labels == k].sum() for k in range(3)])
+    np.testing.assert_allclose(mass / mass.sum(), np.sqrt([80, 15, 5]) / np.sqrt([80, 15, 5]).sum())
+
+
+def test_part_balance_draws_every_part_about_equally(quantised_store):
+    """part_balance=1: the step's samples and the near-surface eikonal bases come out with a flat label histogram
+    (the surface's own is far from flat: the torso holds many times a wrist's samples)."""
+    s = stream(quantised_store, True, part_balance=1.0)
+    labels = []
+    for epoch in range(4):
+        s.set_epoch(epoch)
+        labels += [b["labels"].numpy().ravel() for b in s]
+    h = np.bincount(np.concatenate(labels), minlength=22) / sum(len(x) for x in labels)
+    lab = Store.open(quantised_store).read("surface/labels", 5)
+    hf = np.bincount(lab, minlength=22) / len(lab)
+    assert hf.max() / hf.min() > 4  # uniform sampling would be far from flat
+    assert h.max() / h.min() < 1.35, h

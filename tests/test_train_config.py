@@ -76,3 +76,10 @@ def test_every_train_override_option_is_a_config_field_without_a_default():
 def test_precision_modes_resolve_per_device():
     assert resolve("auto", "cpu") == "fp32" and resolve("auto", "cuda:0") == "tf32"
     assert resolve("tf32", "cpu") == "tf32" and resolve("bf16", "cpu") == "bf16"
+
+
+def test_part_balance_outside_zero_one_is_refused_with_the_file(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("base: fast\npart_balance: 1.5\n")
+    with pytest.raises(ValueError, match=r"cfg.yaml: part_balance must be within \[0, 1\], got 1.5"):
+        load_config(str(path))
