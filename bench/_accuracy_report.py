@@ -105,6 +105,8 @@ def plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(e["group"] for e in data["variants"]))
+    if not groups:  # nothing ran (every selected run was done already, or a seed filter left none)
+        return
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), sharey=True, squeeze=False)
     for ax, group in zip(axes[0], groups, strict=True):
         for e in data["variants"]:
