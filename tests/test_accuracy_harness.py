@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.model.config import PRESETS
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -28,7 +30,8 @@ def test_variant_names_and_ladder_switches():
     names = [v.name for v in acc.VARIANTS]
     assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "fast-base", "fast-subnet", "fast-hier",
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
-                     "depth4-noband", "depth1-noband", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64"]
+                     "depth4-noband", "depth1-noband", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
+                     "fast-bal0.5", "fast-bal1.0", "fast-v2"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -49,6 +52,13 @@ def test_variant_names_and_ladder_switches():
     assert cfg["fast-nooffset"] == replace(ref, model=replace(ref.model, softmin_offset=False))
     assert cfg["fast-r0.2"] == replace(ref, model=replace(ref.model, sphere_radius=0.2))
     assert cfg["fast-h64"] == replace(ref, model=replace(ref.model, hidden=64))
+    assert cfg["fast-bal0.5"] == replace(ref, part_balance=0.5) and ref.part_balance == 0.0
+    # the harness's base stays the fast preset as first measured; fast-v2 is the preset as it is now
+    assert ref.model.softmin_offset and cfg["fast-v2"] == replace(PRESETS["fast"], steps=ref.steps,
+                                                                   checkpoint_every=ref.checkpoint_every,
+                                                                   log_every=ref.log_every,
+                                                                   loader_workers=ref.loader_workers,
+                                                                   gradients="autograd")
     # the observation experiment: the fast preset on another training store; the depth variants' band is named
     assert cfg["surface"] == cfg["fast-full"] and cfg["surface"].sdf_target_band is None
     assert cfg["depth4"] == cfg["depth1"] and cfg["depth1"] == replace(cfg["fast-full"], sdf_target_band=acc.SDF_BAND)
