@@ -195,6 +195,13 @@ def window_chunks(n_points: int, chunk: int, need: int) -> int:
     return min(n_chunks, max(1, k))
 
 
+def frame_boxes(points: np.ndarray) -> np.ndarray:
+    """(F, 2, 3) min and max corner of each frame's points (F, S, 3). Reduced over a contiguous (F, 3, S) copy:
+    numpy's reduction over the middle axis of (F, S, 3) is about 50 times slower (bench/loader.py's paper rate)."""
+    xyz_last = np.ascontiguousarray(points.transpose(0, 2, 1))
+    return np.stack([xyz_last.min(axis=2), xyz_last.max(axis=2)], axis=1)
+
+
 def part_weights(labels: np.ndarray, power: float) -> np.ndarray | None:
     """Sampling probabilities of surface samples that weight each one by its part's sample count to the power
     ``-power`` (``TrainConfig.part_balance``): 0 = uniform over the surface (None: the plain draw), 1 = every part
@@ -291,8 +298,7 @@ class FrameStream(IterableDataset):
         if store.quantised:
             data["box"] = store.read("surface/box", store.shard_slice(ref.shard))
         else:  # a whole frame: its box is its points'
-            pts = data["surface/points"]
-            data["box"] = np.stack([pts.min(axis=1), pts.max(axis=1)], axis=1)
+            data["box"] = frame_boxes(data["surface/points"])
         return data
 
     def _frames(self, shard_ids: list[int], rng: np.random.Generator) -> Iterator[tuple[int, int, dict]]:

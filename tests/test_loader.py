@@ -142,3 +142,13 @@ def test_part_balance_draws_every_part_about_equally(quantised_store):
     hf = np.bincount(lab, minlength=22) / len(lab)
     assert hf.max() / hf.min() > 4  # uniform sampling would be far from flat
     assert h.max() / h.min() < 1.35, h
+
+
+def test_frame_boxes_are_each_frame_s_min_and_max_corner():
+    from hipnet.model.data import frame_boxes
+
+    pts = np.random.default_rng(0).normal(size=(5, 1000, 3)).astype(np.float32)
+    box = frame_boxes(pts)
+    assert box.shape == (5, 2, 3)
+    for f in range(5):
+        np.testing.assert_array_equal(box[f], [pts[f].min(0), pts[f].max(0)])
