@@ -92,6 +92,25 @@ def loader_rate(preset: str, store: Path, windowed: bool, epochs: int) -> dict:
             "bytes_read_per_frame": counter.bytes / frames, "steps": steps}
 
 
+def loader_rate_workers(preset: str, store: Path, epochs: int) -> dict:
+    """Frames/s of the stream as the trainer runs it: a DataLoader with the preset's ``loader_workers`` processes."""
+    from torch.utils.data import DataLoader
+
+    cfg = PRESETS[preset]
+    stream = FrameStream([store], points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
+                         frames_per_step=cfg.frames_per_step, near_sigma=cfg.eikonal_near_sigma,
+                         bbox_margin=cfg.bbox_margin, shuffle_buffer=cfg.shuffle_buffer, seed=0,
+                         workers=cfg.loader_workers, sdf_targets=cfg.lambda_sdf > 0, sdf_band=cfg.sdf_target_band,
+                         part_balance=cfg.part_balance)
+    frames = 0
+    t = time.perf_counter()
+    for epoch in range(epochs):
+        stream.set_epoch(epoch)
+        for batch in DataLoader(stream, batch_size=None, num_workers=cfg.loader_workers):
+            frames += len(batch["points"])
+    return {"frames_per_s": frames / (time.perf_counter() - t), "workers": cfg.loader_workers}
+
+
 def trainer_rate(preset: str, store: Path, repeats: int = 3) -> dict:
     """Frames/s the preset's training step consumes on this CPU (loading excluded: batches are made first)."""
     cfg = PRESETS[preset]
@@ -200,9 +219,13 @@ def main() -> None:
         paper = PRESETS["paper"]
         gpu_frames = PAPER_GPU_SURFACE_POINTS_PER_S / paper.points_per_frame
         consumption["paper"]["gpu_target_frames_per_s"] = gpu_frames
-        for layout in stores:
+        for layout, path in stores.items():
             ratios[f"paper/{layout}"]["loader_over_trainer_gpu_target"] = (
                 loader[f"paper/{layout}"]["current"]["frames_per_s"] / gpu_frames)
+            # as the trainer runs it: the preset's loader workers (paper: 2), each its own process
+            loader[f"paper/{layout}"]["current_preset_workers"] = loader_rate_workers("paper", path, epochs=2)
+            ratios[f"paper/{layout}"]["loader_preset_workers_over_trainer_gpu_target"] = (
+                loader[f"paper/{layout}"]["current_preset_workers"]["frames_per_s"] / gpu_frames)
 
     result = {
         "vertices": body.num_vertices,
@@ -215,7 +238,8 @@ def main() -> None:
         "ratios": ratios,
         "targets": {"bytes_per_quantised_train_frame_max": 250_000, "loader_over_trainer_min": 10},
         "note": "one process, torch and numpy on 1 thread, no loader workers (a DataLoader with W workers runs W "
-                "streams); bytes read counted at the Zarr local store (compressed chunks and shard indexes). "
+                "streams), except current_preset_workers: a DataLoader with the preset's loader_workers; bytes read "
+                "counted at the Zarr local store (compressed chunks and shard indexes). "
                 "previous: the full-read loader before issue 16 (windowed=False: whole frames, distance targets "
                 "over all 25,000 samples); current: chunk windows and SDF_POINTS samples. Ratios within one run. "
                 "sdf error: |target - exact signed distance to the mesh| at the fast preset's eikonal points "
