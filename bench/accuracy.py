@@ -106,6 +106,16 @@ class Variant:
     seeds: tuple[int, ...] = (0,)
     same_as: str | None = None  # the same configuration as this variant: its seed-0 run is shared
     depth_views: int = 0  # trained on a depth store of this many views of the train store (0: full mesh surfaces)
+    depth_rig: str = "body"  # DepthSensor.rig of that store: turned with the body, or fixed in the world
+
+    @property
+    def depth_key(self) -> str:
+        """The key in ``stores`` of the depth store it trains on ("" for mesh surfaces)."""
+        return depth_key(self.depth_views, self.depth_rig) if self.depth_views else ""
+
+
+def depth_key(views: int, rig: str) -> str:
+    return f"depth{views}" + ("-world" if rig == "world" else "")
 
 
 SDF_BAND = 0.03  # m: the depth variants' sdf_target_band (the module docstring says why; -noband measures it)
@@ -129,6 +139,9 @@ VARIANTS = [
     *(Variant(f"depth{k}", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)), depth_views=k)
       for k in (4, 1)),
     *(Variant(f"depth{k}-noband", "observations", FAST, (("lambda_sdf", 1.0),), depth_views=k) for k in (4, 1)),
+    # one static sensor (the rig fixed in the world): each frame is seen from the side its heading turns to it
+    Variant("depth1-world", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)),
+            depth_views=1, depth_rig="world"),
     # issue 15's levers, each one change to fast-full: forward-mode input gradients (the same values, a different
     # cost), the soft-min without its + tau log J, a smaller initial sphere per part, wider sub-networks, part balance
     Variant("fast-fwd", "levers", FAST, (("lambda_sdf", 1.0), ("gradients", "forward"))),
@@ -217,24 +230,24 @@ def vertex_labels(raw: Path, subjects: list[str]) -> dict[str, np.ndarray]:
     return labels
 
 
-def depth_sensor(views: int, tiny: bool):
+def depth_sensor(views: int, tiny: bool, rig: str = "body"):
     """The observation experiment's rig: ``DepthSensor``'s defaults (640 x 480, 60 degrees, 2.5 m, the documented
     noise and dropouts) with ``views`` cameras; in the quick mode a 72 x 96 image (the fewest pixels whose clouds
     the point-cloud labels accept on the lowpoly bodies; 48 x 64 leaves pieces too small for the heat solver)."""
     from hipnet.pipeline.stages.depth import DepthSensor
 
-    return DepthSensor(views=views, **(dict(width=72, height=96) if tiny else {}))
+    return DepthSensor(views=views, rig=rig, **(dict(width=72, height=96) if tiny else {}))
 
 
-def depth_store(stores: dict[str, Path], views: int, tiny: bool, workers: int) -> Path:
+def depth_store(stores: dict[str, Path], views: int, tiny: bool, workers: int, rig: str = "body") -> Path:
     """The train store's frames seen by ``views`` depth cameras (``pipeline.depth.build_depth_store`` from the train
-    store's meshes, same frame keys): DATA/stores/depth<views>_<W>x<H>/train.zarr. Built on demand, resumable and
+    store's meshes, same frame keys): DATA/stores/depth<views>[-world]_<W>x<H>/train.zarr. Built on demand, resumable and
     deterministic (the sensor noise is seeded per frame); the same surface samples per frame as the train store."""
     from hipnet.pipeline.depth import build_depth_store
     from hipnet.pipeline.process import PreprocessConfig
 
-    sensor = depth_sensor(views, tiny)
-    out = stores["train"].parent / f"depth{views}_{sensor.width}x{sensor.height}"
+    sensor = depth_sensor(views, tiny, rig)
+    out = stores["train"].parent / f"{depth_key(views, rig)}_{sensor.width}x{sensor.height}"
     cfg = PreprocessConfig(**(dict(surface_points=400, shard_frames=5) if tiny else {}))
     summary = build_depth_store(stores["train"], out, sensor, cfg, workers=workers)
     if not summary.complete:
@@ -456,7 +469,7 @@ class Evaluator:
 
 def training_store(v: Variant) -> str:
     """The key in ``stores`` of the store a variant trains on."""
-    return f"depth{v.depth_views}" if v.depth_views else "train"
+    return v.depth_key or "train"
 
 
 def observation_check(v: Variant, stores: dict[str, Path]) -> dict:
@@ -465,6 +478,7 @@ def observation_check(v: Variant, stores: dict[str, Path]) -> dict:
     if v.group != "observations":
         return {}
     views = f"{v.depth_views} depth view{'s' if v.depth_views > 1 else ''}"
+    views += " (static sensor)" if v.depth_rig == "world" else ""
     return {"training_data": views if v.depth_views else "mesh surfaces",
             "sdf_targets": sdf_target_check(stores[training_store(v)], stores["train"], (None, SDF_BAND))}
 
@@ -588,8 +602,7 @@ def depth_picture(data: dict, data_dir: Path, path: Path) -> Path | None:
     truth, each from the front and the back. Drawn when a depth run exists; None (and a note) otherwise."""
     from hipnet.model.apps import posed_mesh
     from hipnet.model.fitting import observed_points
-    from hipnet.pipeline.depth import sensor_rng
-    from hipnet.pipeline.stages.depth import render_depth
+    from hipnet.pipeline.depth import observe, sensor_rng
     from hipnet.pipeline.store import Store
     from hipnet.viz.render import draw_mesh
 
@@ -618,10 +631,11 @@ def depth_picture(data: dict, data_dir: Path, path: Path) -> Path | None:
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.9 * len(cols), 3.2 * len(rows)), squeeze=False)
     half = np.abs(v_gt - v_gt.mean(0)).max() * 1.1
     for r, (e, (model, names)) in enumerate(rows):
-        k = by_name[e["name"]].depth_views
+        k, rig = by_name[e["name"]].depth_views, by_name[e["name"]].depth_rig
         if k:
-            sensor = depth_sensor(k, tiny)
-            seen = render_depth(v_gt, faces, sensor, sensor_rng(sensor, "picture", test.frame_key(i))).points
+            sensor = depth_sensor(k, tiny, rig)
+            heading = test.read("pose/world_from_canonical", i)[:3, :3].astype(np.float64)
+            seen = observe(v_gt, faces, sensor, sensor_rng(sensor, "picture", test.frame_key(i)), heading).points
         else:
             seen = observed_points(test, i, 4000, False, seed=0)
         code = model.codes.weight.detach()[names.index(name)] if name in names else model.codes.weight.detach().mean(0)
@@ -706,9 +720,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {[v.name for v in VARIANTS]}")
     stores = build_stores(data_dir, args.quick, args.workers, args.raw)
-    for k in sorted({v.depth_views for v in VARIANTS if v.depth_views and (wanted is None or v.name in wanted)}):
-        print(f"depth store of {k} view(s) from {stores['train']}", flush=True)
-        stores[f"depth{k}"] = depth_store(stores, k, budget.tiny, args.workers)
+    for k, rig in sorted({(v.depth_views, v.depth_rig) for v in VARIANTS
+                          if v.depth_views and (wanted is None or v.name in wanted)}):
+        print(f"depth store of {k} view(s), rig {rig}, from {stores['train']}", flush=True)
+        stores[depth_key(k, rig)] = depth_store(stores, k, budget.tiny, args.workers, rig)
     ev = Evaluator(stores, budget)
     data = load_results(out, budget)
     data |= {"machine": machine(), "threads": args.threads, "commit": commit(),

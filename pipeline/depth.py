@@ -29,7 +29,7 @@ from hipnet.pipeline.readers.meshstore import MeshStoreReader
 from hipnet.pipeline.run import SplitSummary, preprocess_split
 from hipnet.pipeline.skeleton import Skeleton
 from hipnet.pipeline.stages.canonical import canonicalise
-from hipnet.pipeline.stages.depth import DepthSensor, render_depth
+from hipnet.pipeline.stages.depth import DepthSensor, DepthView, render_depth
 
 
 def sensor_rng(sensor: DepthSensor, dataset: str, key: str) -> np.random.Generator:
@@ -37,15 +37,26 @@ def sensor_rng(sensor: DepthSensor, dataset: str, key: str) -> np.random.Generat
     return np.random.default_rng(np.random.SeedSequence([sensor.seed, zlib.crc32(f"depth/{dataset}/{key}".encode())]))
 
 
+def observe(canonical_vertices: np.ndarray, faces: np.ndarray, sensor: DepthSensor, rng: np.random.Generator,
+            heading: np.ndarray) -> DepthView:
+    """The rig's view of a mesh in its canonical frame, points and normals in that frame. ``heading`` (3, 3): the
+    frame's rotation from canonical to world (``world_from_canonical``'s); a ``world`` rig keeps the world's
+    orientation, so the mesh is turned by it under the rig and the view turned back."""
+    turn = heading if sensor.rig == "world" else np.eye(3)
+    view = render_depth(canonical_vertices @ turn.T, faces, sensor, rng)
+    return view._replace(points=view.points @ turn, normals=view.normals @ turn)
+
+
 def depth_frame(frame: Frame, sensor: DepthSensor, dataset: str) -> Frame:
     """The observation of a mesh frame by the rig: the depth points and image normals, in the frame's own
-    coordinates (the rig is placed in its canonical frame), with the frame's pose."""
+    coordinates (the rig is placed about the pelvis of its canonical frame, turned with the body or with the
+    world, ``DepthSensor.rig``), with the frame's pose."""
     canon = canonicalise(frame.vertices, frame.joint_transforms)
-    view = render_depth(canon.vertices, frame.faces, sensor, sensor_rng(sensor, dataset, frame.key))
+    w = canon.world_from_canonical
+    view = observe(canon.vertices, frame.faces, sensor, sensor_rng(sensor, dataset, frame.key), w[:3, :3])
     if not len(view.points):
         raise ValueError(f"frame {frame.key}: no depth pixel survived the sensor model (is the body inside the "
                          f"cameras' {sensor.fov_y_deg} degree view at {sensor.distance} m?)")
-    w = canon.world_from_canonical
     return Frame(frame.subject, frame.sequence, frame.index, view.points @ w[:3, :3].T + w[:3, 3],
                  np.zeros((0, 3), dtype=np.int32), frame.joint_transforms, frame.rest_joints,
                  normals=view.normals @ w[:3, :3].T)

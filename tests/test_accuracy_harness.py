@@ -30,7 +30,7 @@ def test_variant_names_and_ladder_switches():
     names = [v.name for v in acc.VARIANTS]
     assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "fast-base", "fast-subnet", "fast-hier",
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
-                     "depth4-noband", "depth1-noband", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
+                     "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
                      "fast-bal0.5", "fast-bal1.0", "fast-v2"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
@@ -64,7 +64,10 @@ def test_variant_names_and_ladder_switches():
     assert cfg["depth4"] == cfg["depth1"] and cfg["depth1"] == replace(cfg["fast-full"], sdf_target_band=acc.SDF_BAND)
     assert cfg["depth1-noband"] == cfg["fast-full"]
     views = {v.name: v.depth_views for v in acc.VARIANTS if v.group == "observations"}
-    assert views == {"surface": 0, "depth4": 4, "depth1": 1, "depth4-noband": 4, "depth1-noband": 1}
+    assert views == {"surface": 0, "depth4": 4, "depth1": 1, "depth4-noband": 4, "depth1-noband": 1, "depth1-world": 1}
+    assert cfg["depth1-world"] == cfg["depth1"] and {v.name: v.depth_key for v in acc.VARIANTS if v.depth_views} == {
+        "depth4": "depth4", "depth1": "depth1", "depth4-noband": "depth4", "depth1-noband": "depth1",
+        "depth1-world": "depth1-world"}
 
 
 def test_quick_harness_end_to_end(tmp_path, tiny_raw):
@@ -103,7 +106,7 @@ def test_quick_harness_end_to_end(tmp_path, tiny_raw):
     data["variants"] = [{k: v for k, v in e.items() if not k.startswith("fit_depth1")} for e in data["variants"]]
     out.write_text(json.dumps(data))
     depth_png = tmp_path / "depth.png"
-    obs_args = ["--quick", "--only", "surface,depth1", "--data", str(tmp_path / "data"), "--raw", str(tiny_raw),
+    obs_args = ["--quick", "--only", "surface,depth1,depth1-world", "--data", str(tmp_path / "data"), "--raw", str(tiny_raw),
                 "--out", str(out), "--png", str(png), "--depth-png", str(depth_png), "--workers", "1"]
     assert acc.main(obs_args) == 0
     data = json.loads(out.read_text())
@@ -113,6 +116,8 @@ def test_quick_harness_end_to_end(tmp_path, tiny_raw):
     assert surface["same_run_as"] == "fast-full" and surface["uniform_miou"] == full["uniform_miou"]
     assert surface["fit_depth1_uniform_miou"] == full["fit_depth1_uniform_miou"]
     assert surface["training_data"] == "mesh surfaces" and depth["training_data"] == "1 depth view"
+    assert runs[("depth1-world", 0)]["training_data"] == "1 depth view (static sensor)"
+    assert (tmp_path / "data" / "stores" / "depth1-world_72x96" / "train.zarr").is_dir()
     assert depth["config"]["sdf_target_band"] == acc.SDF_BAND and depth["steps"] == 2
     for k in ("uniform_miou", "near_miou", "fit_1k_uniform_miou", "fit_depth1_uniform_miou", "fit_depth1_near_miou"):
         assert 0 <= depth[k] <= 100, k

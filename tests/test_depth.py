@@ -53,6 +53,32 @@ def test_depth_points_lie_on_the_sphere_within_the_noise_bound_on_the_visible_ca
     assert (four.points[:, 2] < -0.25).any() and (four.points[:, 0] < -0.25).any()  # behind and to the side too
 
 
+def test_a_world_rig_sees_the_side_each_heading_turns_to_it(sphere):
+    """A body rig always sees the canonical front (+Z); a world rig sees the cap facing the world's +Z, which for
+    a frame turned by yaw is the canonical direction R^T e_z; with no turn the two rigs see the same."""
+    from hipnet.pipeline.depth import observe
+    from hipnet.pipeline.kinematics import axis_angle_to_matrix
+
+    mesh, flat = sphere
+    bound = SENSOR.noise_clip * SENSOR.sigma(SENSOR.distance) + SENSOR.quantum / 2 + flat
+    world = replace(SENSOR, rig="world")
+    for yaw in (0.7, np.pi):
+        turn = axis_angle_to_matrix(np.array([0.0, yaw, 0.0]))
+        body_view = observe(mesh.vertices, mesh.faces, SENSOR, np.random.default_rng(0), turn)
+        world_view = observe(mesh.vertices, mesh.faces, world, np.random.default_rng(0), turn)
+        assert (body_view.points @ [0, 0, 1]).min() >= R**2 / SENSOR.distance - bound
+        towards = turn.T @ [0, 0, 1]  # the world camera's direction in the canonical frame
+        assert (world_view.points @ towards).min() >= R**2 / SENSOR.distance - bound
+        # normals still turned towards the camera, spread over the cap as the body rig's
+        assert abs((world_view.normals @ towards).mean() - (body_view.normals @ [0, 0, 1]).mean()) < 0.02
+    assert (world_view.points[:, 2] < 0).all()  # half a turn: the canonical back only
+    same = observe(mesh.vertices, mesh.faces, world, np.random.default_rng(0), np.eye(3))
+    np.testing.assert_allclose(same.points, render_depth(mesh.vertices, mesh.faces, SENSOR,
+                                                          np.random.default_rng(0)).points, atol=1e-12)
+    with pytest.raises(ValueError, match="rig must be body or world, got 'tripod'"):
+        replace(SENSOR, rig="tripod")
+
+
 def test_normals_come_from_the_depth_image(sphere):
     mesh, _ = sphere
     clean = replace(SENSOR, noise_a=0.0, noise_b=0.0, quantum=0.0)

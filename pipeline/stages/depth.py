@@ -4,7 +4,9 @@ ray casting, apply a sensor model, back-project to oriented points whose normals
 The rig, in the frame's canonical frame (pelvis at the origin, facing +Z, Y up): ``views`` cameras at ``distance``
 from the pelvis, evenly spaced in azimuth about +Y starting in front of the body (``views=1`` is the front view
 only), raised by ``elevation_deg``, looking at the pelvis; pinhole, square pixels, vertical field of view
-``fov_y_deg``.
+``fov_y_deg``. With ``rig="world"`` the same rig keeps the world's orientation instead of the body's (its first
+camera on the world's +Z side of the pelvis, ``pipeline.depth.depth_frame``): a static sensor in front of the
+capture space, which sees the side of the body that each frame's heading turns to it.
 
 The sensor model, per camera (``apply_sensor``), in this order:
 
@@ -42,6 +44,9 @@ class DepthSensor:
     """A rig of virtual depth cameras and its sensor model (module docstring). Field help is the CLI's help."""
 
     views: int = _f(4, "Cameras evenly spaced in azimuth about the body, the first in front; 1 = the front view only.")
+    rig: str = _f("body", "Where the rig stands: body (it turns with the body, so the first camera always faces its "
+                          "front) or world (fixed in the world, the first camera on the world's +Z side of the pelvis: "
+                          "a static sensor, which sees whatever side each frame's heading turns to it).")
     width: int = _f(640, "Image width (pixels).")
     height: int = _f(480, "Image height (pixels).")
     fov_y_deg: float = _f(60.0, "Vertical field of view (degrees).")
@@ -63,6 +68,8 @@ class DepthSensor:
         for name in ("views", "width", "height", "normal_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"depth sensor: {name} must be positive, got {getattr(self, name)}")
+        if self.rig not in ("body", "world"):
+            raise ValueError(f"depth sensor: rig must be body or world, got {self.rig!r}")
         if not 0 < self.grazing_start_deg < self.grazing_end_deg <= 90:
             raise ValueError("depth sensor: need 0 < grazing_start_deg < grazing_end_deg <= 90, got "
                              f"{self.grazing_start_deg} and {self.grazing_end_deg}")
