@@ -9,10 +9,9 @@ Measured in one run on one machine:
 - stored bytes per training frame                                                      [<= 500 KB]
 - where a frame's time goes (per stage), so a missed target says why
 - each stage and each 1-process figure against the previous implementation (before issue 16: libigl's fast winding
-  number plus open3d ray parity, the straightforward sampling and labels, potpourri3d's robust heat solver one
-  joint at a time, kept below as ``previous_*``), timed in the same run, interleaved, on the same frames:
-  ``speedup_vs_previous`` (previous time / current time), with a check that the stores the two write hold the same
-  values (the same points and occupancy; labels agreeing to ``label_agreement_vs_robust``)
+  number plus open3d ray parity, the straightforward sampling and labels, kept below as ``previous_*``), timed in the
+  same run, interleaved, on the same frames: ``speedup_vs_previous`` (previous time / current time), with a check
+  that the stores the two write hold the same values
 
 Prints the figures and writes bench/results/preprocess.json with the machine they ran on.
 """
@@ -35,7 +34,7 @@ from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.run import preprocess_split
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.evalpoints import near_points, uniform_points
-from hipnet.pipeline.stages.geodesics import sample_labels, vertex_distances_robust
+from hipnet.pipeline.stages.geodesics import sample_labels
 from hipnet.pipeline.stages.occupancy import fast_winding_occupancy, occupancy
 from hipnet.pipeline.stages.surface import sample_surface, sample_surface_reference
 from hipnet.pipeline.store import Store
@@ -50,13 +49,13 @@ def previous_sample_labels(distances, faces, face_index, bary) -> np.ndarray:
 @contextmanager
 def previous_stages():
     """Run ``process_frame`` (1 process, this interpreter) with the previous stage implementations."""
-    saved = process.sample_surface, process.sample_labels, process.occupancy, process.vertex_distances
+    saved = process.sample_surface, process.sample_labels, process.occupancy
     process.sample_surface, process.sample_labels = sample_surface_reference, previous_sample_labels
-    process.occupancy, process.vertex_distances = fast_winding_occupancy, vertex_distances_robust
+    process.occupancy = fast_winding_occupancy
     try:
         yield
     finally:
-        process.sample_surface, process.sample_labels, process.occupancy, process.vertex_distances = saved
+        process.sample_surface, process.sample_labels, process.occupancy = saved
 
 
 def timed(fn):
@@ -76,8 +75,7 @@ def stage_profile(reader: AnnyReader, n: int = 8) -> tuple[dict, dict, dict]:
     per_template = SubjectGeometry.build(subj, "per-template", "bench")
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    same = {"sampling_bits": True, "labels": True, "occupancy": True, "disagreement_count_differs": 0,
-            "label_agreement_vs_robust": 1.0}
+    same = {"sampling_bits": True, "labels": True, "occupancy": True, "disagreement_count_differs": 0}
 
     def add(name, fn, *args):
         t, c = time.perf_counter(), time.process_time()
@@ -102,10 +100,6 @@ def stage_profile(reader: AnnyReader, n: int = 8) -> tuple[dict, dict, dict]:
                 s.barycentrics)
         same["labels"] &= bool(np.array_equal(a, b))
         labels = add("labels_per_frame_heat", frame_labels, c.vertices, per_frame, s.face_index, s.barycentrics)
-        with previous_stages():
-            robust = add("previous/labels_per_frame_heat", frame_labels, c.vertices, per_frame, s.face_index,
-                         s.barycentrics)
-        same["label_agreement_vs_robust"] = min(same["label_agreement_vs_robust"], float((labels == robust).mean()))
         both = add("eval_points_sampling", occupancy_points, c.vertices, s, rng)
         new = add("occupancy_200k", occupancy, c.vertices, f.faces, both)
         old = add("previous/occupancy_200k", fast_winding_occupancy, c.vertices, f.faces, both)
@@ -127,9 +121,6 @@ def stores_agree(tmpl, tmpl0, ev, ev0, reader: AnnyReader) -> dict:
     def equal(x, y, names):
         return all(np.array_equal(x.read(k), y.read(k)) for k in names)
 
-    def agreement(x, y, name):
-        return float((x.read(name) == y.read(name)).mean())
-
     faces = ev.read("mesh/faces").astype(np.int64)
     stored_mesh = ev.read("mesh/vertices")
     canonical = [canonicalise(f.vertices, f.joint_transforms).vertices for _, f in reader.load(reader.frame_refs())]
@@ -146,10 +137,8 @@ def stores_agree(tmpl, tmpl0, ev, ev0, reader: AnnyReader) -> dict:
             previous_exact += int(np.count_nonzero(occ0[i][idx] == exact))
     counts = [(ev.read(f"eval/{k}_disagreements"), ev0.read(f"eval/{k}_disagreements")) for k in ("uniform", "near")]
     return {
-        "train_store_points_identical": equal(tmpl, tmpl0, ["surface/points", "surface/normals"]),
-        "train_store_label_agreement": agreement(tmpl, tmpl0, "surface/labels"),
-        "eval_store_label_agreement": agreement(ev, ev0, "surface/labels"),
-        "eval_store_near_label_agreement": agreement(ev, ev0, "eval/near_labels"),
+        "train_store_identical": equal(tmpl, tmpl0, ["surface/points", "surface/normals", "surface/labels"]),
+        "eval_store_labels_identical": equal(ev, ev0, ["surface/labels", "eval/near_labels"]),
         "eval_occupancy_points_differing": differ,
         "eval_occupancy_differing_current_matches_exact": current_exact,
         "eval_occupancy_differing_previous_matches_exact": previous_exact,
@@ -204,7 +193,6 @@ def main() -> None:
         "speedup_2_workers_vs_1": t_frame / t_frame2,
         "eval_frames_per_s_per_core": n_eval / t_eval,
         "label_agreement_per_template_vs_per_frame": agreement,
-        "label_agreement_vs_robust": same_stages["label_agreement_vs_robust"],
         "bytes_per_train_frame": train_bytes,
         "bytes_per_eval_frame": eval_bytes,
         "stage_ms_per_frame": {k: v for k, v in profile.items() if not k.startswith("previous/")},

@@ -46,9 +46,7 @@ from hipnet.pipeline.store import (
     shards_todo,
 )
 
-PROVENANCE_PACKAGES = (
-    "numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "qdldl", "open3d-cpu", "trimesh",
-)
+PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "open3d-cpu", "trimesh")
 
 @dataclass
 class SplitSummary:

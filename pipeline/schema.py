@@ -322,7 +322,7 @@ CONVENTIONS = {
     ATTR.occupancy_method: "generalised winding number > 0.5 (libigl fast_winding_number) on the stored float32 "
                            "points; cross-check: open3d RaycastingScene.compute_occupancy (ray parity), "
                            "disagreements counted per frame",
-    ATTR.geodesic_labels: "argmin over joints of heat-method distance (intrinsic Delaunay triangulation) from each joint's "
+    ATTR.geodesic_labels: "argmin over joints of heat-method distance (potpourri3d, use_robust) from each joint's "
                           "proxy vertex (nearest to the rest joint, tracked by index), interpolated by barycentrics",
 }
 
