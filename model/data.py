@@ -323,7 +323,8 @@ class FrameStream(IterableDataset):
             return self._sample_full(rng, store, frame, arrays)
         pts, nrm, lab = arrays["surface/points"], arrays["surface/normals"], arrays["surface/labels"]
         # 1. the step's samples, 2. eikonal points (uniform in the grown box, near the window's samples),
-        # 3. the distance targets' samples: all uniform draws from the window, itself a uniform sample of the surface
+        # 3. the distance targets' samples: draws from the window, itself a uniform sample of the surface; 1 and the
+        # near bases of 2 weighted by part when part_balance > 0 (the full-read reference path ignores it)
         weights = part_weights(lab, self.part_balance)
         if self.points_per_frame == len(pts) and weights is None:  # every sample (the loss takes them in any order)
             idx = slice(None)
