@@ -68,11 +68,11 @@ class ReadCounter:
         self.cls.get = self.get
 
 
-def stream_for(preset: str, store: Path, windowed: bool) -> FrameStream:
+def stream_for(preset: str, store: Path, windowed: bool, workers: int = 0) -> FrameStream:
     cfg = PRESETS[preset]
     return FrameStream([store], points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
                        frames_per_step=cfg.frames_per_step, near_sigma=cfg.eikonal_near_sigma,
-                       bbox_margin=cfg.bbox_margin, shuffle_buffer=cfg.shuffle_buffer, seed=0,
+                       bbox_margin=cfg.bbox_margin, shuffle_buffer=cfg.shuffle_buffer, seed=0, workers=workers,
                        sdf_targets=cfg.lambda_sdf > 0, sdf_band=cfg.sdf_target_band, windowed=windowed)
 
 
@@ -97,11 +97,7 @@ def loader_rate_workers(preset: str, store: Path, epochs: int) -> dict:
     from torch.utils.data import DataLoader
 
     cfg = PRESETS[preset]
-    stream = FrameStream([store], points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
-                         frames_per_step=cfg.frames_per_step, near_sigma=cfg.eikonal_near_sigma,
-                         bbox_margin=cfg.bbox_margin, shuffle_buffer=cfg.shuffle_buffer, seed=0,
-                         workers=cfg.loader_workers, sdf_targets=cfg.lambda_sdf > 0, sdf_band=cfg.sdf_target_band,
-                         part_balance=cfg.part_balance)
+    stream = stream_for(preset, store, windowed=True, workers=cfg.loader_workers)
     frames = 0
     t = time.perf_counter()
     for epoch in range(epochs):
