@@ -31,7 +31,7 @@ def test_variant_names_and_ladder_switches():
     assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "fast-base", "fast-subnet", "fast-hier",
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
                      "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
-                     "fast-bal0.5", "fast-bal1.0", "fast-v2"]
+                     "fast-bal0.5", "fast-bal1.0", "fast-v2", "long"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -43,7 +43,7 @@ def test_variant_names_and_ladder_switches():
     assert cfg["+local"].model.local_frames and cfg["+local"].model.aggregation == "mean" and cfg["+local"].lambda_sdf == 0
     assert cfg["+softmin"].model.aggregation == "softmin" and not cfg["+softmin"].model.local_frames
     assert cfg["+sdf"].lambda_sdf == 1.0 and cfg["+sdf"].model.aggregation == "mean"
-    levers = {v.name for v in acc.VARIANTS if v.group == "levers"}
+    levers = {v.name for v in acc.VARIANTS if v.group in ("levers", "long preset")}
     assert len({(c.lr, c.frames_per_step, c.points_per_frame, c.model.hidden, c.steps, c.gradients)
                 for n, c in cfg.items() if n not in levers}) == 1
     # each lever is fast-full with one change
@@ -59,6 +59,14 @@ def test_variant_names_and_ladder_switches():
                                                                    log_every=ref.log_every,
                                                                    loader_workers=ref.loader_workers,
                                                                    gradients="autograd")
+    # the long preset on its own budget of steps (the quick mode keeps the tiny budget)
+    assert cfg["long"] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
+                                  loader_workers=ref.loader_workers, gradients="autograd")
+    assert cfg["long"].steps == 12 * PRESETS["fast"].steps and cfg["long"] == replace(cfg["fast-v2"], steps=6000,
+                                                                                      checkpoint_every=6000,
+                                                                                      log_every=250)
+    long = next(v for v in acc.VARIANTS if v.name == "long")
+    assert long.budget(acc.QUICK) == acc.QUICK and long.budget(acc.Budget()).eval_every == 500
     # the observation experiment: the fast preset on another training store; the depth variants' band is named
     assert cfg["surface"] == cfg["fast-full"] and cfg["surface"].sdf_target_band is None
     assert cfg["depth4"] == cfg["depth1"] and cfg["depth1"] == replace(cfg["fast-full"], sdf_target_band=acc.SDF_BAND)
