@@ -69,11 +69,8 @@ class ReadCounter:
 
 
 def stream_for(preset: str, store: Path, windowed: bool, workers: int = 0) -> FrameStream:
-    cfg = PRESETS[preset]
-    return FrameStream([store], points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
-                       frames_per_step=cfg.frames_per_step, near_sigma=cfg.eikonal_near_sigma,
-                       bbox_margin=cfg.bbox_margin, shuffle_buffer=cfg.shuffle_buffer, seed=0, workers=workers,
-                       sdf_targets=cfg.lambda_sdf > 0, sdf_band=cfg.sdf_target_band, windowed=windowed)
+    """The preset's training stream (``FrameStream.from_config``: its sampling, part balance included), seed 0."""
+    return FrameStream.from_config([store], replace(PRESETS[preset], seed=0), workers=workers, windowed=windowed)
 
 
 def loader_rate(preset: str, store: Path, windowed: bool, epochs: int) -> dict:
@@ -113,8 +110,7 @@ def trainer_rate(preset: str, store: Path, repeats: int = 3) -> dict:
     small = preset == "paper"  # a paper step on a CPU takes minutes: time 1 frame of 1,000 + 1,000 points
     if small:
         cfg = replace(cfg, points_per_frame=1_000, eikonal_per_frame=1_000, frames_per_step=1)
-    stream = FrameStream([store], points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
-                         frames_per_step=cfg.frames_per_step, sdf_targets=cfg.lambda_sdf > 0)
+    stream = FrameStream.from_config([store], replace(cfg, seed=0), workers=0)
     batches = [Batch.from_dict(b) for _, b in zip(range(repeats + 1), stream, strict=False)]
     torch.manual_seed(0)
     model = build_model(stream.stores.skeleton, len(stream.stores.subjects), cfg.model)

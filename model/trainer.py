@@ -92,12 +92,7 @@ class Trainer:
         self.cfg, self.out, self.device = cfg, Path(out), device
         self.rank, self.world = init_distributed(device)
         self.paths = expand_shards(shards)
-        self.stream = FrameStream(
-            self.paths, points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
-            frames_per_step=cfg.frames_per_step, near_sigma=cfg.eikonal_near_sigma, bbox_margin=cfg.bbox_margin,
-            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=self.rank, world=self.world,
-            workers=cfg.loader_workers, sdf_targets=cfg.lambda_sdf > 0, sdf_band=cfg.sdf_target_band,
-            part_balance=cfg.part_balance)
+        self.stream = FrameStream.from_config(self.paths, cfg, rank=self.rank, world=self.world)
         self.subjects, self.skeleton = self.stream.stores.subjects, self.stream.stores.skeleton
         self.schema_version = self.stream.stores.schema_version
         torch.manual_seed(cfg.seed)
