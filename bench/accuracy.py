@@ -166,7 +166,7 @@ VARIANTS = [
     # part-balanced samples at 0.5)
     Variant("fast-v2", "levers", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)),
             seeds=(0, 1)),
-    # the long preset (PRESETS["long"]: the fast preset trained 12x longer, at most 2 hours on 2 cores) on its own
+    # the long preset (PRESETS["long"]: the fast preset trained 6,000 steps, at most 2 hours on 2 cores) on its own
     # budget of steps, scored on the same frames
     Variant("long", "long preset", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)),
             steps=PRESETS["long"].steps, eval_every=500),

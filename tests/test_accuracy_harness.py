@@ -62,7 +62,7 @@ def test_variant_names_and_ladder_switches():
     # the long preset on its own budget of steps (the quick mode keeps the tiny budget)
     assert cfg["long"] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
                                   loader_workers=ref.loader_workers, gradients="autograd")
-    assert cfg["long"].steps == 12 * PRESETS["fast"].steps and cfg["long"] == replace(cfg["fast-v2"], steps=6000,
+    assert cfg["long"] == replace(cfg["fast-v2"], steps=6000,
                                                                                       checkpoint_every=6000,
                                                                                       log_every=250)
     long = next(v for v in acc.VARIANTS if v.name == "long")
