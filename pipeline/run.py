@@ -96,12 +96,18 @@ def run_tasks(tasks: list, workers: int, scheduler: str | None, on_result: Calla
             if key in keys:
                 on_result(result)
 
+    # the schedulers as functions, not names: a name makes dask import dask.distributed (half a second) to look
+    # for a running client
     with _Progress():
         if workers <= 1:
-            dask.compute(*tasks, scheduler="synchronous")
+            import dask.local
+
+            dask.compute(*tasks, scheduler=dask.local.get_sync)
         else:
+            import dask.multiprocessing
+
             # chunksize 1: a shard is already a big task; dask's default batches 6 per round trip
-            dask.compute(*tasks, scheduler="processes", num_workers=workers, chunksize=1)
+            dask.compute(*tasks, scheduler=dask.multiprocessing.get, num_workers=workers, chunksize=1)
 
 
 def versions() -> dict[str, str]:
