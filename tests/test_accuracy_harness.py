@@ -193,3 +193,15 @@ def test_merge_adds_the_missing_runs_of_the_same_budget_only():
     with pytest.raises(SystemExit, match="another budget"):
         merge(data, {"budget": {"steps": 10}, "variants": []}, "short.json")
     assert rep.VARIANTS
+
+
+def test_a_run_on_its_own_budget_says_its_steps_in_the_table():
+    harness()  # puts bench/ on the path
+    from _accuracy_report import table
+
+    def run(name, steps):
+        return {"name": name, "group": "g", "seed": 0, "steps": steps, "uniform_miou": 90.0, "near_miou": 85.0,
+                "train_s": 10.0}
+
+    text = table({"budget": {"steps": 250}, "threads": 2, "variants": [run("fast-v2", 250), run("long", 6000)]})
+    assert "| `fast-v2` | g |" in text and "| `long` (6,000 steps) | g |" in text
