@@ -186,7 +186,8 @@ PRESETS["long"] = replace(PRESETS["fast"], steps=6000, checkpoint_every=500, log
 
 
 def load_config(name_or_path: str) -> TrainConfig:
-    """A preset name (``paper``, ``small``, ``fast``, ``long``) or a YAML/JSON file of overrides (``base:`` names the preset)."""
+    """A preset name (``paper``, ``small``, ``fast``, ``long``) or a YAML/JSON file of overrides (``base:`` names
+    the preset)."""
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
     path = Path(name_or_path)
