@@ -27,6 +27,7 @@ import numpy as np
 import zarr
 
 from hipnet.pipeline.integrity import check_files, collect_index, hashed_arrays, record_shard, record_static
+from hipnet.pipeline.shardread import read_frames
 from hipnet.pipeline.quantise import decode_normals, decode_points, point_error_bound
 from hipnet.pipeline.schema import (
     ATTR,
@@ -189,11 +190,21 @@ def read_array(group: zarr.Group, name: str, frames: slice | int | np.ndarray = 
     wants it: decoded to float32 where the store holds it as 16-bit codes (``schema.DECODED_FROM``)."""
     names = stored_names(name, group.attrs[ATTR.sections])
     if names == (name,):
-        return np.asarray(group[name][(frames, points) if points != slice(None) else frames])
+        return _stored(group, name, frames, points)
     if name == "surface/normals":
-        return decode_normals(np.asarray(group[names[0]][frames, points]))
-    codes, box = np.asarray(group[names[0]][frames, points]), np.asarray(group[names[1]][frames])
-    return decode_points(codes, box)
+        return decode_normals(_stored(group, names[0], frames, points))
+    return decode_points(_stored(group, names[0], frames, points), _stored(group, names[1], frames))
+
+
+def _stored(group: zarr.Group, name: str, frames: slice | int | np.ndarray, points: slice = slice(None)) -> np.ndarray:
+    """Stored array ``name`` of ``frames`` (and ``points``): straight from the shard files where
+    ``shardread.read_frames`` handles the layout and selection (several times faster for many small chunks),
+    through zarr otherwise."""
+    root = getattr(group.store, "root", None)  # a local store's folder (other stores: through zarr)
+    out = read_frames(Path(root) / group.path / name, frames, points) if root and isinstance(frames, slice) else None
+    if out is not None:
+        return out
+    return np.asarray(group[name][(frames, points) if points != slice(None) else frames])
 
 
 def mark_incomplete(group: zarr.Group) -> None:
