@@ -27,7 +27,6 @@ import numpy as np
 import zarr
 
 from hipnet.pipeline.integrity import check_files, collect_index, hashed_arrays, record_shard, record_static
-from hipnet.pipeline.shardread import read_frames
 from hipnet.pipeline.quantise import decode_normals, decode_points, point_error_bound
 from hipnet.pipeline.schema import (
     ATTR,
@@ -47,6 +46,7 @@ from hipnet.pipeline.schema import (
     specs_for,
     stored_names,
 )
+from hipnet.pipeline.shardread import read_frames
 from hipnet.pipeline.skeleton import Skeleton
 
 
