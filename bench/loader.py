@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,7 +46,8 @@ PAPER_GPU_SURFACE_POINTS_PER_S = 250_000  # the issue's target for one H100 (ben
 
 
 class ReadCounter:
-    """Bytes the Zarr local store hands out (compressed chunk and shard-index reads), while installed."""
+    """Bytes read from the store's files while installed: what the Zarr local store hands out (compressed chunks
+    and shard indexes) and what the direct shard reader (``pipeline.shardread``) reads with ``os.pread``."""
 
     def __init__(self) -> None:
         self.bytes = 0
@@ -53,7 +55,10 @@ class ReadCounter:
     def __enter__(self):
         from zarr.storage import LocalStore
 
+        from hipnet.pipeline import shardread
+
         self.cls, self.get = LocalStore, LocalStore.get
+        self.shardread, self.pread = shardread, shardread._pread
         counter = self
 
         async def get(store, key, prototype=None, byte_range=None):
@@ -61,11 +66,31 @@ class ReadCounter:
             counter.bytes += 0 if buf is None else len(buf)
             return buf
 
+        def pread(fd, n, offset):
+            buf = counter.pread(fd, n, offset)
+            counter.bytes += len(buf)
+            return buf
+
         LocalStore.get = get
+        shardread._pread = pread
         return self
 
     def __exit__(self, *exc) -> None:
         self.cls.get = self.get
+        self.shardread._pread = self.pread
+
+
+@contextmanager
+def zarr_reads():
+    """Every store read through zarr, as before the direct shard reader (``pipeline.shardread``)."""
+    import hipnet.pipeline.store as store_module
+
+    saved = store_module.read_frames
+    store_module.read_frames = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        store_module.read_frames = saved
 
 
 def stream_for(preset: str, store: Path, windowed: bool, workers: int = 0) -> FrameStream:
@@ -200,11 +225,14 @@ def main() -> None:
             epochs = 2 if preset == "fast" else 1
             for layout, path in stores.items():
                 # previous and current alternate, so a change in the machine's load hits both
-                before = loader_rate(preset, path, windowed=False, epochs=epochs)
+                with zarr_reads():
+                    before = loader_rate(preset, path, windowed=False, epochs=epochs)
+                    via_zarr = loader_rate(preset, path, windowed=True, epochs=epochs)
                 after = loader_rate(preset, path, windowed=True, epochs=epochs)
-                loader[f"{preset}/{layout}"] = {"previous": before, "current": after}
+                loader[f"{preset}/{layout}"] = {"previous": before, "current_zarr_reads": via_zarr, "current": after}
                 ratios[f"{preset}/{layout}"] = {
                     "frames_per_s": after["frames_per_s"] / before["frames_per_s"],
+                    "direct_reads_over_zarr_reads": after["frames_per_s"] / via_zarr["frames_per_s"],
                     "bytes_read": after["bytes_read_per_step"] / before["bytes_read_per_step"],
                     "loader_over_trainer_cpu": after["frames_per_s"] / consumption[preset]["frames_per_s"],
                 }
@@ -233,7 +261,9 @@ def main() -> None:
                 "streams), except current_preset_workers: a DataLoader with the preset's loader_workers; bytes read "
                 "counted at the Zarr local store (compressed chunks and shard indexes). "
                 "previous: the full-read loader before issue 16 (windowed=False: whole frames, distance targets "
-                "over all 25,000 samples); current: chunk windows and SDF_POINTS samples. Ratios within one run. "
+                "over all 25,000 samples, every read through zarr); current: chunk windows and SDF_POINTS samples, "
+                "frame-major arrays read from the shard files by pipeline.shardread; current_zarr_reads: the same "
+                "through zarr (direct_reads_over_zarr_reads). Ratios within one run. "
                 "sdf error: |target - exact signed distance to the mesh| at the fast preset's eikonal points "
                 "(half uniform in the grown box, half near the surface), the exact one by libigl (winding-number "
                 "sign); near_*: the near-surface half; sign_errors: fraction of points whose sign differs.",
