@@ -201,9 +201,11 @@ def _stored(group: zarr.Group, name: str, frames: slice | int | np.ndarray, poin
     ``shardread.read_frames`` handles the layout and selection (several times faster for many small chunks),
     through zarr otherwise."""
     root = getattr(group.store, "root", None)  # a local store's folder (other stores: through zarr)
-    out = read_frames(Path(root) / group.path / name, frames, points) if root and isinstance(frames, slice) else None
-    if out is not None:
-        return out
+    one = isinstance(frames, (int, np.integer)) and not isinstance(frames, bool) and frames >= 0
+    if root and (one or isinstance(frames, slice)):
+        out = read_frames(Path(root) / group.path / name, slice(frames, frames + 1) if one else frames, points)
+        if out is not None and (not one or len(out)):
+            return np.asarray(out[0]) if one else out
     return np.asarray(group[name][(frames, points) if points != slice(None) else frames])
 
 
