@@ -131,6 +131,8 @@ def depth_key(views: int, rig: str) -> str:
 SDF_BAND = 0.03  # m: the depth variants' sdf_target_band (the module docstring says why; -noband measures it)
 PAPER = (("local_frames", False), ("aggregation", "mean"))
 FAST = (("local_frames", True), ("aggregation", "softmin"))
+# the fast preset as it is now, over the harness's base (model overrides, train overrides)
+FAST_V2 = (FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)))
 RUNGS = {"base": ((("hierarchical", False), ("code_dim", 0)), (("subnet_losses", False),)),
          "subnet": ((("hierarchical", False), ("code_dim", 0)), ()),
          "hier": ((("code_dim", 0),), ()),
@@ -164,12 +166,10 @@ VARIANTS = [
       for b in (0.5, 1.0)),
     # the fast preset as it is now: fast-full plus the two levers that paid (the soft-min without + tau log J,
     # part-balanced samples at 0.5)
-    Variant("fast-v2", "levers", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)),
-            seeds=(0, 1)),
+    Variant("fast-v2", "levers", *FAST_V2, seeds=(0, 1)),
     # the long preset (PRESETS["long"]: the fast preset trained 6,000 steps, at most 2 hours on 2 cores) on its own
     # budget of steps, scored on the same frames
-    Variant("long", "long preset", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)),
-            steps=PRESETS["long"].steps, eval_every=500),
+    Variant("long", "long preset", *FAST_V2, steps=PRESETS["long"].steps, eval_every=500),
 ]
 
 
@@ -691,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny data and budget: the plumbing, in seconds (tests)")
     p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds to run (default: each variant's own)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per variant (default: the budget's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per variant (default: the budget's; a variant with its own, long, keeps it)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="steps between curve points (default: the budget's, or a fifth of --steps)")
     p.add_argument("--data", type=Path, default=None, help="data folder (default: data/accuracy[_quick])")

@@ -47,7 +47,8 @@ PAPER_GPU_SURFACE_POINTS_PER_S = 250_000  # the issue's target for one H100 (ben
 
 class ReadCounter:
     """Bytes read from the store's files while installed: what the Zarr local store hands out (compressed chunks
-    and shard indexes) and what the direct shard reader (``pipeline.shardread``) reads with ``os.pread``."""
+    and shard indexes; not the arrays' metadata) and what the direct shard reader (``pipeline.shardread``) reads
+    with ``os.pread``."""
 
     def __init__(self) -> None:
         self.bytes = 0
@@ -63,7 +64,8 @@ class ReadCounter:
 
         async def get(store, key, prototype=None, byte_range=None):
             buf = await counter.get(store, key, prototype, byte_range)
-            counter.bytes += 0 if buf is None else len(buf)
+            if not key.endswith("zarr.json"):  # metadata: zarr rereads it per array opened, the direct reader caches it
+                counter.bytes += 0 if buf is None else len(buf)
             return buf
 
         def pread(fd, n, offset):
@@ -259,7 +261,8 @@ def main() -> None:
         "targets": {"bytes_per_quantised_train_frame_max": 250_000, "loader_over_trainer_min": 10},
         "note": "one process, torch and numpy on 1 thread, no loader workers (a DataLoader with W workers runs W "
                 "streams), except current_preset_workers: a DataLoader with the preset's loader_workers; bytes read "
-                "counted at the Zarr local store (compressed chunks and shard indexes). "
+                "counted at the Zarr local store and the direct reader's pread (compressed chunks and shard indexes, "
+                "not zarr.json). "
                 "previous: the full-read loader before issue 16 (windowed=False: whole frames, distance targets "
                 "over all 25,000 samples, every read through zarr); current: chunk windows and SDF_POINTS samples, "
                 "frame-major arrays read from the shard files by pipeline.shardread; current_zarr_reads: the same "

@@ -74,6 +74,7 @@ def main() -> None:
 
     frames = {s: len(AnnyReader(args.raw, (s,)).frame_refs()) for s in ("train", "test", "heldout")}
     before = git("rev-parse", "--short", args.before)
+    git("worktree", "prune")  # a worktree of an interrupted run, whose folder is gone
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tree = tmp / "before"

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from hipnet.model.config import TrainConfig
 from hipnet.pipeline.store import Store
 
 SURFACE_ARRAYS = ("surface/points", "surface/normals", "surface/labels")
@@ -254,14 +255,15 @@ class FrameStream(IterableDataset):
         self.skip = 0
 
     @classmethod
-    def from_config(cls, paths: Sequence[Path], cfg, *, workers: int | None = None, **kwargs) -> FrameStream:
-        """The stream a run of ``cfg`` (a ``TrainConfig``) trains on: its sample counts, sampling and targets;
-        ``workers`` defaults to ``cfg.loader_workers``; ``kwargs`` (rank, world, windowed) pass through."""
+    def from_config(cls, paths: Sequence[Path], cfg: TrainConfig, *, workers: int | None = None, rank: int = 0,
+                    world: int = 1, windowed: bool = True) -> FrameStream:
+        """The stream a run of ``cfg`` trains on: its sample counts, sampling and targets; ``workers`` defaults to
+        ``cfg.loader_workers``."""
         return cls(paths, points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
                    frames_per_step=cfg.frames_per_step, near_sigma=cfg.eikonal_near_sigma, bbox_margin=cfg.bbox_margin,
-                   shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                   shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=rank, world=world,
                    workers=cfg.loader_workers if workers is None else workers, sdf_targets=cfg.lambda_sdf > 0,
-                   sdf_band=cfg.sdf_target_band, part_balance=cfg.part_balance, **kwargs)
+                   sdf_band=cfg.sdf_target_band, windowed=windowed, part_balance=cfg.part_balance)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip = epoch, skip_batches

@@ -71,13 +71,24 @@ def _supported(meta: dict) -> ShardLayout | None:
         return None
     if not shape or shard[1:] != shape[1:] or chunk[0] != 1 or chunk[2:] != shape[2:]:
         return None
-    return ShardLayout(Path(), dtype, shape, shard, chunk, meta.get("fill_value", 0))
+    if len(shape) > 1 and shard[1] % chunk[1]:
+        return None  # zarr refuses to write such an array; not one of ours
+    fill = meta.get("fill_value", 0)
+    # plain numbers only (the pipeline's fill is 0 or False); encoded fills ("NaN", hex, complex) go through zarr
+    if dtype.kind not in "biuf" or isinstance(fill, str | list | dict):
+        return None
+    return ShardLayout(Path(), dtype, shape, shard, chunk, fill)
 
 
 @functools.lru_cache(maxsize=256)
-def _layout(folder: str, stamp: tuple[int, int]) -> ShardLayout | None:
-    """Cached per array folder and its ``zarr.json``'s (mtime, size): a store rebuilt in place is read anew."""
-    meta = json.loads((Path(folder) / "zarr.json").read_text())
+def _layout(folder: str, stamp: tuple[int, int, int]) -> ShardLayout | None:
+    """Cached per array folder and its ``zarr.json``'s (inode, mtime, size): a store rebuilt in place (a new file)
+    is read anew."""
+    path = Path(folder) / "zarr.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not readable array metadata ({e})") from None
     found = _supported(meta)
     return None if found is None else ShardLayout(Path(folder), found.dtype, found.shape, found.shard, found.chunk,
                                                   found.fill)
@@ -88,7 +99,7 @@ def layout(folder: Path) -> ShardLayout | None:
         st = (Path(folder) / "zarr.json").stat()
     except OSError:
         return None
-    return _layout(str(folder), (st.st_mtime_ns, st.st_size))
+    return _layout(str(folder), (st.st_ino, st.st_mtime_ns, st.st_size))
 
 
 def _index(fd: int, path: Path, n: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.storage import LocalStore
 
 from hipnet.pipeline.integrity import check_files, collect_index, hashed_arrays, record_shard, record_static
 from hipnet.pipeline.quantise import decode_normals, decode_points, point_error_bound
@@ -200,10 +201,10 @@ def _stored(group: zarr.Group, name: str, frames: slice | int | np.ndarray, poin
     """Stored array ``name`` of ``frames`` (and ``points``): straight from the shard files where
     ``shardread.read_frames`` handles the layout and selection (several times faster for many small chunks),
     through zarr otherwise."""
-    root = getattr(group.store, "root", None)  # a local store's folder (other stores: through zarr)
-    one = isinstance(frames, (int, np.integer)) and not isinstance(frames, bool) and frames >= 0
-    if root and (one or isinstance(frames, slice)):
-        out = read_frames(Path(root) / group.path / name, slice(frames, frames + 1) if one else frames, points)
+    one = isinstance(frames, int | np.integer) and not isinstance(frames, bool) and frames >= 0
+    if isinstance(group.store, LocalStore) and (one or isinstance(frames, slice)):
+        folder = Path(group.store.root) / group.path / name
+        out = read_frames(folder, slice(frames, frames + 1) if one else frames, points)
         if out is not None and (not one or len(out)):
             return np.asarray(out[0]) if one else out
     return np.asarray(group[name][(frames, points) if points != slice(None) else frames])

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hipnet.model.config import PRESETS
 
@@ -62,9 +63,7 @@ def test_variant_names_and_ladder_switches():
     # the long preset on its own budget of steps (the quick mode keeps the tiny budget)
     assert cfg["long"] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
                                   loader_workers=ref.loader_workers, gradients="autograd")
-    assert cfg["long"] == replace(cfg["fast-v2"], steps=6000,
-                                                                                      checkpoint_every=6000,
-                                                                                      log_every=250)
+    assert cfg["long"] == replace(cfg["fast-v2"], steps=6000, checkpoint_every=6000, log_every=250)
     long = next(v for v in acc.VARIANTS if v.name == "long")
     assert long.budget(acc.QUICK) == acc.QUICK and long.budget(acc.Budget()).eval_every == 500
     # the observation experiment: the fast preset on another training store; the depth variants' band is named
@@ -175,8 +174,6 @@ def front_only_depth_store(stores: Path, sensor) -> None:
 
 
 def test_merge_adds_the_missing_runs_of_the_same_budget_only():
-    import pytest
-
     rep = harness()  # puts bench/ on the path
     from _accuracy_report import merge
 
@@ -205,3 +202,22 @@ def test_a_run_on_its_own_budget_says_its_steps_in_the_table():
 
     text = table({"budget": {"steps": 250}, "threads": 2, "variants": [run("fast-v2", 250), run("long", 6000)]})
     assert "| `fast-v2` | g |" in text and "| `long` (6,000 steps) | g |" in text
+
+
+def test_a_variant_with_its_own_budget_trains_and_is_recorded_on_it(monkeypatch):
+    """run_variant hands the runner the long variant's 6,000 steps (not the harness's 250) and its curve spacing."""
+    acc = harness()
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def runner(v, seed, budget, *args):
+        seen.append(budget)
+        raise Stop
+
+    monkeypatch.setattr(acc, "run_hipnet", runner)
+    for name in ("long", "fast-v2"):
+        with pytest.raises(Stop):
+            acc.run_variant(next(v for v in acc.VARIANTS if v.name == name), 0, acc.Budget(), {}, None, None)
+    assert [(b.steps, b.eval_every) for b in seen] == [(6000, 500), (250, 50)]

@@ -152,14 +152,17 @@ def test_the_stream_of_a_config_draws_as_that_config_says(quantised_store):
 
     from hipnet.model.config import PRESETS
 
-    cfg = replace(PRESETS["fast"], seed=3, shuffle_buffer=16, part_balance=0.7)
-    by_hand = stream(quantised_store, True, part_balance=0.7, sdf_points=FrameStream.__init__.__kwdefaults__["sdf_points"])
+    cfg = replace(PRESETS["fast"], seed=3, shuffle_buffer=16, part_balance=0.7, eikonal_near_sigma=0.05,
+                  bbox_margin=0.2, sdf_target_band=0.04)  # none of them FrameStream's defaults
+    by_hand = stream(quantised_store, True, part_balance=0.7, near_sigma=0.05, bbox_margin=0.2, sdf_band=0.04,
+                     sdf_points=FrameStream.__init__.__kwdefaults__["sdf_points"])
     ours = FrameStream.from_config([quantised_store], cfg, workers=0)
     other = FrameStream.from_config([quantised_store], replace(cfg, part_balance=0.0), workers=0)
     a, b, c = next(iter(by_hand)), next(iter(ours)), next(iter(other))
     assert a.keys() == b.keys() and "eikonal_sdf" in b
     assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
     assert not np.array_equal(b["points"], c["points"])
+    assert np.isnan(np.asarray(b["eikonal_sdf"])).any()  # the band leaves far points without a target
 
 
 def test_frame_boxes_are_each_frame_s_min_and_max_corner():

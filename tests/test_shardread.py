@@ -78,19 +78,29 @@ def test_store_reads_decode_the_same_values_through_either_path(stores, monkeypa
     zarr; a frame past the end still fails as zarr fails."""
     import hipnet.pipeline.store as store_mod
 
+    direct = []
+
+    def counted(*args, **kwargs):
+        out = read_frames(*args, **kwargs)
+        direct.append(out is not None)
+        return out
+
+    monkeypatch.setattr(store_mod, "read_frames", counted)
     for path in stores:
         store = Store.open(path)
         names = ["surface/points", "surface/normals", "surface/labels", "pose/joint_transforms"]
         names += ["frame/subject"]
         fast = [(n, f, store.read(n, f)) for n in names for f in (slice(2, 11), 7, np.int64(0))]
         window = store.read_window(slice(0, 5), 1900, 300, ["surface/points", "surface/labels"])
+        assert direct and all(direct)  # every one of these reads took the direct path
         monkeypatch.setattr(store_mod, "read_frames", lambda *a, **k: None)
         for n, f, got in fast:
             want = store.read(n, f)
             assert got.shape == want.shape and got.dtype == want.dtype and np.array_equal(got, want), (n, f)
         slow = store.read_window(slice(0, 5), 1900, 300, ["surface/points", "surface/labels"])
         assert all(np.array_equal(window[k], slow[k]) for k in window)
-        monkeypatch.undo()
+        monkeypatch.setattr(store_mod, "read_frames", counted)
+        direct.clear()
         with pytest.raises(IndexError):
             store.read("surface/labels", store.n_frames)
 
@@ -100,11 +110,11 @@ def test_unwritten_shards_and_empty_chunks_read_as_the_fill_value(tmp_path):
     equal to the fill value (zarr leaves them out of the shard: empty index entries)."""
     group = zarr.open_group(tmp_path / "a.zarr", mode="w", zarr_format=3)
     arr = group.create_array("x", shape=(10, 40, 3), dtype="float32", chunks=(1, 10, 3), shards=(4, 40, 3),
-                             compressors=compressors("float32"), fill_value=0)
+                             compressors=compressors("float32"), fill_value=-1.5)
     rng = np.random.default_rng(0)
     data = rng.normal(size=(10, 40, 3)).astype(np.float32)
-    data[1, 10:20] = 0  # an inner chunk of fill values
-    data[4:8] = 0  # the whole second shard: no file
+    data[1, 10:20] = -1.5  # an inner chunk of fill values
+    data[4:8] = -1.5  # the whole second shard: no file
     arr[:] = data
     assert not (tmp_path / "a.zarr" / "x" / "c" / "1" / "0" / "0").exists()
     for frames, points in [(slice(None), slice(None)), (slice(1, 2), slice(5, 25)), (slice(3, 9), slice(30, 40))]:
@@ -130,3 +140,25 @@ def test_selections_it_does_not_handle_are_left_to_zarr(stores):
     assert read_frames(path, np.array([1, 2]), slice(None)) is None
     assert read_frames(path, slice(0, 3), slice(0, 10, 3)) is None
     assert read_frames(stores[0] / "no_such_array", slice(0, 3)) is None
+
+
+def test_layouts_it_does_not_handle_are_left_to_zarr(tmp_path):
+    """An encoded fill value (NaN) and a layout the pipeline never writes (chunks along the last axis) read through
+    zarr; a rebuilt array in the same folder is read with its new layout."""
+    group = zarr.open_group(tmp_path / "a.zarr", mode="w", zarr_format=3)
+    blosc = compressors("float32")
+    group.create_array("nan", shape=(4, 20), dtype="float32", chunks=(1, 10), shards=(4, 20), fill_value=np.nan,
+                       compressors=blosc)
+    group.create_array("last", shape=(4, 20, 4), dtype="float32", chunks=(1, 20, 2), shards=(4, 20, 4), fill_value=0,
+                       compressors=blosc)
+    assert layout(tmp_path / "a.zarr" / "nan") is None and layout(tmp_path / "a.zarr" / "last") is None
+    first = group.create_array("x", shape=(4, 20), dtype="uint8", chunks=(1, 10), shards=(2, 20), fill_value=0,
+                               compressors=compressors("uint8"))
+    first[:] = 1
+    assert layout(tmp_path / "a.zarr" / "x").shard == (2, 20)
+    again = zarr.open_group(tmp_path / "a.zarr", mode="a").create_array(
+        "x", shape=(6, 20), dtype="uint8", chunks=(1, 5), shards=(3, 20), fill_value=0, overwrite=True,
+        compressors=compressors("uint8"))
+    again[:] = 2
+    assert layout(tmp_path / "a.zarr" / "x").shard == (3, 20)
+    assert np.array_equal(read_frames(tmp_path / "a.zarr" / "x", slice(None)), np.full((6, 20), 2, np.uint8))
