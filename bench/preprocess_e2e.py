@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="as the Makefile's WORKERS (default: %(default)s)")
     p.add_argument("--geodesics", default="per-frame", help="as the Makefile's GEODESICS (default: %(default)s)")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still removes its worktree (finally)
 
     if not (args.raw / "dataset.yaml").exists():
         subprocess.run([sys.executable, "-m", "hipnet.cli.data", "anny", "--out", str(args.raw)], check=True)
