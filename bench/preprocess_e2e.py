@@ -69,6 +69,7 @@ def main() -> None:
     p.add_argument("--geodesics", default="per-frame", help="as the Makefile's GEODESICS (default: %(default)s)")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still removes its worktree (finally)
+    args.raw = args.raw.resolve()  # the previous code runs in its worktree's folder
 
     if not (args.raw / "dataset.yaml").exists():
         subprocess.run([sys.executable, "-m", "hipnet.cli.data", "anny", "--out", str(args.raw)], check=True)
