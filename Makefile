@@ -14,7 +14,7 @@ GEODESICS ?= per-frame
 PREPROCESS_ARGS ?=
 # your SMPL/SMPL+H/SMPL-X model files (AMASS, DFAUST and CAPE need them; licence-gated, never downloaded)
 BODY_MODELS ?=
-# training preset (paper | small | fast | long) or a YAML file; fast = the CPU demo (800 steps, about 13 minutes on
+# training preset (paper | small | fast | long) or a YAML file; fast = the CPU demo (800 steps, about 12 minutes on
 # 2 cores); long = fast trained 6,000 steps (at most 2 hours: with TRAIN_MINUTES=120)
 TRAIN_CONFIG ?= fast
 RUN ?= runs/$(DATASET)_$(TRAIN_CONFIG)
