@@ -179,9 +179,9 @@ PRESETS["fast"] = replace(
     points_per_frame=500, eikonal_per_frame=1000, frames_per_step=8, lr=4e-3, lr_schedule="cosine", steps=800,
     lambda_sdf=1.0, part_balance=0.5,
 )
-# ``fast`` trains 800 steps: about 12 minutes of the demo's 16 (692 s measured) on 2 cores (it trained 500 until the demo's measured
+# ``fast`` trains 800 steps: 692 s of the demo's 16 minutes on 2 cores (it trained 500 until the demo's measured
 # time showed room for more). ``long``: the same formulation trained 6,000 steps, for the best shapes a 2-core CPU
-# gives in at most 2 hours (about 0.9 s per step there: 90 minutes of training); the harness's variant ``long``.
+# gives in at most 2 hours (6,568 s of training measured); the harness's variant ``long``.
 PRESETS["long"] = replace(PRESETS["fast"], steps=6000, checkpoint_every=500, log_every=50)
 
 
