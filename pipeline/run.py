@@ -1,8 +1,8 @@
 """Manifest -> frames -> stages -> store, in parallel with dask (DESIGN.md section 6).
 
-The driver side: plan a split's store (create it, or reconcile a rerun with what is there), hand one task per shard
-(``pipeline/shards.py``: load the shard's frames, run the stages, write the shard with one slice assignment per
-array) to worker processes, collect what they report, and finish the store. The heavy libraries hold the GIL, so
+The driver side: plan a split's store (``pipeline/plan.py``: create it, or reconcile a rerun with what is
+there), hand one task per shard (``pipeline/shards.py``: load the shard's frames, run the stages, write the shard
+with one slice assignment per array) to worker processes, collect what they report, and finish the store. The heavy libraries hold the GIL, so
 tasks run in processes: the dask ``processes`` scheduler locally, or a ``dask.distributed`` cluster given by its
 address. A frame that cannot be read or processed is reported with its source file and reason; the other frames of
 its shard are written, the shard stays not-done, and the store is never marked complete while a frame is missing.
@@ -10,7 +10,6 @@ its shard are written, the shard stays not-done, and the store is never marked c
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,27 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.frames import FrameRef
 from hipnet.pipeline.integrity import damaged_shards, remove_partial_writes, store_root
 from hipnet.pipeline.observations import observation_notes
+from hipnet.pipeline.plan import Plan, create_split_store, prepare_store, sequence_of, swap_paths
 from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.schema import (
     ATTR,
-    CONVENTIONS,
     DONE,
     GEODESICS_DONE,
-    OBSERVED_CONVENTIONS,
-    SCHEMA_VERSION,
-    Dims,
     shard_slice,
 )
-from hipnet.pipeline.shards import STAGE_ERRORS, FrameFailure, ShardResult, preprocess_shard, relabel_shard
+from hipnet.pipeline.shards import FrameFailure, ShardResult, preprocess_shard, relabel_shard
 from hipnet.pipeline.store import (
-    check_identity,
-    create_store,
     done_mask,
-    frame_ids,
     frames_digest,
     mark_complete,
     mark_incomplete,
@@ -46,7 +38,6 @@ from hipnet.pipeline.store import (
     shards_todo,
 )
 
-PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "open3d-cpu", "trimesh")
 
 @dataclass
 class SplitSummary:
@@ -108,177 +99,6 @@ def run_tasks(tasks: list, workers: int, scheduler: str | None, on_result: Calla
 
             # chunksize 1: a shard is already a big task; dask's default batches 6 per round trip
             dask.compute(*tasks, scheduler=dask.multiprocessing.get, num_workers=workers, chunksize=1)
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for name in PROVENANCE_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-@dataclass
-class Plan:
-    """What one run of a split does: the store, its rows' refs (in store order) and what cannot be done."""
-
-    path: Path
-    refs: list[FrameRef]
-    sections: tuple[str, ...]
-    unlistable: dict[int, str] = field(default_factory=dict)  # row -> why its sequence cannot be listed now
-    failures: list[FrameFailure] = field(default_factory=list)  # sequences with no rows that cannot be done
-    excluded: list[dict] = field(default_factory=list)  # the store's ``excluded`` attr
-
-
-def _seq(key: str) -> str:
-    return key.rsplit("/", 1)[0]
-
-
-def _swap_paths(path: Path) -> tuple[Path, Path]:
-    return path.with_name(f".{path.name}.rebuilding"), path.with_name(f".{path.name}.replaced")
-
-
-def _recover_swap(path: Path) -> None:
-    """Finish or undo a rebuild that was interrupted while it swapped the new store in."""
-    new, old = _swap_paths(path)
-    if not path.exists() and old.exists():
-        finished = new.exists() and open_group(new).attrs.get(ATTR.complete)
-        (new if finished else old).rename(path)
-    for leftover in (new, old):
-        if leftover.exists() and path.exists():
-            shutil.rmtree(leftover)
-
-
-def _identity(reader: Reader, cfg: PreprocessConfig, split: str, keys: list[str], sections) -> dict:
-    sensor = {ATTR.depth_sensor: reader.depth_sensor} if reader.depth_sensor else {}
-    return {ATTR.schema_version: SCHEMA_VERSION, ATTR.dataset: reader.dataset, ATTR.split: split,
-            ATTR.sections: list(sections), ATTR.shard_frames: cfg.shard_frames, ATTR.config: cfg.to_attrs(),
-            ATTR.frames_sha: frames_digest(keys), ATTR.skeleton: reader.skeleton.to_attrs(), **sensor}
-
-
-def _create(reader: Reader, path: Path, refs: list[FrameRef], cfg: PreprocessConfig, split: str,
-            sections: tuple[str, ...], extra: dict) -> None:
-    """A new store at ``path`` for ``refs``: ids, subject tables, rest joints and faces written now."""
-    subjects = reader.subject_names()
-    sequences = list(dict.fromkeys(r.sequence for r in refs))
-    rest, problems = {}, []
-    for name in subjects:
-        try:
-            rest[name] = reader.subject(name)
-        except STAGE_ERRORS as e:
-            problems.append(f"subject {name}: {e}")
-    if problems:
-        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:4])})" if len(problems) > 1 else ""
-        raise ValueError(f"{problems[0]}{more}; a store needs every subject's rest data, nothing written")
-    first = rest[subjects[0]]
-    faces = first.faces
-    if "mesh" in sections:
-        for s in rest.values():
-            if s.faces is None or not np.array_equal(s.faces, faces):
-                raise ValueError(f"{reader.root}: subject {s.name} has another mesh topology; a store holds one")
-    n_vertices = len(first.rest_vertices) if first.rest_vertices is not None else 0
-    dims = Dims(
-        F=len(refs), S=cfg.surface_points, J=reader.skeleton.num_joints, P=len(subjects),
-        U=cfg.eval_points, N=cfg.eval_points, V=n_vertices, Fc=0 if faces is None else len(faces),
-    )
-    subject_id, sequence_id = {n: i for i, n in enumerate(subjects)}, {n: i for i, n in enumerate(sequences)}
-    ids = {
-        "frame/subject": np.array([subject_id[r.subject] for r in refs]),
-        "frame/sequence": np.array([sequence_id[r.sequence] for r in refs]),
-        "frame/index": np.array([r.index for r in refs]),
-    }
-    attrs = {
-        **_identity(reader, cfg, split, [r.key for r in refs], sections),
-        ATTR.subjects: subjects,
-        ATTR.sequences: sequences,
-        ATTR.source: {"reader": reader.name, "root": str(Path(reader.root).resolve())},
-        ATTR.manifest_hash: reader.info.manifest_hash,
-        ATTR.versions: versions(),
-        **CONVENTIONS,
-        **(OBSERVED_CONVENTIONS if "observed" in sections else {}),
-        **{k: v for k, v in extra.items() if v},
-    }
-    create_store(path, dims=dims, sections=sections, shard_frames=cfg.shard_frames, attrs=attrs, ids=ids,
-                 rest_joints=np.stack([rest[n].rest_joints for n in subjects]), faces=faces)
-
-
-def _duplicates(refs: list[FrameRef]) -> None:
-    seen: dict[str, str] = {}
-    for r in refs:
-        if r.key in seen:
-            raise ValueError(f"frame {r.key} is listed twice ({seen[r.key]} and {r.source}): a sequence is named "
-                             "twice in the dataset's description; a store holds each frame once")
-        seen[r.key] = r.source
-
-
-def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str) -> Plan:
-    """Create (or reopen) the store of one split and say what this run does.
-
-    The frame list is fixed when the store is created: the frames of every sequence that can be listed. A sequence
-    that cannot be listed then is recorded (``unlisted``) and fails every run until ``--exclude-failed``. On a rerun
-    the store's rows keep their places: a sequence that cannot be listed now keeps its rows (done ones stay done,
-    the others fail with the reason); any other change of the frame list is refused."""
-    path = Path(out) / f"{split}.zarr"
-    _recover_swap(path)
-    if reader.observed and cfg.geodesics != "per-frame":
-        raise ValueError(f"{reader.root}: {cfg.geodesics} labels need a rest mesh of a fixed topology; observed frames "
-                         "(point clouds, raw scans, depth images) are labelled per frame: use --geodesics per-frame")
-    listing = reader.list_frames()
-    sections = cfg.sections(split, reader.observed)
-    exists = (path / "zarr.json").exists()
-    old = dict(open_group(path).attrs) if exists else {}
-    excluded = list(old.get(ATTR.excluded, []))
-    gone = {e["key"] for e in excluded}
-    refs = [r for r in listing.refs if r.key not in gone and _seq(r.key) not in gone]
-    failed = {f.key: f.reason for f in listing.failures if f.key not in gone}
-    _duplicates(refs)
-    if not exists:
-        seq_failures = [FrameFailure(k, "", why) for k, why in failed.items()]
-        if refs:
-            _create(reader, path, refs, cfg, split, sections,
-                    {ATTR.unlisted: [{"key": k, "reason": why} for k, why in failed.items()]})
-        return Plan(path, refs, sections, {}, seq_failures)
-    group = open_group(path, mode="r+")
-    rows, unlistable, failures = _reconcile(path, frame_ids(group), refs, failed,
-                                            {u["key"]: u["reason"] for u in old.get(ATTR.unlisted, [])})
-    check_identity(path, old, _identity(reader, cfg, split, [r.key for r in rows], sections))
-    return Plan(path, rows, sections, unlistable, failures, excluded)
-
-
-def _reconcile(path: Path, stored: list[tuple[str, str, int]], refs: list[FrameRef], failed: dict[str, str],
-               unlisted: dict[str, str]) -> tuple[list[FrameRef], dict[int, str], list[FrameFailure]]:
-    """The store's rows as refs of this run, (row -> reason) for rows whose sequence cannot be listed now, and the
-    failures of sequences without rows. Refuses (FileExistsError) a frame list that changed otherwise."""
-    now: dict[str, list[FrameRef]] = {}
-    for r in refs:
-        now.setdefault(_seq(r.key), []).append(r)
-    by_seq: dict[str, list[tuple[str, str, int]]] = {}
-    for ident in stored:
-        by_seq.setdefault(f"{ident[0]}/{ident[1]}", []).append(ident)
-    rows: list[FrameRef] = []
-    unlistable: dict[int, str] = {}
-    for seq, idents in by_seq.items():
-        if seq in failed:
-            unlistable.update({len(rows) + k: failed[seq] for k in range(len(idents))})
-            rows += [FrameRef(s, q, i, "") for s, q, i in idents]
-            continue
-        got = now.pop(seq, [])
-        if [r.key for r in got] != [f"{s}/{q}/{i}" for s, q, i in idents]:
-            raise FileExistsError(f"{path} exists and its frame list differs from the data's: sequence {seq} has "
-                                  f"{len(idents)} frames in the store and lists {len(got)} now; choose another --out "
-                                  "or delete it to start over")
-        rows += got
-    failures = [FrameFailure(k, "", why) for k, why in failed.items() if k not in by_seq]
-    for seq in now:
-        if seq not in unlisted:
-            raise FileExistsError(f"{path} exists and its frame list differs from the data's: sequence {seq} is not "
-                                  "in the store; choose another --out or delete it to start over")
-        failures.append(FrameFailure(seq, "", f"can be listed now, but this store's frame list was fixed without it "
-                                              f"({unlisted[seq]}); --exclude-failed finishes the store without it, "
-                                              "another --out makes a store with it"))
-    return rows, unlistable, failures
 
 
 def _repair(group, summary: SplitSummary) -> None:
@@ -361,7 +181,7 @@ def _exclude(reader: Reader, plan: Plan, summary: SplitSummary, cfg: PreprocessC
     for u in group.attrs.get(ATTR.unlisted, []):
         failed.setdefault(u["key"], f"could not be listed when the store was created ({u['reason']})")
     excluded = plan.excluded + [{"key": k, "reason": why} for k, why in failed.items()]
-    keep = np.array([k for k, r in enumerate(plan.refs) if r.key not in failed and _seq(r.key) not in failed],
+    keep = np.array([k for k, r in enumerate(plan.refs) if r.key not in failed and sequence_of(r.key) not in failed],
                     dtype=np.int64)
     notes = summary.notes + [f"excluded {e['key']}: {e['reason']}" for e in excluded[len(plan.excluded):]]
     if not len(keep):
@@ -374,18 +194,18 @@ def _exclude(reader: Reader, plan: Plan, summary: SplitSummary, cfg: PreprocessC
                               notes=notes, excluded=excluded)
         result.complete = mark_complete(group)
         return result
-    new, _ = _swap_paths(plan.path)
+    new, _ = swap_paths(plan.path)
     if new.exists():
         shutil.rmtree(new)
     refs = [plan.refs[k] for k in keep]
-    _create(reader, new, refs, cfg, split, plan.sections, {ATTR.excluded: excluded})
+    create_split_store(reader, new, refs, cfg, split, plan.sections, {ATTR.excluded: excluded})
     kept = Plan(new, refs, plan.sections)
     result = _run_plan(reader, kept, new, plan.path, keep, cfg, workers, scheduler, None, None)
     result.notes = notes
     result.excluded = excluded
     result.complete = not result.failures and mark_complete(open_group(new, mode="r+"))
     if result.complete:
-        _, old = _swap_paths(plan.path)
+        _, old = swap_paths(plan.path)
         plan.path.rename(old)
         new.rename(plan.path)
         shutil.rmtree(old)
@@ -430,7 +250,7 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
     if not np.asarray(group[DONE][:]).all():
         raise ValueError(f"{path}: frames are missing; finish `hipnet-data preprocess` first")
     gone = {e["key"] for e in attrs.get(ATTR.excluded, [])}
-    refs = [r for r in reader.listed_refs() if r.key not in gone and _seq(r.key) not in gone]
+    refs = [r for r in reader.listed_refs() if r.key not in gone and sequence_of(r.key) not in gone]
     if frames_digest([r.key for r in refs]) != attrs[ATTR.frames_sha]:
         raise ValueError(f"{path}: the frames of {reader.root} ({attrs[ATTR.split]}) are not the frames of this store")
     cfg = replace(PreprocessConfig.from_attrs(attrs[ATTR.config]), geodesics=mode)
