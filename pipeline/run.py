@@ -2,10 +2,11 @@
 
 The driver side: plan a split's store (``pipeline/plan.py``: create it, or reconcile a rerun with what is
 there), hand one task per shard (``pipeline/shards.py``: load the shard's frames, run the stages, write the shard
-with one slice assignment per array) to worker processes, collect what they report, and finish the store. The heavy libraries hold the GIL, so
-tasks run in processes: the dask ``processes`` scheduler locally, or a ``dask.distributed`` cluster given by its
-address. A frame that cannot be read or processed is reported with its source file and reason; the other frames of
-its shard are written, the shard stays not-done, and the store is never marked complete while a frame is missing.
+with one slice assignment per array) to worker processes, collect what they report, and finish the store. The
+heavy libraries hold the GIL, so tasks run in processes: the dask ``processes`` scheduler locally, or a
+``dask.distributed`` cluster given by its address. A frame that cannot be read or processed is reported with its
+source file and reason; the other frames of its shard are written, the shard stays not-done, and the store is
+never marked complete while a frame is missing.
 """
 
 from __future__ import annotations
