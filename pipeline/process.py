@@ -30,6 +30,8 @@ from hipnet.pipeline.stages.geodesics import (
     vertex_distances,
     weld,
 )
+from hipnet.pipeline.stages.heat import PoseHeat
+from hipnet.pipeline.stages.intrinsic import NonManifoldError
 from hipnet.pipeline.stages.occupancy import occupancy
 from hipnet.pipeline.stages.pointcloud import observe_frame
 from hipnet.pipeline.stages.surface import sample_surface
@@ -97,7 +99,8 @@ def frame_rng(seed: int, dataset: str, key: str) -> np.random.Generator:
 class SubjectGeometry:
     """What the geodesic stage needs per subject, computed once per worker process: the weld of the rest mesh
     (coincident vertices merged so the heat solver sees one shell), the proxy vertex of each joint and, for
-    ``per-template``, the rest-pose distances."""
+    ``per-template``, the rest-pose distances; for ``per-frame``, the subject's pose heat solver (``heat.PoseHeat``;
+    None for a welded mesh that is not an oriented manifold, whose frames take potpourri3d's robust solver)."""
 
     faces: np.ndarray  # (F, 3) of the frames
     weld_faces: np.ndarray  # (F, 3) into the welded vertex set
@@ -105,6 +108,7 @@ class SubjectGeometry:
     inverse: np.ndarray  # (V,) welded index of each original vertex
     proxies: np.ndarray  # (J,) welded vertex index per joint
     template_distances: np.ndarray | None  # (J, V) heat distances in the rest pose (per-template mode)
+    heat: PoseHeat | None = None  # per-frame mode
 
     @classmethod
     def build(cls, subject: Subject, mode: str, where: str) -> SubjectGeometry:
@@ -116,10 +120,15 @@ class SubjectGeometry:
         representative = np.empty(len(wv), dtype=np.int64)
         representative[inverse] = np.arange(len(v))
         proxies = proxy_vertices(wv, subject.rest_joints)
-        template = None
+        template, heat = None, None
         if mode == "per-template":
             template = vertex_distances(wv, wf, proxies)[:, inverse]
-        return cls(np.asarray(subject.faces), wf, representative, inverse, proxies, template)
+        else:
+            try:
+                heat = PoseHeat(wf, len(wv), proxies)
+            except NonManifoldError:
+                heat = None
+        return cls(np.asarray(subject.faces), wf, representative, inverse, proxies, template, heat)
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,11 @@ def frame_labels(vertices: np.ndarray, geom: SubjectGeometry, face_index: np.nda
     if geom.template_distances is not None:
         d = geom.template_distances
     else:
-        d = vertex_distances(np.asarray(vertices, dtype=np.float64)[geom.representative], geom.weld_faces, geom.proxies)
+        posed = np.asarray(vertices, dtype=np.float64)[geom.representative]
+        if geom.heat is not None:
+            d = geom.heat.distances(posed)
+        else:
+            d = vertex_distances(posed, geom.weld_faces, geom.proxies)
         d = d[:, geom.inverse]
     return sample_labels(d, geom.faces, face_index, bary)
 
