@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from _results import write_result
 
-from hipnet.pipeline import process
+from hipnet.pipeline import process, shards
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
 from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, frame_labels, frame_rng
@@ -59,14 +59,17 @@ class RobustPerFrame:
 
 @contextmanager
 def previous_stages():
-    """Run ``process_frame`` (1 process, this interpreter) with the previous stage implementations."""
+    """Run ``process_frame`` (1 process, this interpreter) with the previous stage implementations. The worker's
+    cache of subject geometry (which holds the pose heat solver) is emptied on the way in and out."""
     saved = process.sample_surface, process.sample_labels, process.occupancy, process.PoseHeat
     process.sample_surface, process.sample_labels = sample_surface_reference, previous_sample_labels
     process.occupancy, process.PoseHeat = fast_winding_occupancy, RobustPerFrame
+    shards._GEOMETRY.clear()
     try:
         yield
     finally:
         process.sample_surface, process.sample_labels, process.occupancy, process.PoseHeat = saved
+        shards._GEOMETRY.clear()
 
 
 def timed(fn):
