@@ -29,7 +29,7 @@ DEMO_EVAL_ARGS ?= --stride 16 --mesh-frames 2 --resolution 128
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test test-browser demo preprocess train eval lint bench bench-accuracy bench-families bench-viewer gpu-prepare gpu-check clean
+.PHONY: setup test test-browser demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-viewer gpu-prepare gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -95,7 +95,12 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
-	for b in generate preprocess loader train; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in generate preprocess heat_solvers loader train; do $(BIN)/python bench/$$b.py || exit 1; done
+
+# `make preprocess DATASET=anny` end to end with this checkout and with the code before issue 16 (a git worktree),
+# on the same generated data: bench/results/preprocess_e2e.json (about 15 minutes on 2 cores).
+bench-e2e: setup
+	$(BIN)/python bench/preprocess_e2e.py
 
 # The accuracy harness: HIPNet variants (the paper's table-6 ladder, our departures) and NASA on the same embedded
 # stores and budget; resumable (a rerun skips finished variants). ACCURACY_ARGS="--only fast,nasa" picks variants.
