@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import qdldl
 import scipy.sparse as sp
 
 from hipnet.pipeline.stages.intrinsic import Triangulation, corner_cotangents
@@ -85,10 +86,9 @@ class PoseHeat:
         weight = np.bincount(tri.eid, 0.5 * cot.ravel(), minlength=tri.n_edges)  # cotan weight per edge id
         h = np.flatnonzero((tri.twin < 0) | (tri.twin > np.arange(len(tri.twin))))  # one half-edge per edge
         u, v = tri.faces[h // 3, (h % 3 + 1) % 3], tri.faces[h // 3, (h % 3 + 2) % 3]
-        w = weight[tri.eid[h]]
+        w = np.where(u == v, 0.0, weight[tri.eid[h]])  # a loop edge (possible intrinsically) adds nothing to L
         diag = np.bincount(u, w, minlength=n) + np.bincount(v, w, minlength=n)
         mass = np.bincount(tri.faces.ravel(), np.repeat(area / 3, 3), minlength=n)
-        w = np.where(u == v, 0.0, w)  # a loop edge (possible in an intrinsic triangulation) adds nothing to L
         lo, hi = np.minimum(u, v), np.maximum(u, v)
         # upper-triangular CSC: entries sorted by (column, row); parallel edges (also possible) add up
         keys, slot = np.unique(np.concatenate([np.arange(n) * (n + 1), hi * n + lo]), return_inverse=True)
@@ -100,8 +100,6 @@ class PoseHeat:
 
     def distances(self, vertices: np.ndarray) -> np.ndarray:
         """(J, V) geodesic distance from each source to every vertex of the pose ``vertices`` (V, 3)."""
-        import qdldl
-
         v = np.asarray(vertices, dtype=np.float64)
         tri, ell = self.triangulate(v)
         self.stats.poses += 1
