@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     scores = {"held_out_family": unseen.final(model, names), "in_family": seen.final(model, names)}
     drop = {k: scores["in_family"][k] - scores["held_out_family"][k] for k in ("uniform_miou", "near_miou")}
-    entry = {"family": args.family, "variant": variant.name, "budget": asdict(budget), "train_s": round(train_s, 1),
-             "wall_s": round(time.time() - t0, 1), "frames": frames(stores),
+    entry = {"family": args.family, "variant": variant.name, "budget": asdict(budget), "commit": harness.commit(),
+             "threads": args.threads, "train_s": round(train_s, 1), "wall_s": round(time.time() - t0, 1),
+             "frames": frames(stores),
              "curve_on_held_out_family": curve, "config": config, "drop": drop, **scores}
     results["entries"] = [e for e in results["entries"] if e["family"] != args.family] + [entry]
     results |= {"machine": machine(), "commit": harness.commit(), "threads": args.threads}
