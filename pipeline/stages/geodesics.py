@@ -1,5 +1,6 @@
 """Geodesic joint labels (seed 000 section 3.3, figure 3): each surface sample gets the joint whose proxy surface
-vertex is geodesically nearest, with heat-method distances (potpourri3d, ``use_robust=True``).
+vertex is geodesically nearest, with heat-method distances: potpourri3d's robust solver here (``vertex_distances``:
+rest poses, non-manifold meshes, and the reference), ``stages.heat.PoseHeat`` for the posed frames of a subject.
 
 The heat solver returns silent garbage on disconnected meshes, so meshes are welded and checked for a single
 connected component first (``check_single_shell``) and rejected with a clear message otherwise.
