@@ -128,3 +128,21 @@ def test_labels_agree_with_the_robust_solver_on_full_resolution_anny_frames(tiny
                                   geom.proxies)
         reference = sample_labels(robust[:, geom.inverse], subject.faces, s.face_index, s.barycentrics)
         assert (labels == reference).mean() >= 0.998
+
+
+def test_a_non_manifold_subject_falls_back_to_the_robust_solver_with_the_same_labels():
+    from hipnet.pipeline.frames import Subject
+
+    v, f = jittered_sphere(0, subdivisions=2, jitter=0.0)
+    fin = np.array([[f[0, 0], f[0, 1], len(v)]])  # a third face on an edge: not a manifold, still one component
+    v2 = np.concatenate([v, [(v[f[0, 0]] + v[f[0, 1]]) / 2 * 1.2]])
+    f2 = np.concatenate([f, fin])
+    joints = np.array([[0.0, 0.0, 0.8], [0.0, 0.0, -0.8]])
+    geom = SubjectGeometry.build(Subject("fin", joints, f2, v2), "per-frame", "fin")
+    assert geom.heat is None
+    s = sample_surface(v2, f2, 2000, np.random.default_rng(0))
+    labels = frame_labels(v2, geom, s.face_index, s.barycentrics)
+    reference = sample_labels(vertex_distances(v2[geom.representative], geom.weld_faces, geom.proxies)[:, geom.inverse],
+                              f2, s.face_index, s.barycentrics)
+    np.testing.assert_array_equal(labels, reference)
+    assert ((s.points[:, 2] > 0.3) == (labels == 0))[np.abs(s.points[:, 2]) > 0.3].all()
