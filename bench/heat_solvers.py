@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import igl
 import numpy as np
 from _results import write_result
 
@@ -24,6 +25,7 @@ from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manife
 from hipnet.pipeline.process import SubjectGeometry
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.stages.geodesics import sample_labels, vertex_distances
+from hipnet.pipeline.stages.heat import mollified_lengths
 from hipnet.pipeline.stages.surface import sample_surface
 
 
@@ -41,10 +43,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=24, help="real Anny frames to time (full resolution)")
     args = p.parse_args()
-    import igl
-
-    from hipnet.pipeline.stages.heat import mollified_lengths
-
     geoms, setup_s, robust_s, heat_s, idt_s, igl_s = {}, [], [], [], [], []
     agree = {"vertices": [], "samples": []}
     rng = np.random.default_rng(0)
