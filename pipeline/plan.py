@@ -18,7 +18,8 @@ from hipnet.pipeline.schema import ATTR, CONVENTIONS, OBSERVED_CONVENTIONS, SCHE
 from hipnet.pipeline.shards import STAGE_ERRORS, FrameFailure
 from hipnet.pipeline.store import check_identity, create_store, frame_ids, frames_digest, open_group
 
-PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "open3d-cpu", "trimesh")
+PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "qdldl", "open3d-cpu",
+                       "trimesh")
 
 
 def versions() -> dict[str, str]:

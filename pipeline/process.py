@@ -12,6 +12,7 @@ float32 overflow included): a frame whose stages produced NaN or inf is an error
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from dataclasses import asdict, dataclass, fields
 
@@ -124,10 +125,8 @@ class SubjectGeometry:
         if mode == "per-template":
             template = vertex_distances(wv, wf, proxies)[:, inverse]
         else:
-            try:
+            with contextlib.suppress(NonManifoldError):  # then frame_labels takes potpourri3d's robust solver
                 heat = PoseHeat(wf, len(wv), proxies)
-            except NonManifoldError:
-                heat = None
         return cls(np.asarray(subject.faces), wf, representative, inverse, proxies, template, heat)
 
 

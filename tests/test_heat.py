@@ -10,7 +10,7 @@ import trimesh
 from hipnet.pipeline.process import SubjectGeometry, frame_labels
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.stages.geodesics import sample_labels, vertex_distances
-from hipnet.pipeline.stages.heat import POISSON_SHIFT, PoseHeat, mollified_lengths
+from hipnet.pipeline.stages.heat import POISSON_SHIFT, PoseHeat, intrinsic_layout, mollified_lengths
 from hipnet.pipeline.stages.intrinsic import NonManifoldError, Triangulation, corner_cotangents
 from hipnet.pipeline.stages.surface import sample_surface
 
@@ -62,7 +62,7 @@ def test_heat_and_poisson_matrices_are_libigl_s_intrinsic_laplacian_and_mass():
     heat = PoseHeat(f, len(v), np.array([0]))
     tri, ell = heat.triangulate(v)
     sides = tri.face_lengths(ell)
-    heat_m, poisson_m = heat._matrices(tri, sides)
+    heat_m, poisson_m = heat._matrices(tri, sides, intrinsic_layout(sides)[2])
     full = [(m + sp.triu(m, 1).T).toarray() for m in (heat_m, poisson_m)]
     lap = -igl.cotmatrix_intrinsic(sides, tri.faces).toarray()  # libigl's is negative semi-definite
     mass = igl.massmatrix_intrinsic(sides, tri.faces, igl.MASSMATRIX_TYPE_BARYCENTRIC).toarray()

@@ -77,12 +77,12 @@ class PoseHeat:
         self.stats.flips += tri.n_edges - self.mesh.n_edges
         return tri, ell
 
-    def _matrices(self, tri: Triangulation, lengths: np.ndarray) -> tuple[sp.csc_matrix, sp.csc_matrix]:
+    def _matrices(self, tri: Triangulation, lengths: np.ndarray,
+                  area: np.ndarray) -> tuple[sp.csc_matrix, sp.csc_matrix]:
         """Upper triangles of the heat matrix ``M + t L`` and the Poisson matrix ``L + shift M`` on ``tri`` with
-        face side lengths (F, 3): one sparsity pattern, so one symbolic factorisation serves both."""
+        face side lengths (F, 3) and areas (F,): one sparsity pattern, so one symbolic factorisation serves both."""
         n = self.n
         cot = corner_cotangents(lengths)
-        area = intrinsic_layout(lengths)[2]
         weight = np.bincount(tri.eid, 0.5 * cot.ravel(), minlength=tri.n_edges)  # cotan weight per edge id
         h = np.flatnonzero((tri.twin < 0) | (tri.twin > np.arange(len(tri.twin))))  # one half-edge per edge
         u, v = tri.faces[h // 3, (h % 3 + 1) % 3], tri.faces[h // 3, (h % 3 + 2) % 3]
@@ -104,9 +104,9 @@ class PoseHeat:
         tri, ell = self.triangulate(v)
         self.stats.poses += 1
         lengths = tri.face_lengths(ell)
-        heat, poisson = self._matrices(tri, lengths)
+        tx, ty, area = intrinsic_layout(lengths)
+        heat, poisson = self._matrices(tri, lengths, area)
         solver = qdldl.Solver(heat, upper=True)
-        tx, ty, _ = intrinsic_layout(lengths)
         f, j = tri.faces, len(self.sources)
         n_f = len(f)
         # (2F, V): rows 2 area d/dx and d/dy of the linear function with vertex values u, per triangle

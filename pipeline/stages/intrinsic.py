@@ -45,12 +45,17 @@ def halfedge_twins(faces: np.ndarray) -> np.ndarray:
     return np.where(found, order[pos], -1)
 
 
+def _cotangent(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Cotangent of the angle opposite side ``a`` of triangles with sides a, b, c (Heron's area)."""
+    s = 0.5 * (a + b + c)
+    area = np.sqrt(np.maximum(s * (s - a) * (s - b) * (s - c), 1e-300))
+    return (b * b + c * c - a * a) / (4 * area)
+
+
 def corner_cotangents(lengths: np.ndarray) -> np.ndarray:
     """(F, 3) cotangent of the angle at each corner of triangles with side lengths (F, 3) (column k opposite k)."""
-    sq = lengths * lengths
-    s = 0.5 * lengths.sum(1)
-    area = np.sqrt(np.maximum(s * (s - lengths[:, 0]) * (s - lengths[:, 1]) * (s - lengths[:, 2]), 1e-300))
-    return (sq.sum(1, keepdims=True) - 2 * sq) / (4 * area[:, None])
+    a, b, c = lengths.T
+    return np.stack([_cotangent(a, b, c), _cotangent(b, c, a), _cotangent(c, a, b)], 1)
 
 
 def _diagonal(a, b, c, d, e):
@@ -101,10 +106,7 @@ class Triangulation:
     def cotangent(self, h: np.ndarray, ell: np.ndarray) -> np.ndarray:
         """Cotangent of the angle opposite each half-edge of ``h``, in its face."""
         f, k = h // 3, h % 3
-        a, b, c = (ell[self.eid[3 * f + (k + i) % 3]] for i in range(3))
-        s = 0.5 * (a + b + c)
-        area = np.sqrt(np.maximum(s * (s - a) * (s - b) * (s - c), 1e-300))
-        return (b * b + c * c - a * a) / (4 * area)
+        return _cotangent(*(ell[self.eid[3 * f + (k + i) % 3]] for i in range(3)))
 
     def non_delaunay(self, ell: np.ndarray, tol: float = NON_DELAUNAY,
                      among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
