@@ -167,6 +167,13 @@ VARIANTS = [
     # the fast preset as it is now: fast-full plus the two levers that paid (the soft-min without + tau log J,
     # part-balanced samples at 0.5)
     Variant("fast-v2", "levers", *FAST_V2, seeds=(0, 1)),
+    # one change each to fast-v2: subject codes learning 3x faster (identity), twice the frames per step at half
+    # the points per frame (the same step cost, more poses and subjects per step), near-surface eikonal points at
+    # half the spread (closer to where the near-surface test points are hardest)
+    Variant("v2-code3x", "levers", FAST_V2[0], FAST_V2[1] + (("code_lr", 1.2e-2),), seeds=(0, 1)),
+    Variant("v2-f16", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 16), ("points_per_frame", 250),
+                                                          ("eikonal_per_frame", 500)), seeds=(0, 1)),
+    Variant("v2-sig0.015", "levers", FAST_V2[0], FAST_V2[1] + (("eikonal_near_sigma", 0.015),), seeds=(0, 1)),
     # the long preset (PRESETS["long"]: the fast preset trained 6,000 steps, at most 2 hours on 2 cores) on its own
     # budget of steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=PRESETS["long"].steps, eval_every=500),
