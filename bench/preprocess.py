@@ -7,7 +7,9 @@ Measured in one run on one machine:
 - evaluation frames (plus 100k uniform + 100k near-surface occupancy points), 1 process [>= 2.5 frames/s per core]
 - per-frame training frames with 2 worker processes: speed-up over 1 process (a ratio, same run)
 - stored bytes per training frame                                                      [<= 500 KB]
-- where a frame's time goes (per stage), so a missed target says why
+- where a frame's time goes (per stage), so a missed target says why; and for a whole per-template training store,
+  where its time goes outside the stages: reading, the per-subject setup, zarr's writes, the integrity records
+  (``per_template_ms_per_frame_split``)
 - each stage and each 1-process figure against the previous implementation (before issue 16: libigl's fast winding
   number plus open3d ray parity, the straightforward sampling and labels, potpourri3d's robust heat solver built
   per frame, kept below as ``previous_*``), timed in the same run, interleaved, on the same frames:
@@ -22,13 +24,14 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from _results import write_result
 
-from hipnet.pipeline import process, shards
+from hipnet.pipeline import process, shards, store
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
 from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, frame_labels, frame_rng
@@ -70,6 +73,53 @@ def previous_stages():
     finally:
         process.sample_surface, process.sample_labels, process.occupancy, process.PoseHeat = saved
         shards._GEOMETRY.clear()
+
+
+@contextmanager
+def time_split(reader: AnnyReader):
+    """Seconds spent, during a 1-process store write in this interpreter, reading frames (``reader.load``), building
+    subject geometry, in ``process_frame``, in zarr's shard writes and in the integrity records (the writes
+    without the records), filled into the yielded dict; the functions are wrapped only inside the block."""
+    spent: dict[str, float] = defaultdict(float)
+    saved = []
+
+    def wrap(owner, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+        saved.append((owner, name, fn))
+
+        def timed_call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - t
+
+        setattr(owner, name, timed_call)
+
+    load = reader.load
+
+    def timed_load(refs):
+        frames = iter(load(refs))
+        while True:
+            t = time.perf_counter()
+            item = next(frames, None)
+            spent["reading"] += time.perf_counter() - t
+            if item is None:
+                return
+            yield item
+
+    wrap(shards, "subject_geometry", "subject_setup")
+    wrap(shards, "process_frame", "stages")
+    wrap(shards, "write_shard", "zarr_writes")
+    wrap(store, "record_shard", "integrity_records")
+    reader.load = timed_load
+    try:
+        yield spent
+    finally:
+        del reader.load
+        for owner, name, fn in reversed(saved):
+            setattr(owner, name, fn)
+        spent["zarr_writes"] -= spent["integrity_records"]
 
 
 def timed(fn):
@@ -190,6 +240,11 @@ def main() -> None:
 
         # current and previous implementations alternate, so a change in the machine's load hits both
         tmpl, t_tmpl = run(train, "train", "per-template", 1, "tmpl")
+        shards._GEOMETRY.clear()  # the split below pays the per-subject setup again, as every store does
+        with time_split(train) as spent:
+            _, t_split = run(train, "train", "per-template", 1, "tmpl_split")
+        split = {k: round(1000 * v / n_train, 2) for k, v in spent.items()}
+        split["store_creation_and_rest"] = round(1000 * (t_split - sum(spent.values())) / n_train, 2)
         tmpl0, t_tmpl0 = run_previous(train, "train", "per-template", "tmpl0")
         frame, t_frame = run(train, "train", "per-frame", 1, "frame")
         _, t_frame0 = run_previous(train, "train", "per-frame", "frame0")
@@ -220,6 +275,7 @@ def main() -> None:
         "stage_ms_per_frame": {k: v for k, v in profile.items() if not k.startswith("previous/")},
         "stage_ms_per_frame_previous": {k[9:]: v for k, v in profile.items() if k.startswith("previous/")},
         "stage_cpu_ms_per_frame": stage_speedup["cpu_ms"],
+        "per_template_ms_per_frame_split": split,
         "speedup_vs_previous": {
             "stages_wall": stage_speedup["wall"],
             "stages_cpu": stage_speedup["cpu"],
