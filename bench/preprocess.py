@@ -12,7 +12,7 @@ Measured in one run on one machine:
   (``per_template_ms_per_frame_split``)
 - each stage and each 1-process figure against the previous implementation (before issue 16: libigl's fast winding
   number plus open3d ray parity, the straightforward sampling and labels, potpourri3d's robust heat solver built
-  per frame, kept below as ``previous_*``), timed in the same run, interleaved, on the same frames:
+  per frame, scipy's default KD-tree leaves for the near points' labels, kept below as ``previous_*``), timed in the same run, interleaved, on the same frames:
   ``speedup_vs_previous`` (previous time / current time), with a check that the stores the two write hold the same
   values, and the per-frame labels' agreement with the robust solver's (``label_agreement_vs_robust``)
 
@@ -52,6 +52,13 @@ def previous_sample_labels(distances, faces, face_index, bary) -> np.ndarray:
     return np.argmin(np.einsum("jsk,sk->sj", distances[:, corner], bary), axis=1).astype(np.uint8)
 
 
+def previous_nearest_labels(surface_points, labels, queries) -> np.ndarray:
+    """Before: scipy's default leaves of 16 points (the query threaded as now, so the ratio is the leaves')."""
+    from scipy.spatial import cKDTree
+
+    return labels[cKDTree(surface_points).query(queries, k=1, workers=-1)[1]]
+
+
 class RobustPerFrame:
     """In place of ``PoseHeat``: no pose heat solver, so ``frame_labels`` builds potpourri3d's robust solver on every
     posed mesh, as before (the path a non-manifold mesh still takes)."""
@@ -64,14 +71,18 @@ class RobustPerFrame:
 def previous_stages():
     """Run ``process_frame`` (1 process, this interpreter) with the previous stage implementations. The worker's
     cache of subject geometry (which holds the pose heat solver) is emptied on the way in and out."""
-    saved = process.sample_surface, process.sample_labels, process.occupancy, process.PoseHeat
-    process.sample_surface, process.sample_labels = sample_surface_reference, previous_sample_labels
-    process.occupancy, process.PoseHeat = fast_winding_occupancy, RobustPerFrame
+    names = ("sample_surface", "sample_labels", "occupancy", "PoseHeat", "nearest_labels")
+    saved = [getattr(process, n) for n in names]
+    previous = (sample_surface_reference, previous_sample_labels, fast_winding_occupancy, RobustPerFrame,
+                previous_nearest_labels)
+    for n, fn in zip(names, previous, strict=True):
+        setattr(process, n, fn)
     shards._GEOMETRY.clear()
     try:
         yield
     finally:
-        process.sample_surface, process.sample_labels, process.occupancy, process.PoseHeat = saved
+        for n, fn in zip(names, saved, strict=True):
+            setattr(process, n, fn)
         shards._GEOMETRY.clear()
 
 
@@ -174,7 +185,10 @@ def stage_profile(reader: AnnyReader, n: int = 8) -> tuple[dict, dict, dict]:
         old = add("previous/occupancy_200k", fast_winding_occupancy, c.vertices, f.faces, both)
         same["occupancy"] &= bool(np.array_equal(new.inside, old.inside))
         same["disagreement_count_differs"] += int(new.disagreements != old.disagreements)
-        add("near_labels_kdtree_100k", nearest_labels, s.points.astype(np.float32), labels, both[100_000:])
+        near = add("near_labels_kdtree_100k", nearest_labels, s.points.astype(np.float32), labels, both[100_000:])
+        near0 = add("previous/near_labels_kdtree_100k", previous_nearest_labels, s.points.astype(np.float32), labels,
+                    both[100_000:])
+        same["labels"] &= bool(np.array_equal(near, near0))
     agreement = same.pop("label_agreement_vs_robust")
     same["label_agreement_vs_robust"] = {"min": min(agreement), "mean": float(np.mean(agreement))}
     speedup = {k: wall[f"previous/{k}"] / wall[k] for k in wall if f"previous/{k}" in wall}

@@ -290,9 +290,11 @@ def relabel_frame(frame: Frame, geom: SubjectGeometry | ObservedGeometry, cfg: P
 
 def nearest_labels(surface_points: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Label of the nearest surface sample of each query point (table 7's per-joint grouping). The queries are
-    independent, so they run on every core (as the occupancy's ray casts do); the answer does not depend on it."""
+    independent, so they run on every core (as the occupancy's ray casts do); the answer does not depend on it.
+    Leaves of 32 points instead of scipy's 16: the same answers, faster for 100k points about 3 cm off a 25k-sample
+    body (bench/preprocess.py, ``near_labels_kdtree_100k``)."""
     from scipy.spatial import cKDTree
 
-    _, idx = cKDTree(surface_points).query(queries, k=1, workers=-1)
+    _, idx = cKDTree(surface_points, leafsize=32).query(queries, k=1, workers=-1)
     return labels[idx]
 
