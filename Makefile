@@ -14,12 +14,12 @@ GEODESICS ?= per-frame
 PREPROCESS_ARGS ?=
 # your SMPL/SMPL+H/SMPL-X model files (AMASS, DFAUST and CAPE need them; licence-gated, never downloaded)
 BODY_MODELS ?=
-# training preset (paper | small | fast | long) or a YAML file; fast = the CPU demo (800 steps, about 12 minutes on
+# training preset (paper | small | fast | long) or a YAML file; fast = the CPU demo (1,000 steps, about 15 minutes on
 # 2 cores); long = fast trained 6,000 steps (at most 2 hours: with TRAIN_MINUTES=120)
 TRAIN_CONFIG ?= fast
 RUN ?= runs/$(DATASET)_$(TRAIN_CONFIG)
 # a time cap: training stops there with a checkpoint even if the preset's steps are not done
-TRAIN_MINUTES ?= 15
+TRAIN_MINUTES ?= 17
 # evaluation of $(RUN) on the test store: EVAL_ARGS="--stride 16 --resolution 128" for a quick look
 EVAL_STORE ?= $(PROCESSED)/test.zarr
 EVAL_ARGS ?=
