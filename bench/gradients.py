@@ -10,7 +10,7 @@ threads. This is issue 15's profile: what a faster step would have to change. ``
 forward-mode loss through ``torch.compile`` (which fuses the elementwise operators; autograd's double backward does
 not compile): the one-off compile time and the step time after it.
 
-For the ``fast`` preset's step (8 frames x (500 surface + 1000 eikonal) points, 32-wide local-frame sub-networks)
+For the ``fast`` preset's step (16 frames x (250 surface + 500 eikonal) points, 32-wide local-frame sub-networks)
 and the ``small`` preset's (4 x (2000 + 2000), 64 wide): the two modes alternate step by step with the same
 parameters and batch, so machine noise hits both alike; the median step time of each and their ratio. Writes
 bench/results/gradients.json.
@@ -32,7 +32,9 @@ from hipnet.model.hipnet import HIPNet
 from hipnet.model.losses import hipnet_loss
 from hipnet.pipeline.skeleton import SMPL22
 
-CASES = {"fast": (8, 500, 1000), "small": (4, 2000, 2000)}
+# each preset's step: (frames, surface points, eikonal points) per step
+CASES = {k: (PRESETS[k].frames_per_step, PRESETS[k].points_per_frame, PRESETS[k].eikonal_per_frame)
+         for k in ("fast", "small")}
 MATMUL = {"aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm", "aten::matmul"}
 SOFTPLUS = {"aten::softplus", "aten::softplus_backward", "aten::sigmoid", "aten::sigmoid_backward"}
 ELEMENTWISE = {"aten::mul", "aten::add", "aten::add_", "aten::sub", "aten::div", "aten::copy_", "aten::fill_",
