@@ -127,6 +127,10 @@ def test_part_weights_equalise_parts_at_power_one_and_interpolate():
     w = part_weights(labels, 0.5)  # part mass proportional to sqrt(count)
     mass = np.array([w[labels == k].sum() for k in range(3)])
     np.testing.assert_allclose(mass / mass.sum(), np.sqrt([80, 15, 5]) / np.sqrt([80, 15, 5]).sum())
+    gappy = np.array([0] * 30 + [3] * 6)  # labels 1 and 2 have no samples: no division by zero, same answer
+    with np.errstate(all="raise"):
+        w = part_weights(gappy, 1.0)
+    np.testing.assert_allclose(w, np.where(gappy == 0, 1 / 60, 1 / 12))
 
 
 def test_part_balance_draws_every_part_about_equally(quantised_store):
@@ -155,7 +159,9 @@ def test_the_stream_of_a_config_draws_as_that_config_says(quantised_store):
     cfg = replace(PRESETS["fast"], seed=3, shuffle_buffer=16, part_balance=0.7, eikonal_near_sigma=0.05,
                   bbox_margin=0.2, sdf_target_band=0.04)  # none of them FrameStream's defaults
     by_hand = stream(quantised_store, True, part_balance=0.7, near_sigma=0.05, bbox_margin=0.2, sdf_band=0.04,
-                     sdf_points=FrameStream.__init__.__kwdefaults__["sdf_points"])
+                     sdf_points=FrameStream.__init__.__kwdefaults__["sdf_points"],
+                     points_per_frame=cfg.points_per_frame, eikonal_per_frame=cfg.eikonal_per_frame,
+                     frames_per_step=cfg.frames_per_step)
     ours = FrameStream.from_config([quantised_store], cfg, workers=0)
     other = FrameStream.from_config([quantised_store], replace(cfg, part_balance=0.0), workers=0)
     a, b, c = next(iter(by_hand)), next(iter(ours)), next(iter(other))

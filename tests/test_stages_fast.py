@@ -161,3 +161,16 @@ def test_sample_labels_equal_interpolating_every_joint(lowpoly_body):
         corner = f[s.face_index]
         reference = np.argmin(np.einsum("jsk,sk->sj", d[:, corner], s.barycentrics), axis=1)
         np.testing.assert_array_equal(sample_labels(d, f, s.face_index, s.barycentrics), reference)
+
+
+def test_near_point_labels_are_the_brute_force_nearest_samples_labels(lowpoly_body):
+    """``nearest_labels`` (a threaded KD-tree with 32-point leaves) against every distance computed."""
+    from hipnet.pipeline.process import nearest_labels
+
+    verts, faces = deep_flexion(lowpoly_body)
+    rng = np.random.default_rng(7)
+    s = sample_surface(verts, faces, 3000, rng)
+    labels = rng.integers(0, 22, len(s.points)).astype(np.uint8)
+    queries = s.points[rng.integers(0, len(s.points), 2000)] + rng.normal(0, 0.03, (2000, 3))
+    brute = labels[np.argmin(((queries[:, None] - s.points[None]) ** 2).sum(-1), axis=1)]
+    np.testing.assert_array_equal(nearest_labels(s.points, labels, queries), brute)
