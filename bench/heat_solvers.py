@@ -5,7 +5,9 @@ robust solver built per frame (``geodesics.vertex_distances``), on real full-res
 Writes bench/results/heat_solvers.json: milliseconds per frame of each (interleaved frame by frame, so a change of
 the machine's load hits both), the ratio, the label agreement on the vertices and on 25k surface samples per frame,
 the flips per pose, and the intrinsic Delaunay step alone against libigl's ``intrinsic_delaunay_triangulation`` on
-the same lengths. ``python bench/heat_solvers.py [--frames 24]``.
+the same lengths, the pipeline solver's time per step (``pose_heat_step_ms_per_frame``), and a multi-source Dijkstra
+on the intrinsic edges as the cheap alternative (its time and vertex-label agreement).
+``python bench/heat_solvers.py [--frames 24]``.
 """
 
 from __future__ import annotations
@@ -39,12 +41,29 @@ def frames(n: int, tmp: Path):
         yield reader.subject(frame.subject), frame
 
 
+def dijkstra_labels(heat, vertices: np.ndarray) -> np.ndarray:
+    """Nearest joint proxy of each vertex by graph distance along the pose's intrinsic Delaunay edges (one
+    multi-source Dijkstra): the cheap alternative to the heat method that the label floor rules out."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    tri, ell = heat.triangulate(vertices)
+    h = np.flatnonzero((tri.twin < 0) | (tri.twin > np.arange(len(tri.twin))))  # one half-edge per edge
+    a, b = tri.faces[h // 3, (h % 3 + 1) % 3], tri.faces[h // 3, (h % 3 + 2) % 3]
+    w = ell[tri.eid[h]]
+    graph = csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(heat.n, heat.n))
+    _, _, source = dijkstra(graph, indices=heat.sources, min_only=True, return_predecessors=True)
+    order = np.argsort(heat.sources)
+    return order[np.searchsorted(heat.sources[order], source)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=24, help="real Anny frames to time (full resolution)")
     args = p.parse_args()
-    geoms, setup_s, robust_s, heat_s, idt_s, igl_s = {}, [], [], [], [], []
-    agree = {"vertices": [], "samples": []}
+    geoms, setup_s, robust_s, heat_s, idt_s, igl_s, dijkstra_s = {}, [], [], [], [], [], []
+    agree = {"vertices": [], "samples": [], "dijkstra_vertices": []}
+    steps: dict[str, float] = {}  # seconds per step of PoseHeat.distances, summed over the frames
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for subject, frame in frames(args.frames, Path(tmp)):
@@ -59,7 +78,7 @@ def main() -> None:
             d0 = vertex_distances(v, geom.weld_faces, geom.proxies)
             robust_s.append(time.perf_counter() - t)
             t = time.perf_counter()
-            d = geom.heat.distances(v)
+            d = geom.heat.distances(v, steps)
             heat_s.append(time.perf_counter() - t)
             ell = mollified_lengths(v, geom.heat.ends, geom.heat.mesh)
             t = time.perf_counter()
@@ -69,6 +88,10 @@ def main() -> None:
             t = time.perf_counter()
             igl.intrinsic_delaunay_triangulation(sides, geom.heat.mesh.faces)
             igl_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            nearest = dijkstra_labels(geom.heat, v)
+            dijkstra_s.append(time.perf_counter() - t)
+            agree["dijkstra_vertices"].append(float((nearest == d0.argmin(0)).mean()))
             agree["vertices"].append(float((d.argmin(0) == d0.argmin(0)).mean()))
             labels = [sample_labels(x[:, geom.inverse], subject.faces, s.face_index, s.barycentrics) for x in (d, d0)]
             agree["samples"].append(float((labels[0] == labels[1]).mean()))
@@ -84,6 +107,12 @@ def main() -> None:
         "flips_per_pose": sum(s["flips"] for s in stats) / sum(s["poses"] for s in stats),
         "intrinsic_delaunay_ms_per_frame": {"flips_in_rounds": 1000 * float(np.mean(idt_s)),
                                             "libigl": 1000 * float(np.mean(igl_s))},
+        # where PoseHeat's time goes: the qdldl factorisation (AMD ordering, elimination tree and numeric factor,
+        # redone per pose as the flips change the pattern), 22 + 22 single-column solves, the numeric refactor
+        "pose_heat_step_ms_per_frame": {k: 1000 * v / len(heat_s) for k, v in steps.items()},
+        "dijkstra_alternative": {"ms_per_frame": 1000 * float(np.mean(dijkstra_s)),
+                                 "vertex_label_agreement_vs_robust_min": min(agree["dijkstra_vertices"]),
+                                 "vertex_label_agreement_vs_robust_mean": float(np.mean(agree["dijkstra_vertices"]))},
         "note": "robust = potpourri3d MeshHeatMethodDistanceSolver(use_robust=True), built per frame, one "
                 "compute_distance per joint (the previous per-frame labels). pose_heat = stages.heat.PoseHeat "
                 "(the pipeline's). Frames interleaved; both in this process.",

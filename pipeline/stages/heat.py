@@ -17,6 +17,7 @@ agree on 99.9% of samples of full-resolution Anny poses (``bench/heat_solvers.py
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,19 @@ def intrinsic_layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     y = np.sqrt(np.maximum(b * b - x * x, 0.0))
     zero = np.zeros_like(c)
     return np.stack([-y, y, zero], 1), np.stack([x - c, -x, c], 1), 0.5 * c * y
+
+
+class _Lap:
+    """Adds the seconds since the previous call to ``times[name]`` (nothing when ``times`` is None)."""
+
+    def __init__(self, times: dict[str, float] | None) -> None:
+        self.times, self.last = times, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.times is not None:
+            now = time.perf_counter()
+            self.times[name] = self.times.get(name, 0.0) + now - self.last
+            self.last = now
 
 
 @dataclass
@@ -98,32 +112,42 @@ class PoseHeat:
                                                 minlength=len(keys)), keys % n, indptr), shape=(n, n))
                      for scale, on_diag in ((t, mass), (1.0, POISSON_SHIFT * mass)))
 
-    def distances(self, vertices: np.ndarray) -> np.ndarray:
-        """(J, V) geodesic distance from each source to every vertex of the pose ``vertices`` (V, 3)."""
+    def distances(self, vertices: np.ndarray, times: dict[str, float] | None = None) -> np.ndarray:
+        """(J, V) geodesic distance from each source to every vertex of the pose ``vertices`` (V, 3). ``times``:
+        seconds per step are added to it (bench/heat_solvers.py's profile)."""
+        lap = _Lap(times)
         v = np.asarray(vertices, dtype=np.float64)
         tri, ell = self.triangulate(v)
         self.stats.poses += 1
+        lap("intrinsic_delaunay")
         lengths = tri.face_lengths(ell)
         tx, ty, area = intrinsic_layout(lengths)
         heat, poisson = self._matrices(tri, lengths, area)
+        lap("matrices")
         solver = qdldl.Solver(heat, upper=True)
+        lap("ordering_symbolic_numeric_factor")
         f, j = tri.faces, len(self.sources)
         n_f = len(f)
         # (2F, V): rows 2 area d/dx and d/dy of the linear function with vertex values u, per triangle
         grad = sp.csr_matrix((np.concatenate([tx.ravel(), ty.ravel()]), np.concatenate([f.ravel(), f.ravel()]),
                               np.arange(0, 6 * n_f + 1, 3)), shape=(2 * n_f, self.n))
+        lap("matrices")
         delta = np.zeros(self.n)
         u = np.empty((self.n, j))
         for k, s in enumerate(self.sources):
             delta[s] = 1.0
             u[:, k] = solver.solve(delta)
             delta[s] = 0.0
+        lap("heat_solves")
         g = grad @ u  # (2F, J)
         g /= np.sqrt(g[:n_f] ** 2 + g[n_f:] ** 2 + 1e-300)[np.r_[:n_f, :n_f]]  # X = grad u / |grad u|
         div = -0.5 * (grad.T @ g)  # (V, J): div of -X, by the cotan formula in the turned-edge form
+        lap("gradient_divergence")
         solver.update(poisson, upper=True)  # same pattern: numeric factorisation only
+        lap("numeric_refactor")
         phi = np.stack([solver.solve(div[:, k]) for k in range(j)])
         phi -= phi[np.arange(j), self.sources][:, None]
+        lap("poisson_solves")
         if not np.isfinite(phi).all():
             raise ValueError("heat-method distances are not finite (a degenerate or disconnected mesh)")
         return phi
