@@ -177,6 +177,12 @@ VARIANTS = [
     Variant("v2-f16", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 16), ("points_per_frame", 250),
                                                           ("eikonal_per_frame", 500)), seeds=(0, 1)),
     Variant("v2-sig0.015", "levers", FAST_V2[0], FAST_V2[1] + (("eikonal_near_sigma", 0.015),), seeds=(0, 1)),
+    # the batch trend one step further (32 frames of a quarter of the points), and the fast preset as it is now
+    # (v2-f16) at 1.5x the learning rate
+    Variant("v2-f32", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
+                                                          ("eikonal_per_frame", 250)), seeds=(0, 1)),
+    Variant("f16-lr6e-3", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 16), ("points_per_frame", 250),
+                                                              ("eikonal_per_frame", 500), ("lr", 6e-3)), seeds=(0, 1)),
     # the long preset (PRESETS["long"]: the fast preset trained 6,000 steps, at most 2 hours on 2 cores) on its own
     # budget of steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=PRESETS["long"].steps, eval_every=500),

@@ -32,7 +32,7 @@ def test_variant_names_and_ladder_switches():
     assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "fast-base", "fast-subnet", "fast-hier",
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
                      "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
-                     "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "long"]
+                     "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32", "f16-lr6e-3", "long"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -63,8 +63,11 @@ def test_variant_names_and_ladder_switches():
     assert cfg["fast-v2"] == replace(now, frames_per_step=8, points_per_frame=500, eikonal_per_frame=1000)
     assert cfg["v2-code3x"] == replace(cfg["fast-v2"], code_lr=1.2e-2)
     assert cfg["v2-sig0.015"] == replace(cfg["fast-v2"], eikonal_near_sigma=0.015)
-    assert cfg["v2-f16"].frames_per_step * (cfg["v2-f16"].points_per_frame + cfg["v2-f16"].eikonal_per_frame) \
-        == ref.frames_per_step * (ref.points_per_frame + ref.eikonal_per_frame)  # the same query points per step
+    for name in ("v2-f16", "v2-f32"):  # the same query points per step
+        c = cfg[name]
+        assert c.frames_per_step * (c.points_per_frame + c.eikonal_per_frame) \
+            == ref.frames_per_step * (ref.points_per_frame + ref.eikonal_per_frame)
+    assert cfg["f16-lr6e-3"] == replace(cfg["v2-f16"], lr=6e-3)
     # the long preset on its own budget of steps (the quick mode keeps the tiny budget)
     assert cfg["long"] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
                                   loader_workers=ref.loader_workers, gradients="autograd")
