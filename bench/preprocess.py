@@ -12,7 +12,8 @@ Measured in one run on one machine:
   (``per_template_ms_per_frame_split``)
 - each stage and each 1-process figure against the previous implementation (before issue 16: libigl's fast winding
   number plus open3d ray parity, the straightforward sampling and labels, potpourri3d's robust heat solver built
-  per frame, scipy's default KD-tree leaves for the near points' labels, kept below as ``previous_*``), timed in the same run, interleaved, on the same frames:
+  per frame, scipy's default KD-tree leaves for the near points' labels, kept below as ``previous_*``), timed in
+  the same run, interleaved, on the same frames:
   ``speedup_vs_previous`` (previous time / current time), with a check that the stores the two write hold the same
   values, and the per-frame labels' agreement with the robust solver's (``label_agreement_vs_robust``)
 
@@ -68,22 +69,29 @@ class RobustPerFrame:
 
 
 @contextmanager
-def previous_stages():
-    """Run ``process_frame`` (1 process, this interpreter) with the previous stage implementations. The worker's
-    cache of subject geometry (which holds the pose heat solver) is emptied on the way in and out."""
-    names = ("sample_surface", "sample_labels", "occupancy", "PoseHeat", "nearest_labels")
-    saved = [getattr(process, n) for n in names]
-    previous = (sample_surface_reference, previous_sample_labels, fast_winding_occupancy, RobustPerFrame,
-                previous_nearest_labels)
-    for n, fn in zip(names, previous, strict=True):
-        setattr(process, n, fn)
-    shards._GEOMETRY.clear()
+def patched(owner, **replacements):
+    """``owner``'s attributes replaced inside the block, restored after it."""
+    saved = {name: getattr(owner, name) for name in replacements}
+    for name, value in replacements.items():
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        for n, fn in zip(names, saved, strict=True):
-            setattr(process, n, fn)
+        for name, value in saved.items():
+            setattr(owner, name, value)
+
+
+@contextmanager
+def previous_stages():
+    """Run ``process_frame`` (1 process, this interpreter) with the previous stage implementations. The worker's
+    cache of subject geometry (which holds the pose heat solver) is emptied on the way in and out."""
+    with patched(process, sample_surface=sample_surface_reference, sample_labels=previous_sample_labels,
+                 occupancy=fast_winding_occupancy, PoseHeat=RobustPerFrame, nearest_labels=previous_nearest_labels):
         shards._GEOMETRY.clear()
+        try:
+            yield
+        finally:
+            shards._GEOMETRY.clear()
 
 
 @contextmanager
@@ -92,24 +100,17 @@ def time_split(reader: AnnyReader):
     subject geometry, in ``process_frame``, in zarr's shard writes and in the integrity records (the writes
     without the records), filled into the yielded dict; the functions are wrapped only inside the block."""
     spent: dict[str, float] = defaultdict(float)
-    saved = []
 
-    def wrap(owner, name: str, label: str) -> None:
-        fn = getattr(owner, name)
-        saved.append((owner, name, fn))
-
-        def timed_call(*args, **kwargs):
+    def timed_call(fn, label: str):
+        def call(*args, **kwargs):
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 spent[label] += time.perf_counter() - t
+        return call
 
-        setattr(owner, name, timed_call)
-
-    load = reader.load
-
-    def timed_load(refs):
+    def timed_load(refs, load=reader.load):
         frames = iter(load(refs))
         while True:
             t = time.perf_counter()
@@ -119,18 +120,13 @@ def time_split(reader: AnnyReader):
                 return
             yield item
 
-    wrap(shards, "subject_geometry", "subject_setup")
-    wrap(shards, "process_frame", "stages")
-    wrap(shards, "write_shard", "zarr_writes")
-    wrap(store, "record_shard", "integrity_records")
-    reader.load = timed_load
-    try:
+    with (patched(shards, subject_geometry=timed_call(shards.subject_geometry, "subject_setup"),
+                  process_frame=timed_call(shards.process_frame, "stages"),
+                  write_shard=timed_call(shards.write_shard, "zarr_writes")),
+          patched(store, record_shard=timed_call(store.record_shard, "integrity_records")),
+          patched(reader, load=timed_load)):
         yield spent
-    finally:
-        del reader.load
-        for owner, name, fn in reversed(saved):
-            setattr(owner, name, fn)
-        spent["zarr_writes"] -= spent["integrity_records"]
+    spent["zarr_writes"] -= spent["integrity_records"]
 
 
 def timed(fn):
