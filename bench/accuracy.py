@@ -129,7 +129,7 @@ def depth_key(views: int, rig: str) -> str:
 
 
 # the step every variant takes unless its row says otherwise: 8 frames x (500 surface + 1,000 eikonal) points, the
-# fast preset's batch when the harness was first run (the preset now takes v2-f16's: 16 x (250 + 500))
+# fast preset's batch when the harness was first run (the preset now takes v2-f32's: 32 x (125 + 250))
 HARNESS_BATCH = {"frames_per_step": 8, "points_per_frame": 500, "eikonal_per_frame": 1000}
 SDF_BAND = 0.03  # m: the depth variants' sdf_target_band (the module docstring says why; -noband measures it)
 PAPER = (("local_frames", False), ("aggregation", "mean"))
@@ -177,12 +177,9 @@ VARIANTS = [
     Variant("v2-f16", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 16), ("points_per_frame", 250),
                                                           ("eikonal_per_frame", 500)), seeds=(0, 1)),
     Variant("v2-sig0.015", "levers", FAST_V2[0], FAST_V2[1] + (("eikonal_near_sigma", 0.015),), seeds=(0, 1)),
-    # the batch trend one step further (32 frames of a quarter of the points), and the fast preset as it is now
-    # (v2-f16) at 1.5x the learning rate
+    # the batch trend one step further: 32 frames of a quarter of the points (the fast preset's batch now)
     Variant("v2-f32", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
                                                           ("eikonal_per_frame", 250)), seeds=(0, 1)),
-    Variant("f16-lr6e-3", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 16), ("points_per_frame", 250),
-                                                              ("eikonal_per_frame", 500), ("lr", 6e-3)), seeds=(0, 1)),
     # the long preset (PRESETS["long"]: the fast preset trained 6,000 steps, at most 2 hours on 2 cores) on its own
     # budget of steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=PRESETS["long"].steps, eval_every=500),
@@ -206,7 +203,7 @@ def train_config(v: Variant, seed: int, budget: Budget) -> TrainConfig:
                        eikonal_per_frame=64)
     # the harness's base is the fast preset as its first runs had it, whatever the preset holds now: input
     # gradients by autograd, the soft-min with its + tau log J, uniform surface samples; each change is a variant
-    # (fast-fwd, fast-nooffset, fast-bal*) and the preset's current form is the variant fast-v2 (with v2-f16's batch)
+    # (fast-fwd, fast-nooffset, fast-bal*) and the preset's current form is the variant fast-v2 (with v2-f32's batch)
     train = {"gradients": "autograd", "part_balance": 0.0} | HARNESS_BATCH | dict(v.train)
     if budget.tiny:  # the quick mode's tiny batch, whatever the variant's
         train = {k: x for k, x in train.items() if k not in HARNESS_BATCH}

@@ -171,13 +171,13 @@ PRESETS = {
 # ``fast``: the CPU demo. ``small`` plus three departures from the paper that make a 2-core CPU converge in minutes:
 # sub-networks see x in their joint's frame, the aggregation starts from a smooth union of the parts, and the loss
 # pulls F towards the distance to the nearest oriented sample on the eikonal points (README, "Training"); and three
-# levers measured in the accuracy harness (fast-nooffset, fast-bal0.5, fast-v2, v2-f16): the soft-min without its
-# + tau log J, surface samples balanced between parts at power 0.5, and 16 frames of 250 surface + 500 eikonal
-# points per step (the query points of 8 frames of 500 + 1,000, over twice the poses and subjects).
+# levers measured in the accuracy harness (fast-nooffset, fast-bal0.5, fast-v2, v2-f16, v2-f32): the soft-min without
+# its + tau log J, surface samples balanced between parts at power 0.5, and 32 frames of 125 surface + 250 eikonal
+# points per step (the query points of 8 frames of 500 + 1,000, over four times the poses and subjects).
 PRESETS["fast"] = replace(
     PRESETS["small"],
     model=replace(PRESETS["small"].model, hidden=32, local_frames=True, aggregation="softmin", softmin_offset=False),
-    points_per_frame=250, eikonal_per_frame=500, frames_per_step=16, lr=4e-3, lr_schedule="cosine", steps=1000,
+    points_per_frame=125, eikonal_per_frame=250, frames_per_step=32, lr=4e-3, lr_schedule="cosine", steps=1000,
     lambda_sdf=1.0, part_balance=0.5,
 )
 # ``fast`` trains 1,000 steps within the demo's 20 minutes on 2 cores (500 at first, then 800, as the demo's
