@@ -10,17 +10,17 @@ threads. This is issue 15's profile: what a faster step would have to change. ``
 forward-mode loss through ``torch.compile`` (which fuses the elementwise operators; autograd's double backward does
 not compile): the one-off compile time and the step time after it.
 
-For the ``fast`` preset's step (16 frames x (250 surface + 500 eikonal) points, 32-wide local-frame sub-networks)
-and the ``small`` preset's (4 x (2000 + 2000), 64 wide): the two modes alternate step by step with the same
-parameters and batch, so machine noise hits both alike; the median step time of each and their ratio. Writes
-bench/results/gradients.json.
+For the ``fast`` preset's step (as the preset has it: 32 frames x (125 surface + 250 eikonal) points now, 32-wide
+local-frame sub-networks) and the ``small`` preset's (4 x (2000 + 2000), 64 wide): the two modes alternate step by
+step with the same parameters and batch, so machine noise hits both alike; the median step time of each and their
+ratio. Writes bench/results/gradients.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from functools import partial
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from gpu_check import random_batch
 
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet
-from hipnet.model.losses import hipnet_loss
+from hipnet.model.losses import loss_for
 from hipnet.pipeline.skeleton import SMPL22
 
 # each preset's step: (frames, surface points, eikonal points) per step
@@ -56,25 +56,35 @@ def _flops(name: str, shapes: list) -> float:
     return 0.0
 
 
-def profile(model, batch, cfg, mode: str, steps: int = 3) -> dict:
+def setup(preset: str):
+    """The preset's config, its model (seed 0), an Adam at a tiny rate and a random batch of its step shape."""
+    cfg = PRESETS[preset]
+    batch = case_batch(preset)
+    torch.manual_seed(0)
+    model = HIPNet(SMPL22, 4, cfg.model)
+    return cfg, model, torch.optim.Adam(model.parameters(), lr=1e-6), batch
+
+
+def timed_step(loss_fn, model, batch, opt) -> float:
+    """Seconds of one training step: the loss, its backward, the optimiser step."""
+    t = time.perf_counter()
+    loss, _ = loss_fn(model, batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t
+
+
+def profile(loss_fn, model, batch, opt, mode: str, steps: int = 3) -> dict:
     """Share of the operators' own CPU time per category over ``steps`` training steps, and the matrix products'
     GFLOP/s."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
-
-    def step():
-        loss, _ = hipnet_loss(model, batch, lambda_eikonal=cfg.lambda_eikonal, lambda_normal=cfg.lambda_normal,
-                              subnet_losses=cfg.subnet_losses, lambda_sdf=cfg.lambda_sdf, gradients=mode)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()
+    timed_step(loss_fn, model, batch, opt)
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
-            step()
+            timed_step(loss_fn, model, batch, opt)
     share = {"matrix_products": 0.0, "softplus_and_derivatives": 0.0, "other_elementwise": 0.0, "rest": 0.0}
     flops = matmul_us = 0.0
     ops: dict[str, float] = {}
@@ -101,28 +111,18 @@ def profile(model, batch, cfg, mode: str, steps: int = 3) -> dict:
 def compiled(preset: str, repeats: int) -> dict:
     """The forward-mode step with the loss through ``torch.compile``: compile seconds (the first step) and the
     median step after it, against the same step uncompiled (alternating, same parameters and batch)."""
-    frames, surface, eikonal = CASES[preset]
-    cfg = PRESETS[preset]
-    batch = case_batch(preset)
-    torch.manual_seed(0)
-    model = HIPNet(SMPL22, 4, cfg.model)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
-    loss_fn = partial(hipnet_loss, lambda_eikonal=cfg.lambda_eikonal, lambda_normal=cfg.lambda_normal,
-                      subnet_losses=cfg.subnet_losses, lambda_sdf=cfg.lambda_sdf, gradients="forward")
+    cfg, model, opt, batch = setup(preset)
+    loss_fn = loss_for(replace(cfg, gradients="forward"))
     fns = {"eager": loss_fn, "compiled": torch.compile(loss_fn, dynamic=False)}
     times: dict[str, list[float]] = {k: [] for k in fns}
     first = 0.0
     for r in range(repeats + 1):
         for name, fn in fns.items():
-            t = time.perf_counter()
-            loss, _ = fn(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            dt = timed_step(fn, model, batch, opt)
             if r:
-                times[name].append(time.perf_counter() - t)
+                times[name].append(dt)
             elif name == "compiled":
-                first = time.perf_counter() - t
+                first = dt
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {"preset": preset, "compile_s": first, "eager_forward_step_s": med["eager"],
             "compiled_forward_step_s": med["compiled"], "speedup": med["eager"] / med["compiled"],
@@ -133,14 +133,12 @@ def large_matmul_gflop_per_s() -> float:
     """GFLOP/s of one 2048 x 2048 float32 matrix product on this machine's torch threads (best of 5)."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(5))
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
     return 2 * 2048**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def case_batch(preset: str):
@@ -156,28 +154,20 @@ def case_batch(preset: str):
 
 def measure(preset: str, repeats: int, with_profile: bool = True) -> dict:
     frames, surface, eikonal = CASES[preset]
-    cfg = PRESETS[preset]
-    batch = case_batch(preset)
-    torch.manual_seed(0)
-    model = HIPNet(SMPL22, 4, cfg.model)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
-    times: dict[str, list[float]] = {"autograd": [], "forward": []}
+    cfg, model, opt, batch = setup(preset)
+    losses = {mode: loss_for(replace(cfg, gradients=mode)) for mode in ("autograd", "forward")}
+    times: dict[str, list[float]] = {mode: [] for mode in losses}
     for r in range(repeats + 1):
-        for mode in times:
-            t = time.perf_counter()
-            loss, _ = hipnet_loss(model, batch, lambda_eikonal=cfg.lambda_eikonal, lambda_normal=cfg.lambda_normal,
-                                  subnet_losses=cfg.subnet_losses, lambda_sdf=cfg.lambda_sdf, gradients=mode)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for mode, loss_fn in losses.items():
+            dt = timed_step(loss_fn, model, batch, opt)
             if r:  # the first round warms up
-                times[mode].append(time.perf_counter() - t)
+                times[mode].append(dt)
     med = {m: float(np.median(t)) for m, t in times.items()}
     out = {"preset": preset, "frames": frames, "surface_points": surface, "eikonal_points": eikonal,
            "autograd_step_s": med["autograd"], "forward_step_s": med["forward"],
            "speedup": med["autograd"] / med["forward"], "repeats": repeats}
     if with_profile:
-        out["profile"] = [profile(model, batch, cfg, mode) for mode in times]
+        out["profile"] = [profile(loss_fn, model, batch, opt, mode) for mode, loss_fn in losses.items()]
     return out
 
 
