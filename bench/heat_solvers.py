@@ -48,9 +48,8 @@ def dijkstra_labels(heat, vertices: np.ndarray) -> np.ndarray:
     from scipy.sparse.csgraph import dijkstra
 
     tri, ell = heat.triangulate(vertices)
-    h = np.flatnonzero((tri.twin < 0) | (tri.twin > np.arange(len(tri.twin))))  # one half-edge per edge
-    a, b = tri.faces[h // 3, (h % 3 + 1) % 3], tri.faces[h // 3, (h % 3 + 2) % 3]
-    w = ell[tri.eid[h]]
+    live = np.unique(tri.eid)  # the edge ids of the current triangulation (a flip retires one and adds one)
+    (a, b), w = tri.edge_vertices()[live].T, ell[live]
     graph = csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(heat.n, heat.n))
     _, _, source = dijkstra(graph, indices=heat.sources, min_only=True, return_predecessors=True)
     order = np.argsort(heat.sources)
