@@ -48,8 +48,8 @@ def dijkstra_labels(heat, vertices: np.ndarray) -> np.ndarray:
     from scipy.sparse.csgraph import dijkstra
 
     tri, ell = heat.triangulate(vertices)
-    live = np.unique(tri.eid)  # the edge ids of the current triangulation (a flip retires one and adds one)
-    (a, b), w = tri.edge_vertices()[live].T, ell[live]
+    h = tri.edge_halfedges()
+    (a, b), w = tri.halfedge_ends(h).T, ell[tri.eid[h]]
     graph = csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(heat.n, heat.n))
     _, _, source = dijkstra(graph, indices=heat.sources, min_only=True, return_predecessors=True)
     order = np.argsort(heat.sources)

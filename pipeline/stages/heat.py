@@ -98,8 +98,8 @@ class PoseHeat:
         n = self.n
         cot = corner_cotangents(lengths)
         weight = np.bincount(tri.eid, 0.5 * cot.ravel(), minlength=tri.n_edges)  # cotan weight per edge id
-        h = np.flatnonzero((tri.twin < 0) | (tri.twin > np.arange(len(tri.twin))))  # one half-edge per edge
-        u, v = tri.faces[h // 3, (h % 3 + 1) % 3], tri.faces[h // 3, (h % 3 + 2) % 3]
+        h = tri.edge_halfedges()
+        u, v = tri.halfedge_ends(h).T
         w = np.where(u == v, 0.0, weight[tri.eid[h]])  # a loop edge (possible intrinsically) adds nothing to L
         diag = np.bincount(u, w, minlength=n) + np.bincount(v, w, minlength=n)
         mass = np.bincount(tri.faces.ravel(), np.repeat(area / 3, 3), minlength=n)

@@ -71,6 +71,11 @@ def _diagonal(a, b, c, d, e):
     return new, (theta_j < np.pi) & (theta_l < np.pi) & (new > 0)
 
 
+def _names_its_edge(twin: np.ndarray) -> np.ndarray:
+    """Mask of the half-edges that name their undirected edge (one per edge)."""
+    return (twin < 0) | (np.arange(len(twin)) < twin)
+
+
 @dataclass
 class Triangulation:
     """A mutable intrinsic triangulation: faces (F, 3), twin and eid per half-edge (3F,), edge count."""
@@ -84,8 +89,7 @@ class Triangulation:
     def of_mesh(cls, faces: np.ndarray) -> Triangulation:
         f = np.array(faces, dtype=np.int64)
         twin = halfedge_twins(f)
-        h = np.arange(len(twin))
-        first = (twin < 0) | (h < twin)  # one half-edge names each edge
+        first = _names_its_edge(twin)
         eid = np.empty(len(twin), dtype=np.int64)
         eid[first] = np.arange(int(first.sum()))
         eid[~first] = eid[twin[~first]]
@@ -93,6 +97,15 @@ class Triangulation:
 
     def copy(self) -> Triangulation:
         return Triangulation(self.faces.copy(), self.twin.copy(), self.eid.copy(), self.n_edges)
+
+    def edge_halfedges(self) -> np.ndarray:
+        """One half-edge of each current edge: the lower-numbered of a twin pair, every boundary half-edge."""
+        return np.flatnonzero(_names_its_edge(self.twin))
+
+    def halfedge_ends(self, h: np.ndarray) -> np.ndarray:
+        """(len(h), 2) tail and head vertex of the half-edges ``h``."""
+        f, k = h // 3, h % 3
+        return np.stack([self.faces[f, (k + 1) % 3], self.faces[f, (k + 2) % 3]], 1)
 
     def edge_vertices(self) -> np.ndarray:
         """(E, 2) end vertices of each current edge id."""
