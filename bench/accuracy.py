@@ -183,6 +183,10 @@ VARIANTS = [
     # the long preset (PRESETS["long"]: the fast preset trained 6,000 steps, at most 2 hours on 2 cores) on its own
     # budget of steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=PRESETS["long"].steps, eval_every=500),
+    # the same 6,000 steps with v2-f32's batch (32 frames x (125 + 250) points: the same query points per step)
+    Variant("long-f32", "long preset", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
+                                                                  ("eikonal_per_frame", 250)),
+            steps=PRESETS["long"].steps, eval_every=500),
 ]
 
 
