@@ -32,9 +32,13 @@ from hipnet.pipeline.embedded.body import TOPOLOGIES
                    "touch; pipeline/embedded/families.py); the manifest's own sequences stay as they are.")
 @click.option("--hold-out-family", default=None, help="With --families: the held-out motion-family experiment "
               "(train without this family; test: only this family; heldout: the other families' test sequences).")
+@click.option("--add-deepmimic", "deepmimic_every", type=click.IntRange(min=1), default=None,
+              help="Add to every subject the 15 DeepMimic clips, every Nth frame (8: 211 frames a subject), next to "
+                   "the manifest's own sequences: procedural motions mixed with real motion capture (research use "
+                   "only; bench/motion_mix.py measures what the mix buys).")
 @click.option("--png", type=click.Path(path_type=Path), default=None, help="Also write a subjects x poses picture.")
 def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, with_families: bool,
-             hold_out_family: str | None, png: Path | None) -> None:
+             hold_out_family: str | None, deepmimic_every: int | None, png: Path | None) -> None:
     """Generate the embedded dataset: many Anny subjects in many poses, one watertight mesh per frame, with the
     22 SMPL joint transforms, rest joints and skinning weights (Y up, metres). Deterministic; resumable (files
     already written are kept); the first run builds Anny's model cache (about a minute)."""
@@ -47,6 +51,9 @@ def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, with_
         raise click.UsageError("--hold-out-family needs --families")
     if with_families and motions != "procedural":
         raise click.UsageError("--families adds procedural pose families; use it with --motions procedural")
+    if deepmimic_every is not None and (motions != "procedural" or hold_out_family is not None):
+        raise click.UsageError("--add-deepmimic mixes the clips into the procedural motions; it takes neither "
+                               "--motions deepmimic nor --hold-out-family")
     m = load_manifest(manifest)
     source = None
     if motions == "deepmimic":
@@ -60,6 +67,11 @@ def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, with_
 
         m = add_families(m)
         m = m if hold_out_family is None else held_out(m, hold_out_family)
+    if deepmimic_every is not None:
+        from hipnet.pipeline.embedded.deepmimic import add_deepmimic, deepmimic_motion_source
+
+        m = add_deepmimic(m, deepmimic_every)
+        source = deepmimic_motion_source()
     t0 = time.time()
     click.echo(f"building Anny body ({topology or m['generator']['topology']}); first run caches it ...", err=True)
     with tqdm(total=len(m["sequences"]), desc="sequences", unit="seq") as bar:

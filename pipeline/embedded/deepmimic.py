@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -157,13 +158,56 @@ def deepmimic_manifest(manifest: dict, every: int = 2) -> dict:
     return out
 
 
+def add_deepmimic(manifest: dict, every: int = 8) -> dict:
+    """The manifest plus, for every subject, one sequence per clip (named after the clip, with a ``clip`` field;
+    every ``every``-th frame of it): the mix of the manifest's own motions with real motion capture. The
+    manifest's own sequences, and so their data, are unchanged. Held-out subjects' clips are ``heldout``; per
+    training subject 4 of the 15 clips (25%) are ``test``, chosen by the manifest's seed. The generator records
+    ``deepmimic_frame_step``; the clips' lengths differ, so the manifest has no ``expected`` frame counts."""
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    gen = manifest["generator"]
+    taken = {(q["subject"], q["name"]) for q in manifest["sequences"]}
+    clash = [f"{s}/{c}" for s in (x["name"] for x in manifest["subjects"]) for c in CLIPS if (s, c) in taken]
+    if clash:
+        raise ValueError(f"the manifest already has sequences named after DeepMimic clips ({', '.join(clash[:3])})")
+    rng = np.random.default_rng([gen["seed"], zlib.crc32(b"add_deepmimic")])
+    heldout = {q["subject"] for q in manifest["sequences"] if q["split"] == "heldout"}
+    n_test = round(0.25 * len(CLIPS))
+    sequences = list(manifest["sequences"])
+    for s in manifest["subjects"]:
+        test = set(rng.choice(len(CLIPS), size=n_test, replace=False).tolist())
+        for k, clip in enumerate(CLIPS):
+            split = "heldout" if s["name"] in heldout else ("test" if k in test else "train")
+            sequences.append({"subject": s["name"], "name": clip, "split": split, "clip": clip})
+    description = f"{manifest['description'].rstrip('.')}; plus the DeepMimic clips (every {every}th frame)."
+    out = {**manifest, "description": description, "generator": {**gen, "deepmimic_frame_step": every},
+           "sequences": sequences}
+    out.pop("expected", None)
+    return out
+
+
+def sequence_clip(gen: dict, sequence: dict) -> str | None:
+    """The DeepMimic clip a sequence plays: its ``clip`` field (``add_deepmimic``), or its name in a dataset made
+    only of clips (``deepmimic_manifest``); None for the procedural motions."""
+    if "clip" in sequence:
+        return sequence["clip"]
+    return sequence["name"] if gen.get("motions") == "deepmimic" else None
+
+
 def deepmimic_motion_source(folder: Path | None = None) -> Callable:
-    """A ``motion_source`` for ``generate_dataset``: fetches the clips once, prints the licence notice."""
+    """A ``motion_source`` for ``generate_dataset``: a clip's sequences retarget it, the others get their procedural
+    motion (random key poses or their pose family). Fetches the clips once, prints the licence notice."""
+    from hipnet.pipeline.embedded.generate import family_motion_source
+
     print(LICENCE_NOTICE, file=sys.stderr)
     folder = fetch_clips(folder)
 
     def source(rng: np.random.Generator, gen: dict, sequence: dict, rest: RestShape) -> Motion:
-        frames = read_clip(folder / f"humanoid3d_{sequence['name']}.txt")[:: gen.get("frame_step", 1)]
-        return retarget(frames, rest)
+        clip = sequence_clip(gen, sequence)
+        if clip is None:
+            return family_motion_source(rng, gen, sequence, rest)
+        step = gen.get("deepmimic_frame_step", gen.get("frame_step", 1))
+        return retarget(read_clip(folder / f"humanoid3d_{clip}.txt")[::step], rest)
 
     return source
