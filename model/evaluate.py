@@ -113,11 +113,15 @@ class Evaluation:
 
     def summary(self, joint_names: Sequence[str]) -> dict:
         f = self.frames
+        # per joint, the mean over the frames where it has near-surface points; NaN where it has none in any frame
+        joint = np.array([s.joint_iou for s in f], dtype=np.float64).reshape(len(f), len(joint_names))
+        seen = np.isfinite(joint)
+        per_joint = np.where(seen.any(0), np.where(seen, joint, 0.0).sum(0) / np.maximum(seen.sum(0), 1), np.nan)
         out = {
             "frames": len(f),
             "uniform_miou": float(np.mean([s.uniform_iou for s in f])),
             "near_miou": float(np.mean([s.near_iou for s in f])),
-            "per_joint_near_iou": dict(zip(joint_names, np.nanmean([s.joint_iou for s in f], 0).tolist(), strict=True)),
+            "per_joint_near_iou": dict(zip(joint_names, per_joint.tolist(), strict=True)),
         }
         if f and f[0].snarf_uniform_iou is not None:
             out["snarf_uniform_miou"] = float(np.mean([s.snarf_uniform_iou for s in f]))

@@ -291,3 +291,18 @@ def test_a_checkpoint_of_another_schema_version_is_refused(tmp_path, tiny_run):
         assert "\n" not in line and str(stores["test"]) in line and str(old) in line, line
         assert f"store schema_version {SCHEMA_VERSION}" in line and "schema_version 0" in line, line
     assert not (tmp_path / "out").exists()
+
+
+def test_per_joint_iou_averages_the_frames_where_the_joint_has_points():
+    import warnings
+
+    from hipnet.model.evaluate import Evaluation, FrameScore
+
+    nan = float("nan")
+    frames = [FrameScore(k, "s", "q", "test", f"test/s/q/{k}", 0.5, 0.4, joint) for k, joint in
+              enumerate(([0.2, nan, nan], [0.6, 0.9, nan]))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a joint without points in any frame is NaN, without "Mean of empty slice"
+        per_joint = Evaluation(frames).summary(["a", "b", "c"])["per_joint_near_iou"]
+    assert per_joint["a"] == pytest.approx(0.4) and per_joint["b"] == pytest.approx(0.9)
+    assert np.isnan(per_joint["c"])
