@@ -29,7 +29,7 @@ DEMO_EVAL_ARGS ?= --stride 16 --mesh-frames 2 --resolution 128
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test test-browser demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-viewer gpu-prepare gpu-check clean
+.PHONY: setup test test-browser demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-mix bench-viewer gpu-prepare gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -113,6 +113,11 @@ bench-accuracy: setup
 FAMILY ?= sit
 bench-families: setup
 	$(BIN)/python bench/family_holdout.py --family $(FAMILY)
+
+# The training mix: the fast preset on random key poses alone, with the pose families, with the DeepMimic clips
+# (fetched with pip on first use; research use only), each scored on all three: bench/results/motion_mix.json.
+bench-mix: setup
+	$(BIN)/python bench/motion_mix.py
 
 # The viewer's mesh update time (interactive and refined resolution) for a checkpoint on store frames:
 # bench/results/viewer.json. VIEWER_ARGS="--checkpoint RUN/ckpt.pt --store TEST.zarr" (default: the demo's).
