@@ -111,24 +111,40 @@ def plot(data: dict, path: Path) -> None:
     groups = list(dict.fromkeys(e["group"] for e in data["variants"]))
     if not groups:  # nothing ran (every selected run was done already, or a seed filter left none)
         return
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), sharey=True, squeeze=False)
-    for ax, group in zip(axes[0], groups, strict=True):
-        for e in data["variants"]:
-            if e["group"] != group and not (group == "peer" and e["name"] in ("fast", "paper-full")) \
-                    and not (group == "long preset" and e["name"] == "fast-v2"):
-                continue
-            c = e["curve"]
-            ax.plot([p["train_s"] / 60 for p in c], [p["uniform_miou"] for p in c], marker="o", ms=3,
-                    label=f"{e['name']} (seed {e['seed']})")
+    cols = min(4, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    for ax, group in zip(axes.flat, groups, strict=False):
+        for name, runs in curves_of(data, group).items():
+            steps = [p["step"] for p in runs[0]["curve"]]
+            same = [r["curve"] for r in runs if [p["step"] for p in r["curve"]] == steps]
+            # one line per variant: the mean over its seeds at each curve step, against the mean wall time
+            minutes = np.mean([[p["train_s"] / 60 for p in c] for c in same], axis=0)
+            miou = np.mean([[p["uniform_miou"] for p in c] for c in same], axis=0)
+            ax.plot(minutes, miou, marker="o", ms=3, label=f"{name} ({len(same)} seed{'s' * (len(same) > 1)})")
         ax.set_title(group)
         ax.set_xlabel("training wall time (min)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("uniform mIoU on the curve frames (%)")
+        ax.legend(fontsize=7, ncol=2 if len(curves_of(data, group)) > 8 else 1)
+    for row in axes:
+        row[0].set_ylabel("uniform mIoU on the curve frames (%)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def curves_of(data: dict, group: str) -> dict[str, list[dict]]:
+    """The runs drawn in a panel, by variant name: the group's own, plus the references it is read against (the
+    peer panel: fast and paper-full; the long preset's: fast-v2, its 250-step twin)."""
+    extra = {"peer": ("fast", "paper-full"), "long preset": ("fast-v2",)}.get(group, ())
+    out: dict[str, list[dict]] = {}
+    for e in data["variants"]:
+        if e["group"] == group or e["name"] in extra:
+            out.setdefault(e["name"], []).append(e)
+    return out
 
 
 def write_readme(data: dict, readme: Path, picture: Path | None = None) -> None:
