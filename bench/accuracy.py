@@ -180,6 +180,11 @@ VARIANTS = [
     # the batch trend one step further: 32 frames of a quarter of the points (the fast preset's batch now)
     Variant("v2-f32", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
                                                           ("eikonal_per_frame", 250)), seeds=(0, 1)),
+    # the shuffle buffer (32 frames, one shard) holds 2-5 of the 12 subjects, so a step of 32 frames sees only
+    # those; 256 frames (8 shards) give 8-11 subjects a step
+    Variant("f32-buf256", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
+                                                              ("eikonal_per_frame", 250), ("shuffle_buffer", 256)),
+            seeds=(0, 1)),
     # the long preset (PRESETS["long"]: the fast preset trained 6,000 steps, at most 2 hours on 2 cores) on its own
     # budget of steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=PRESETS["long"].steps, eval_every=500),
