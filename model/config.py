@@ -170,22 +170,23 @@ PRESETS = {
 }
 # ``fast``: the CPU demo. ``small`` plus three departures from the paper that make a 2-core CPU converge in minutes:
 # sub-networks see x in their joint's frame, the aggregation starts from a smooth union of the parts, and the loss
-# pulls F towards the distance to the nearest oriented sample on the eikonal points (README, "Training"); and three
-# levers measured in the accuracy harness (fast-nooffset, fast-bal0.5, fast-v2, v2-f16, v2-f32): the soft-min without
-# its + tau log J, surface samples balanced between parts at power 0.5, and 32 frames of 125 surface + 250 eikonal
-# points per step (the query points of 8 frames of 500 + 1,000, over four times the poses and subjects).
+# pulls F towards the distance to the nearest oriented sample on the eikonal points (README, "Training"); and four
+# levers measured in the accuracy harness (fast-nooffset, fast-bal0.5, fast-v2, v2-f16, v2-f32, f32-buf256): the
+# soft-min without its + tau log J, surface samples balanced between parts at power 0.5, 32 frames of 125 surface +
+# 250 eikonal points per step (the query points of 8 frames of 500 + 1,000, over four times the poses and subjects),
+# and a shuffle buffer of 256 frames, so that a step's 32 frames come from 8 shards (8-11 of the 12 embedded
+# subjects) rather than one (2-5).
 PRESETS["fast"] = replace(
     PRESETS["small"],
     model=replace(PRESETS["small"].model, hidden=32, local_frames=True, aggregation="softmin", softmin_offset=False),
     points_per_frame=125, eikonal_per_frame=250, frames_per_step=32, lr=4e-3, lr_schedule="cosine", steps=1000,
-    lambda_sdf=1.0, part_balance=0.5,
+    lambda_sdf=1.0, part_balance=0.5, shuffle_buffer=256,
 )
 # ``fast`` trains 1,000 steps within the demo's 20 minutes on 2 cores (500 at first, then 800, as the demo's
-# measured time showed room). ``long``: the same formulation with the batch it was measured with (8 frames x (500 +
-# 1,000) points, the harness's variant ``long``) trained 6,000 steps, for the best shapes a 2-core CPU gives in at
-# most 2 hours (6,568 s of training measured).
-PRESETS["long"] = replace(PRESETS["fast"], points_per_frame=500, eikonal_per_frame=1000, frames_per_step=8,
-                          steps=6000, checkpoint_every=500, log_every=50)
+# measured time showed room). ``long``: the same, trained 3,000 steps with the cosine decay over them (the harness's
+# variant ``long-v3``), for the best shapes a 2-core CPU gives in at most 2 hours. The harness's variant ``long``
+# (8 frames x (500 + 1,000) points, a shuffle buffer of 32, 6,000 steps; 6,568 s of training) was the preset before.
+PRESETS["long"] = replace(PRESETS["fast"], steps=3000, checkpoint_every=500, log_every=50)
 
 
 def load_config(name_or_path: str) -> TrainConfig:

@@ -32,7 +32,8 @@ def test_variant_names_and_ladder_switches():
     assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "fast-base", "fast-subnet", "fast-hier",
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
                      "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
-                     "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32", "long"]
+                     "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32",
+                     "f32-buf256", "long", "long-v3"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -54,25 +55,30 @@ def test_variant_names_and_ladder_switches():
     assert cfg["fast-r0.2"] == replace(ref, model=replace(ref.model, sphere_radius=0.2))
     assert cfg["fast-h64"] == replace(ref, model=replace(ref.model, hidden=64))
     assert cfg["fast-bal0.5"] == replace(ref, part_balance=0.5) and ref.part_balance == 0.0
-    # the harness's base stays the fast preset as first measured (its batch too); v2-f32 is the preset as it is
-    # now, fast-v2 the same with the harness's batch, and the other v2 levers one change each to fast-v2
+    # the harness's base stays the fast preset as first measured (its batch and shuffle buffer too); f32-buf256 is
+    # the preset as it is now, v2-f32 the same with the harness's buffer, fast-v2 with the harness's batch, and the
+    # other v2 levers one change each to fast-v2
     now = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every, log_every=ref.log_every,
                   loader_workers=ref.loader_workers, gradients="autograd")
-    assert ref.model.softmin_offset and cfg["v2-f32"] == now
-    assert (ref.frames_per_step, ref.points_per_frame, ref.eikonal_per_frame) == (8, 500, 1000)
-    assert cfg["fast-v2"] == replace(now, frames_per_step=8, points_per_frame=500, eikonal_per_frame=1000)
+    assert ref.model.softmin_offset and cfg["f32-buf256"] == now and now.shuffle_buffer == 256
+    assert cfg["v2-f32"] == replace(now, shuffle_buffer=32)
+    assert (ref.frames_per_step, ref.points_per_frame, ref.eikonal_per_frame, ref.shuffle_buffer) == (8, 500, 1000, 32)
+    assert cfg["fast-v2"] == replace(cfg["v2-f32"], frames_per_step=8, points_per_frame=500, eikonal_per_frame=1000)
     assert cfg["v2-code3x"] == replace(cfg["fast-v2"], code_lr=1.2e-2)
     assert cfg["v2-sig0.015"] == replace(cfg["fast-v2"], eikonal_near_sigma=0.015)
     for name in ("v2-f16", "v2-f32"):  # the same query points per step
         c = cfg[name]
         assert c.frames_per_step * (c.points_per_frame + c.eikonal_per_frame) \
             == ref.frames_per_step * (ref.points_per_frame + ref.eikonal_per_frame)
-    # the long preset on its own budget of steps (the quick mode keeps the tiny budget)
-    assert cfg["long"] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
-                                  loader_workers=ref.loader_workers, gradients="autograd")
+    # the long preset on its own budget of steps (the quick mode keeps the tiny budget): as it is now (long-v3)
+    # and as it was (long)
+    assert cfg["long-v3"] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
+                                     loader_workers=ref.loader_workers, gradients="autograd")
+    assert cfg["long-v3"] == replace(cfg["f32-buf256"], steps=3000, checkpoint_every=3000, log_every=250)
     assert cfg["long"] == replace(cfg["fast-v2"], steps=6000, checkpoint_every=6000, log_every=250)
-    long = next(v for v in acc.VARIANTS if v.name == "long")
-    assert long.budget(acc.QUICK) == acc.QUICK and long.budget(acc.Budget()).eval_every == 500
+    for name in ("long", "long-v3"):
+        long = next(v for v in acc.VARIANTS if v.name == name)
+        assert long.budget(acc.QUICK) == acc.QUICK and long.budget(acc.Budget()).eval_every == 500
     # the observation experiment: the fast preset on another training store; the depth variants' band is named
     assert cfg["surface"] == cfg["fast-full"] and cfg["surface"].sdf_target_band is None
     assert cfg["depth4"] == cfg["depth1"] and cfg["depth1"] == replace(cfg["fast-full"], sdf_target_band=acc.SDF_BAND)
