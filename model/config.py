@@ -3,7 +3,7 @@
 ``paper``: the sizes of seed 000 (section 3.5, appendix A): 8 x 256 sub-networks with a skip into layer 4, 256-d
 subject codes, 25k surface + 25k eikonal points per frame, Adam at 1e-4. ``small``: a model that trains usefully on a
 2-core CPU in minutes; ``fast``: ``small`` with the documented departures from the paper for the CPU demo; ``long``:
-``fast`` trained 6,000 steps (at most 2 hours on 2 cores). A
+``fast`` trained 3,000 steps (at most 2 hours on 2 cores). A
 YAML/JSON file may override any field of a preset (``base: small`` picks the preset).
 
 Every field of ``TrainConfig`` carries its help text in ``metadata["doc"]``; ``hipnet-train`` builds its override
