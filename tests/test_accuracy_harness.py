@@ -3,27 +3,19 @@ and NASA, the shared evaluation, test-time fitting, the results file, the table 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_scripts import load_bench
 
 from hipnet.model.config import PRESETS
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
 
 def harness():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("accuracy", BENCH / "accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["accuracy"] = mod  # dataclasses look their module up here
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("accuracy")
 
 
 def test_variant_names_and_ladder_switches():

@@ -3,20 +3,13 @@ training steps, the harness's evaluation on the unseen family and on the in-fami
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_scripts import load_bench
 
 
 def test_quick_family_holdout_end_to_end(tmp_path):
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("family_holdout", BENCH / "family_holdout.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["family_holdout"] = mod
-    spec.loader.exec_module(mod)
+    mod = load_bench("family_holdout")
     out = tmp_path / "families.json"
     args = ["--quick", "--family", "sit", "--data", str(tmp_path / "data"), "--out", str(out), "--workers", "1"]
     assert mod.main(args) == 0

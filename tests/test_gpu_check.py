@@ -4,25 +4,17 @@ errors, all written to the JSON. (The figures mean nothing on a CPU; the plumbin
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
+
+from bench_scripts import load_bench
 
 from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.run import preprocess_split
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
 
 def load_script(name: str):
-    import sys
-
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench(name)
 
 
 def test_gpu_check_runs_end_to_end_on_cpu(tmp_path, tiny_raw):

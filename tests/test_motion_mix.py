@@ -3,13 +3,12 @@ published format, real generated data, real stores, real training steps and the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_scripts import load_bench
 
 from hipnet.pipeline.embedded.deepmimic import CLIPS, add_deepmimic, deepmimic_motion_source
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
@@ -69,11 +68,7 @@ def test_mixed_generation_plays_clips_and_leaves_the_procedural_sequences_byte_i
 
 
 def test_quick_motion_mix_end_to_end(tmp_path):
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("motion_mix", BENCH / "motion_mix.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["motion_mix"] = mod
-    spec.loader.exec_module(mod)
+    mod = load_bench("motion_mix")
     out = tmp_path / "mix.json"
     clips = write_clips(tmp_path / "clips", n_frames=81)  # 3 frames a clip at every 40th
     args = ["--quick", "--data", str(tmp_path / "data"), "--harness-data", str(tmp_path / "acc"), "--clips",

@@ -4,25 +4,17 @@ articulated shape (beats the initial sphere and the pose-agnostic mean shape on 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_scripts import load_bench
 from scipy.spatial import cKDTree
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def toy():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("toy_articulation", BENCH / "toy_articulation.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["toy_articulation"] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("toy_articulation")
 
 
 @pytest.fixture(scope="module")
