@@ -25,7 +25,7 @@ def test_variant_names_and_ladder_switches():
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
                      "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
                      "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32",
-                     "f32-buf256", "long", "long-v3"]
+                     "f32-buf256", "long", "long-v3", "long6k-v3"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -62,13 +62,16 @@ def test_variant_names_and_ladder_switches():
         c = cfg[name]
         assert c.frames_per_step * (c.points_per_frame + c.eikonal_per_frame) \
             == ref.frames_per_step * (ref.points_per_frame + ref.eikonal_per_frame)
-    # the long preset on its own budget of steps (the quick mode keeps the tiny budget): as it is now (long-v3)
-    # and as it was (long)
-    assert cfg["long-v3"] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
-                                     loader_workers=ref.loader_workers, gradients="autograd")
-    assert cfg["long-v3"] == replace(cfg["f32-buf256"], steps=3000, checkpoint_every=3000, log_every=250)
+    # the long preset on its own budget of steps (the quick mode keeps the tiny budget): the preset's batch and
+    # buffer over 3,000 and 6,000 steps (long-v3, long6k-v3; the preset is the one with its number of steps), and
+    # the preset as it was (long)
+    for name, steps in (("long-v3", 3000), ("long6k-v3", 6000)):
+        assert cfg[name] == replace(cfg["f32-buf256"], steps=steps, checkpoint_every=steps, log_every=250)
+    preset = next(n for n in ("long-v3", "long6k-v3") if cfg[n].steps == PRESETS["long"].steps)
+    assert cfg[preset] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
+                                  loader_workers=ref.loader_workers, gradients="autograd")
     assert cfg["long"] == replace(cfg["fast-v2"], steps=6000, checkpoint_every=6000, log_every=250)
-    for name in ("long", "long-v3"):
+    for name in ("long", "long-v3", "long6k-v3"):
         long = next(v for v in acc.VARIANTS if v.name == name)
         assert long.budget(acc.QUICK) == acc.QUICK and long.budget(acc.Budget()).eval_every == 500
     # the observation experiment: the fast preset on another training store; the depth variants' band is named
