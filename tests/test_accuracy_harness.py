@@ -25,7 +25,7 @@ def test_variant_names_and_ladder_switches():
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
                      "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
                      "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32",
-                     "f32-buf256", "long", "long-v3", "long6k-v3"]
+                     "f32-buf256", "buf256-lr8e-3", "long", "long-v3", "long6k-v3"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -54,6 +54,7 @@ def test_variant_names_and_ladder_switches():
                   loader_workers=ref.loader_workers, gradients="autograd")
     assert ref.model.softmin_offset and cfg["f32-buf256"] == now and now.shuffle_buffer == 256
     assert cfg["v2-f32"] == replace(now, shuffle_buffer=32)
+    assert cfg["buf256-lr8e-3"] == replace(now, lr=8e-3) and now.lr == 4e-3
     assert (ref.frames_per_step, ref.points_per_frame, ref.eikonal_per_frame, ref.shuffle_buffer) == (8, 500, 1000, 32)
     assert cfg["fast-v2"] == replace(cfg["v2-f32"], frames_per_step=8, points_per_frame=500, eikonal_per_frame=1000)
     assert cfg["v2-code3x"] == replace(cfg["fast-v2"], code_lr=1.2e-2)
