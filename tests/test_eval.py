@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import trimesh
+from bench_scripts import load_bench
 from click.testing import CliRunner
 
 from hipnet.cli.eval import main as eval_main
@@ -86,6 +87,22 @@ def test_exact_sphere_scores_iou_one_and_chamfer_near_zero(sphere_store):
     floor = surface_metrics(truth, truth, n=50_000, seed=1)
     assert s.surface.chamfer_mm < floor.chamfer_mm + 0.3 and s.surface.normal_consistency > 0.999
     assert s.surface.chamfer_l1_x1e4 == pytest.approx(s.surface.chamfer_mm / 1000 / (2 * R / 10) * 1e4, rel=0.02)
+
+
+def test_chamfer_by_resolution_falls_to_the_sampling_floor_on_an_exact_sphere(sphere_store):
+    """bench/mesh_resolution.py on the analytic sphere: a coarse grid's chords cost Chamfer, a fine one reaches the
+    floor (the truth against another sampling of itself), which the script reports beside the rows."""
+    mr = load_bench("mesh_resolution")
+    exact = ball(canonical_centre(sphere_store))
+    out = mr.chamfer_by_resolution(sphere_store, lambda i: exact, [0], [32, 128], chamfer_points=50_000)
+    coarse, fine = out["rows"]
+    ev = evaluate_store(sphere_store, lambda i: exact, [0], [0], 16, 10)
+    truth = ev.meshes[ev.frames[0].key][1]
+    assert out["floor"]["chamfer_mm"] == pytest.approx(surface_metrics(truth, truth, 50_000, seed=1).chamfer_mm)
+    # a smooth sphere is meshed to the floor at 128^3 already; 32^3's chords still show, in distance and normals
+    assert abs(fine["chamfer_mm"] - out["floor"]["chamfer_mm"]) < 0.05 and coarse["chamfer_mm"] > fine["chamfer_mm"]
+    assert coarse["normal_consistency"] < fine["normal_consistency"]
+    assert fine["queries"] > coarse["queries"] and fine["per_frame_mm"] == [fine["chamfer_mm"]]
 
 
 def test_shifted_sphere_iou_matches_the_closed_form(sphere_store):
@@ -194,6 +211,20 @@ def test_hipnet_eval_end_to_end_on_a_tiny_trained_model(tmp_path, tiny_raw, tiny
     held = preprocess_split(AnnyReader(tiny_raw, ("heldout",)), tmp_path / "data", cfg, "heldout").store
     bad = _eval(run, "--shards", held, "--max-frames", "1", "--mesh-frames", "0", "--out", tmp_path / "held")
     assert bad.exit_code == 1 and "not in the checkpoint" in bad.output
+
+
+def test_mesh_resolution_script_adds_its_entry_and_names_a_bad_store(tmp_path, tiny_run, capsys):
+    stores, run = tiny_run
+    mr, out = load_bench("mesh_resolution"), tmp_path / "res.json"
+    out.write_text('{"entries": {"other": {}}}')
+    args = ["--checkpoint", str(run / "ckpt.pt"), "--resolutions", "32,64", "--chamfer-points", "2000", "--threads",
+            "1", "--out", str(out)]
+    assert mr.main([*args, "--store", str(stores["test"]), "--label", "tiny", "--mesh-frames", "1"]) == 0
+    entries = json.loads(out.read_text())["entries"]
+    assert set(entries) == {"other", "tiny"} and [r["resolution"] for r in entries["tiny"]["rows"]] == [32, 64]
+    assert entries["tiny"]["frames"] == [0] and entries["tiny"]["checkpoint_step"] == 5
+    assert mr.main([*args, "--store", str(tmp_path / "missing.zarr"), "--label", "x"]) == 1
+    assert "missing.zarr" in capsys.readouterr().err and set(json.loads(out.read_text())["entries"]) == {"other", "tiny"}
 
 
 def test_two_stores_keep_their_frames_and_meshes_apart(tmp_path, tiny_run):
