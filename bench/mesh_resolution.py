@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--resolutions", default="128,256",
                    help="marching-cubes resolutions, comma-separated (each 32 times a power of two)")
     p.add_argument("--chamfer-points", type=int, default=100_000)
+    p.add_argument("--about", default="", help="where the checkpoint comes from (kept in the entry)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mesh_resolution.json")
     args = p.parse_args(argv)
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
                                   args.chamfer_points)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    entry.update(checkpoint_step=int(ck["step"]), store=args.store.name, commit=commit, machine=machine())
+    entry.update(checkpoint_step=int(ck["step"]), about=args.about, store=args.store.name, commit=commit,
+                 machine=machine())
     data = json.loads(args.out.read_text()) if args.out.exists() else {"entries": {}}
     data["entries"][args.label] = entry
     args.out.write_text(json.dumps(data, indent=2) + "\n")
