@@ -15,7 +15,7 @@ PREPROCESS_ARGS ?=
 # your SMPL/SMPL+H/SMPL-X model files (AMASS, DFAUST and CAPE need them; licence-gated, never downloaded)
 BODY_MODELS ?=
 # training preset (paper | small | fast | long) or a YAML file; fast = the CPU demo (1,000 steps, about 15 minutes on
-# 2 cores); long = fast trained 3,000 steps (at most 2 hours: with TRAIN_MINUTES=120)
+# 2 cores); long = fast trained 6,000 steps (at most 2 hours: with TRAIN_MINUTES=120)
 TRAIN_CONFIG ?= fast
 RUN ?= runs/$(DATASET)_$(TRAIN_CONFIG)
 # a time cap: training stops there with a checkpoint even if the preset's steps are not done
