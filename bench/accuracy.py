@@ -137,6 +137,9 @@ PAPER = (("local_frames", False), ("aggregation", "mean"))
 FAST = (("local_frames", True), ("aggregation", "softmin"))
 # the fast preset as it is now, over the harness's base (model overrides, train overrides)
 FAST_V2 = (FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)))
+# f32-buf256: fast-v2 with the fast preset's batch (32 frames x (125 + 250) points) and shuffle buffer (256 frames)
+BUF256 = FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125), ("eikonal_per_frame", 250),
+                       ("shuffle_buffer", 256))
 RUNGS = {"base": ((("hierarchical", False), ("code_dim", 0)), (("subnet_losses", False),)),
          "subnet": ((("hierarchical", False), ("code_dim", 0)), ()),
          "hier": ((("code_dim", 0),), ()),
@@ -183,25 +186,17 @@ VARIANTS = [
                                                           ("eikonal_per_frame", 250)), seeds=(0, 1)),
     # the shuffle buffer (32 frames, one shard) holds 2-5 of the 12 subjects, so a step of 32 frames sees only
     # those; 256 frames (8 shards) give 8-11 subjects a step
-    Variant("f32-buf256", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
-                                                              ("eikonal_per_frame", 250), ("shuffle_buffer", 256)),
-            seeds=(0, 1)),
+    Variant("f32-buf256", "levers", FAST_V2[0], BUF256, seeds=(0, 1)),
     # a step of 32 frames from 8 shards has four times the frames of fast-v2's and less gradient noise: the learning
     # rate doubled (Adam 8e-3, the same cosine decay)
-    Variant("buf256-lr8e-3", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
-                                                                 ("eikonal_per_frame", 250), ("shuffle_buffer", 256),
-                                                                 ("lr", 8e-3)), seeds=(0, 1)),
+    Variant("buf256-lr8e-3", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3),), seeds=(0, 1)),
     # the long preset as it was (fast-v2 trained 6,000 steps, at most 2 hours on 2 cores) on its own budget of
     # steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=6000, eval_every=500),
-    # the long preset as it is now: f32-buf256 (the fast preset) trained 3,000 steps
-    Variant("long-v3", "long preset", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
-                                                                 ("eikonal_per_frame", 250), ("shuffle_buffer", 256)),
-            steps=3000, eval_every=500),
-    # long-v3 on the old long preset's 6,000 steps (0.95 s a step alone on 2 cores: about 95 minutes of training)
-    Variant("long6k-v3", "long preset", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
-                                                                   ("eikonal_per_frame", 250), ("shuffle_buffer", 256)),
-            steps=6000, eval_every=500),
+    # f32-buf256 (the fast preset) trained 3,000 steps: the long preset before long6k-v3
+    Variant("long-v3", "long preset", FAST_V2[0], BUF256, steps=3000, eval_every=500),
+    # the long preset as it is now: long-v3 on 6,000 steps
+    Variant("long6k-v3", "long preset", FAST_V2[0], BUF256, steps=6000, eval_every=500),
 ]
 
 

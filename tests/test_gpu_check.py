@@ -13,17 +13,13 @@ from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.run import preprocess_split
 
 
-def load_script(name: str):
-    return load_bench(name)
-
-
 def test_gpu_check_runs_end_to_end_on_cpu(tmp_path, tiny_raw):
     cfg = PreprocessConfig(surface_points=300, eval_points=300, shard_frames=8, geodesics="per-template")
     data = tmp_path / "data"
     for split in ("train", "test"):
         preprocess_split(AnnyReader(tiny_raw, (split,)), data, cfg, split)
     out = tmp_path / "gpu.json"
-    rc = load_script("gpu_check").main(["--device", "cpu", "--tiny", "--no-compile", "--data", str(data),
+    rc = load_bench("gpu_check").main(["--device", "cpu", "--tiny", "--no-compile", "--data", str(data),
                                         "--out", str(out), "--run", str(tmp_path / "run")])
     result = json.loads(out.read_text())
     assert rc == 0, result.get("training_error")
