@@ -137,7 +137,8 @@ PAPER = (("local_frames", False), ("aggregation", "mean"))
 FAST = (("local_frames", True), ("aggregation", "softmin"))
 # the fast preset as it is now, over the harness's base (model overrides, train overrides)
 FAST_V2 = (FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)))
-# f32-buf256: fast-v2 with the fast preset's batch (32 frames x (125 + 250) points) and shuffle buffer (256 frames)
+# f32-buf256: fast-v2 with the fast preset's batch (32 frames x (125 + 250) points) and shuffle buffer (256 frames);
+# the preset also has buf256-lr8e-3's learning rate
 BUF256 = FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125), ("eikonal_per_frame", 250),
                        ("shuffle_buffer", 256))
 RUNGS = {"base": ((("hierarchical", False), ("code_dim", 0)), (("subnet_losses", False),)),
@@ -216,9 +217,9 @@ def train_config(v: Variant, seed: int, budget: Budget) -> TrainConfig:
                                            aggregator_hidden=16), frames_per_step=2, points_per_frame=64,
                        eikonal_per_frame=64)
     # the harness's base is the fast preset as its first runs had it, whatever the preset holds now: input
-    # gradients by autograd, the soft-min with its + tau log J, uniform surface samples; each change is a variant
-    # (fast-fwd, fast-nooffset, fast-bal*) and the preset's current form is the variant fast-v2 (with v2-f32's batch)
-    train = {"gradients": "autograd", "part_balance": 0.0} | HARNESS_BATCH | dict(v.train)
+    # gradients by autograd, the soft-min with its + tau log J, uniform surface samples, Adam at 4e-3; each change is
+    # a variant (fast-fwd, fast-nooffset, fast-bal*, ...) and the preset's current form is buf256-lr8e-3
+    train = {"gradients": "autograd", "part_balance": 0.0, "lr": 4e-3} | HARNESS_BATCH | dict(v.train)
     if budget.tiny:  # the quick mode's tiny batch, whatever the variant's
         train = {k: x for k, x in train.items() if k not in HARNESS_BATCH}
     model = {"softmin_offset": True} | dict(v.model)

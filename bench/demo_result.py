@@ -31,6 +31,7 @@ def main() -> None:
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     write_result("demo", {
         "commit": commit, "run": str(args.run), "planned_steps": prov.get("config", {}).get("steps"),
+        "lr": prov.get("config", {}).get("lr"),
         "uniform_miou": 100 * s["uniform_miou"], "near_miou": 100 * s["near_miou"],
         "chamfer_x1e4": s.get("chamfer_l1_x1e4"), "chamfer_mm": s.get("chamfer_mm"),
         "normal_consistency": s.get("normal_consistency"), "frames": s["frames"], "mesh_frames": s.get("mesh_frames"),

@@ -103,6 +103,9 @@ def _warn_counts(reader: Reader, root: Path) -> None:
               help="Store surface points as 16-bit codes over each frame's box and normals as two 16-bit octahedral "
                    "codes (about half the bytes per training frame; the error bounds are in the store's "
                    "`quantisation` attribute). Readers decode them.")
+@click.option("--frame-every", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Keep frames 0, k, 2k, ... of each sequence (after the dataset's own frame selection); recorded "
+                   "in the store's config. `make demo` builds its test store with 16: the frames it scores.")
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (1: run in this process).")
 @click.option("--scheduler", default=None, help="Address of a dask.distributed scheduler (tcp://host:port) to use "
                                                 "instead of local processes.")
@@ -110,7 +113,8 @@ def _warn_counts(reader: Reader, root: Path) -> None:
               help="Finish the stores without what fails (frames, and sequences whose files cannot be listed): each "
                    "is recorded with its reason in the store's `excluded` attribute; finished frames are kept.")
 def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points, near_sigma, geodesics, snarf,
-                   eval_on_train, shard_frames, seed, quantise, workers, scheduler, exclude_failed) -> None:
+                   eval_on_train, shard_frames, seed, quantise, frame_every, workers, scheduler,
+                   exclude_failed) -> None:
     """Turn a raw dataset into one sharded Zarr store per split: canonical-frame joint transforms, oriented surface
     points with geodesic joint labels, and (for evaluation splits) evaluation points with occupancy and meshes.
 
@@ -125,7 +129,7 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
 
     cfg = PreprocessConfig(surface_points=points, eval_points=eval_points, near_sigma=near_sigma, geodesics=geodesics,
                            snarf=snarf, eval_on_train=eval_on_train, shard_frames=shard_frames, seed=seed,
-                           quantise=quantise)
+                           quantise=quantise, frame_every=frame_every)
     chosen = tuple(splits.split(",")) if splits else SPLITS
     ok, attempted, empty = True, 0, []
     t0 = time.time()

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from hipnet.pipeline.checks import require_finite
-from hipnet.pipeline.frames import Frame, Subject
+from hipnet.pipeline.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.quantise import chunk_order, decode_points, encode_normals, encode_points, point_box
 from hipnet.pipeline.schema import SPECS
 from hipnet.pipeline.stages.canonical import canonicalise
@@ -56,22 +56,42 @@ class PreprocessConfig:
     # surface points and normals as 16-bit codes (schema section "quantised", pipeline.quantise): about half the
     # bytes per training frame, decoded on reading; False keeps float32 points and float16 normals
     quantise: bool = False
+    # keep every k-th listed frame of each sequence (its positions 0, k, 2k, ...), on top of the dataset's own frame
+    # selection: the demo's test store holds only the frames it scores
+    frame_every: int = 1
 
     def __post_init__(self) -> None:
         if self.geodesics not in GEODESIC_MODES:
             raise ValueError(f"geodesics must be one of {GEODESIC_MODES}, got {self.geodesics!r}")
         for name, value in (("surface_points", self.surface_points), ("eval_points", self.eval_points),
-                            ("shard_frames", self.shard_frames)):
+                            ("shard_frames", self.shard_frames), ("frame_every", self.frame_every)):
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
 
     def to_attrs(self) -> dict:
-        """The config as stored in the ``config`` attr; ``quantise`` only when set, so a lossless store's attrs
-        (and its identity for reruns) are those written before the option existed."""
+        """The config as stored in the ``config`` attr; ``quantise`` and ``frame_every`` only when set, so the attrs
+        of a lossless store of every frame (and its identity for reruns) are those written before the options
+        existed."""
         out = asdict(self)
         if not self.quantise:
             del out["quantise"]
+        if self.frame_every == 1:
+            del out["frame_every"]
         return out
+
+    def select(self, refs: list[FrameRef]) -> list[FrameRef]:
+        """The listed frames this config keeps: positions 0, k, 2k, ... of each sequence's frames (k =
+        ``frame_every``), in the listing's order."""
+        if self.frame_every == 1:
+            return refs
+        seen: dict[tuple[str, str], int] = {}
+        kept = []
+        for r in refs:
+            position = seen.get((r.subject, r.sequence), 0)
+            seen[(r.subject, r.sequence)] = position + 1
+            if position % self.frame_every == 0:
+                kept.append(r)
+        return kept
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> PreprocessConfig:

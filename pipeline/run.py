@@ -251,10 +251,10 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
     if not np.asarray(group[DONE][:]).all():
         raise ValueError(f"{path}: frames are missing; finish `hipnet-data preprocess` first")
     gone = {e["key"] for e in attrs.get(ATTR.excluded, [])}
-    refs = [r for r in reader.listed_refs() if r.key not in gone and sequence_of(r.key) not in gone]
+    cfg = replace(PreprocessConfig.from_attrs(attrs[ATTR.config]), geodesics=mode)
+    refs = cfg.select([r for r in reader.listed_refs() if r.key not in gone and sequence_of(r.key) not in gone])
     if frames_digest([r.key for r in refs]) != attrs[ATTR.frames_sha]:
         raise ValueError(f"{path}: the frames of {reader.root} ({attrs[ATTR.split]}) are not the frames of this store")
-    cfg = replace(PreprocessConfig.from_attrs(attrs[ATTR.config]), geodesics=mode)
     n, k = len(refs), cfg.shard_frames
     if attrs.get(ATTR.relabel) != mode or GEODESICS_DONE.name not in group:
         mark_incomplete(group)

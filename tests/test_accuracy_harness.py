@@ -47,14 +47,14 @@ def test_variant_names_and_ladder_switches():
     assert cfg["fast-r0.2"] == replace(ref, model=replace(ref.model, sphere_radius=0.2))
     assert cfg["fast-h64"] == replace(ref, model=replace(ref.model, hidden=64))
     assert cfg["fast-bal0.5"] == replace(ref, part_balance=0.5) and ref.part_balance == 0.0
-    # the harness's base stays the fast preset as first measured (its batch and shuffle buffer too); f32-buf256 is
-    # the preset as it is now, v2-f32 the same with the harness's buffer, fast-v2 with the harness's batch, and the
+    # the harness's base stays the fast preset as first measured (its batch, shuffle buffer and learning rate too);
+    # buf256-lr8e-3 is the preset as it is now, f32-buf256 the same at 4e-3, v2-f32 that with the harness's buffer, fast-v2 with the harness's batch, and the
     # other v2 levers one change each to fast-v2
     now = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every, log_every=ref.log_every,
                   loader_workers=ref.loader_workers, gradients="autograd")
-    assert ref.model.softmin_offset and cfg["f32-buf256"] == now and now.shuffle_buffer == 256
-    assert cfg["v2-f32"] == replace(now, shuffle_buffer=32)
-    assert cfg["buf256-lr8e-3"] == replace(now, lr=8e-3) and now.lr == 4e-3
+    assert ref.model.softmin_offset and cfg["buf256-lr8e-3"] == now and now.shuffle_buffer == 256
+    assert cfg["f32-buf256"] == replace(now, lr=4e-3) and now.lr == 8e-3 and ref.lr == 4e-3
+    assert cfg["v2-f32"] == replace(cfg["f32-buf256"], shuffle_buffer=32)
     assert (ref.frames_per_step, ref.points_per_frame, ref.eikonal_per_frame, ref.shuffle_buffer) == (8, 500, 1000, 32)
     assert cfg["fast-v2"] == replace(cfg["v2-f32"], frames_per_step=8, points_per_frame=500, eikonal_per_frame=1000)
     assert cfg["v2-code3x"] == replace(cfg["fast-v2"], code_lr=1.2e-2)

@@ -227,6 +227,30 @@ def test_mesh_resolution_script_adds_its_entry_and_names_a_bad_store(tmp_path, t
     assert "missing.zarr" in capsys.readouterr().err and set(json.loads(out.read_text())["entries"]) == {"other", "tiny"}
 
 
+def test_a_frame_scores_the_same_in_a_store_of_every_frame_and_in_a_thinned_one(tmp_path, tiny_raw, tiny_run):
+    """The demo's test store keeps every 16th frame (``--frame-every``): there a frame sits at another row, and its
+    occupancy, labels and Chamfer samples (seeded by the frame's name) must not change with it."""
+    from hipnet.pipeline.readers.anny import AnnyReader
+
+    stores, _ = tiny_run
+    full = Store.open(stores["test"])
+    cfg = PreprocessConfig(surface_points=500, eval_points=2000, shard_frames=8, geodesics="per-template",
+                           frame_every=3)
+    thin = Store.open(preprocess_split(AnnyReader(tiny_raw, ("test",)), tmp_path, cfg, "test").store)
+    rows = {full.frame_key(i): i for i in range(full.n_frames)}
+    pairs = [(k, rows[thin.frame_key(k)]) for k in (1, 5)]
+    assert all(j != k for k, j in pairs) and thin.n_frames == full.n_frames // 3
+
+    def sdf_of(store):  # a sphere around each frame's body: a surface to mesh and sample whatever the row
+        return lambda i: ball(store.read("mesh/vertices", i).mean(0), 0.3)
+
+    for k, j in pairs:
+        a = evaluate_store(thin, sdf_of(thin), [k], [k], resolution=32, chamfer_points=2000).frames[0]
+        b = evaluate_store(full, sdf_of(full), [j], [j], resolution=32, chamfer_points=2000).frames[0]
+        assert a.surface is not None and np.isfinite(a.surface.chamfer_mm)
+        assert (a.uniform_iou, a.near_iou, a.surface) == (b.uniform_iou, b.near_iou, b.surface)
+
+
 def test_two_stores_keep_their_frames_and_meshes_apart(tmp_path, tiny_run):
     """Two stores with the same frames (and the same file stem): six frame keys and two sets of meshes, each
     prefixed by its store's label, none overwriting another."""

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,37 @@ def test_killing_a_worker_mid_run_then_resuming_equals_an_uninterrupted_run(tmp_
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []  # the hash records and the shard index too
     assert {"hashes/0/zarr.json", "hashes/static/zarr.json"} <= a.keys() and Store.open(store).shard_index
+
+
+def test_frame_every_keeps_every_kth_frame_of_each_sequence_with_the_bytes_of_the_full_store(small_store, tiny_raw,
+                                                                                            tmp_path):
+    """--frame-every 4 (the demo's test store keeps only the frames it scores): positions 0 and 4 of each 6-frame
+    sequence, each frame's arrays equal to the same frame's in the store of every frame (a frame's draws depend on
+    its name, not its row); recorded in the config, so a rerun with another stride is refused; relabelling lists
+    the same frames."""
+    from hipnet.pipeline.run import relabel_store
+
+    full = Store.open(small_store[0].store)
+    cfg = PreprocessConfig(**SMALL, shard_frames=5, geodesics="per-template", frame_every=4)
+    summary = preprocess_split(AnnyReader(tiny_raw, ("test",)), tmp_path, cfg, "test", workers=1)
+    thin = Store.open(summary.store)
+    keys = [thin.frame_key(i) for i in range(thin.n_frames)]
+    every = [full.frame_key(i) for i in range(full.n_frames)]
+    sequences = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in every))
+    assert summary.complete and len(sequences) == 4 and keys == [f"{q}/{i}" for q in sequences for i in (0, 4)]
+    assert thin.attrs["config"]["frame_every"] == 4 and "frame_every" not in full.attrs["config"]
+    for i, key in enumerate(keys):
+        j = every.index(key)
+        for name in ("surface/points", "surface/normals", "surface/labels", "pose/joint_transforms",
+                     "eval/uniform_points", "eval/uniform_occupancy", "eval/near_points", "eval/near_labels",
+                     "mesh/vertices"):
+            np.testing.assert_array_equal(thin.read(name, i), full.read(name, j), err_msg=f"{name} {key}")
+    with pytest.raises(FileExistsError, match="frame list|config"):
+        preprocess_split(AnnyReader(tiny_raw, ("test",)), tmp_path, replace(cfg, frame_every=2), "test")
+    relabelled = relabel_store(AnnyReader(tiny_raw, ("test",)), summary.store, "per-frame")
+    assert relabelled.complete and relabelled.written == 8 and not relabelled.failures
+    with pytest.raises(ValueError, match="frame_every must be positive"):
+        PreprocessConfig(frame_every=0)
 
 
 def test_geodesics_command_relabels_in_place_like_a_fresh_run(tmp_path, tiny_raw_full):
