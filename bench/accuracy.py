@@ -89,7 +89,7 @@ class Budget:
     fit_iters: int = 100
     nasa_points: int = 1024  # NASA's own sampling: 1024 uniform + 1024 near + 2048 vertices per frame
     nasa_vertices: int = 2048
-    loader_workers: int = 1  # the fast preset's; 0 (in-process) for the quick mode
+    loader_workers: int = 1  # the fast preset's when the harness began (the same batches as 0); 0: the quick mode
     tiny: bool = False  # 2 frames x (64 + 64) points per step, 16-wide sub-networks: the quick mode
 
 

@@ -3,9 +3,9 @@
 The embedded dataset with the pose families added (``add_families``: one sequence per family and subject, next to
 the default random motions) is split by ``hold_out_family(F)``: ``train`` holds the training sequences of every
 other family, ``test`` every sequence of F (never seen in training), ``heldout`` the other families' test sequences
-(the in-family comparison, the same subjects). The harness's ``fast-v2`` variant (the ``fast`` preset when measured) is trained
-on ``train`` with the harness's budget, then scored by the harness's own evaluation on both test sets; the drop is
-in-family minus F.
+(the in-family comparison, the same subjects). The harness's ``fast-v2`` variant (the ``fast`` preset when
+measured) is trained on ``train`` with the harness's budget, then scored by the harness's own evaluation on both
+test sets; the drop is in-family minus F.
 Writes bench/results/family_holdout.json (one entry per held-out family; rerunning skips finished families).
 
     python bench/family_holdout.py --family sit            # about 25 CPU minutes on 2 cores (stores + training)

@@ -6,7 +6,7 @@ the Chamfer-L1 between two independent samplings (100k points each) of the groun
 go below. Each run is an entry of bench/results/mesh_resolution.json (keyed by --label; other entries are kept).
 
     python bench/mesh_resolution.py --label demo --checkpoint runs/anny_fast/ckpt.pt \\
-        --store data/processed/anny/test.zarr --stride 16 --mesh-frames 2       # the demo's meshed frames
+        --store data/processed/anny_demo/test.zarr --mesh-frames 2              # the demo's meshed frames
 """
 
 from __future__ import annotations

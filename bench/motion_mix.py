@@ -1,8 +1,8 @@
 """What the training mix buys: the default random key poses alone, with the pose families, with the DeepMimic clips.
 
 Issue 15 asks for "the DeepMimic clips in the default mix if they help". Three models of the ``fast`` preset as it was
-then (the harness's ``f32-buf256``: the same sizes, batch, optimiser and budget; the preset now has Adam at 8e-3), seed 0, each trained for the harness's 250
-steps:
+then (the harness's ``f32-buf256``: the same sizes, batch, optimiser and budget; the preset now has Adam at 8e-3),
+seed 0, each trained for the harness's 250 steps:
 
 - ``random``: on the default dataset's training sequences (the harness's own training store);
 - ``+families``: those plus the training sequences of the 7 pose families (``add_families``: one sequence of each

@@ -8,7 +8,7 @@ functions, in the order the viewer runs them, at the interactive and the refined
 with other work the times are longer than on an idle one, so the CPU time of each update (all threads) is recorded
 too. Writes bench/results/viewer.json.
 
-    python bench/viewer.py --checkpoint runs/anny_fast/ckpt.pt --store data/processed/anny/test.zarr
+    python bench/viewer.py --checkpoint runs/anny_fast/ckpt.pt --store data/processed/anny_demo/test.zarr
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _stats(xs: list[float]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=Path("runs/anny_fast/ckpt.pt"))
-    ap.add_argument("--store", type=Path, default=Path("data/processed/anny/test.zarr"))
+    ap.add_argument("--store", type=Path, default=Path("data/processed/anny_demo/test.zarr"))  # the demo's
     ap.add_argument("--frames", type=int, default=5)
     ap.add_argument("--coarse", type=int, default=COARSE)
     ap.add_argument("--fine", type=int, default=FINE)

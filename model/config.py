@@ -176,12 +176,14 @@ PRESETS = {
 # 250 eikonal points per step (the query points of 8 frames of 500 + 1,000, over four times the poses and subjects),
 # and a shuffle buffer of 256 frames, so that a step's 32 frames come from 8 shards (8-11 of the 12 embedded
 # subjects) rather than one (2-5); and Adam at 8e-3 rather than 4e-3 (buf256-lr8e-3; the demo's runs in
-# bench/results/demo_lr8e-3.json and demo.json).
+# bench/results/demo_lr8e-3.json and demo.json). Batches are made in the training process (loader_workers 0, the
+# same batches as one worker): on 2 cores a worker process beside torch's two threads made 100 steps 1.09x slower
+# (3 alternating pairs, 105.6 against 115.1 s).
 PRESETS["fast"] = replace(
     PRESETS["small"],
     model=replace(PRESETS["small"].model, hidden=32, local_frames=True, aggregation="softmin", softmin_offset=False),
     points_per_frame=125, eikonal_per_frame=250, frames_per_step=32, lr=8e-3, lr_schedule="cosine", steps=1000,
-    lambda_sdf=1.0, part_balance=0.5, shuffle_buffer=256,
+    lambda_sdf=1.0, part_balance=0.5, shuffle_buffer=256, loader_workers=0,
 )
 # ``fast`` trains 1,000 steps within the demo's 20 minutes on 2 cores (500 at first, then 800, as the demo's
 # measured time showed room). ``long``: the same, trained 6,000 steps with the cosine decay over them (the harness's

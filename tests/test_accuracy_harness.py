@@ -48,8 +48,8 @@ def test_variant_names_and_ladder_switches():
     assert cfg["fast-h64"] == replace(ref, model=replace(ref.model, hidden=64))
     assert cfg["fast-bal0.5"] == replace(ref, part_balance=0.5) and ref.part_balance == 0.0
     # the harness's base stays the fast preset as first measured (its batch, shuffle buffer and learning rate too);
-    # buf256-lr8e-3 is the preset as it is now, f32-buf256 the same at 4e-3, v2-f32 that with the harness's buffer, fast-v2 with the harness's batch, and the
-    # other v2 levers one change each to fast-v2
+    # buf256-lr8e-3 is the preset as it is now, f32-buf256 the same at 4e-3, v2-f32 that with the harness's
+    # buffer, fast-v2 with the harness's batch, and the other v2 levers one change each to fast-v2
     now = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every, log_every=ref.log_every,
                   loader_workers=ref.loader_workers, gradients="autograd")
     assert ref.model.softmin_offset and cfg["buf256-lr8e-3"] == now and now.shuffle_buffer == 256

@@ -36,3 +36,20 @@ def test_preview_names_a_folder_that_is_not_a_dataset(tmp_path):
 def test_unknown_manifest_is_named(tmp_path):
     result = CliRunner().invoke(main, ["anny", "--out", str(tmp_path), "--manifest", "no_such_dataset"])
     assert result.exit_code == 1 and "no manifest 'no_such_dataset'" in result.output
+
+
+def test_preprocess_frame_every_writes_the_first_frame_of_each_sequence(tmp_path, tiny_raw):
+    """`make demo`'s test store: --frame-every 6 on the 6-frame sequences of the held-out split keeps frame 0 of
+    each; 0 is refused before anything is written."""
+    from hipnet.pipeline.store import Store
+
+    args = ["preprocess", "--dataset", "anny", "--root", str(tiny_raw), "--out", str(tmp_path), "--splits", "heldout",
+            "--points", "300", "--eval-points", "300", "--geodesics", "per-template", "--workers", "1"]
+    bad = CliRunner().invoke(main, [*args, "--frame-every", "0"])
+    assert bad.exit_code == 2 and "--frame-every" in bad.output and not (tmp_path / "heldout.zarr").exists()
+    result = CliRunner().invoke(main, [*args, "--frame-every", "6"])
+    assert result.exit_code == 0, result.output
+    store = Store.open(tmp_path / "heldout.zarr")
+    every = AnnyReader(tiny_raw, ("heldout",)).frame_refs()
+    assert [store.frame_key(i) for i in range(store.n_frames)] == [r.key for r in every if r.index == 0]
+    assert store.attrs["config"]["frame_every"] == 6 and store.attrs["complete"]

@@ -67,6 +67,18 @@ def test_every_frame_once_per_epoch_over_two_ranks_and_two_workers(train_stores)
     assert {s for s, _ in counts} == {0, 1}
 
 
+def test_one_worker_process_and_the_training_process_itself_yield_the_same_batches(train_stores):
+    """The fast preset loads in the training process (loader_workers 0: on 2 cores a worker process beside torch's
+    two threads made steps slower); 0 and 1 are one stream, so it trains on the batches a worker gave."""
+    ds = stream(train_stores, workers=0, sdf_targets=True, part_balance=0.5)
+    ds.set_epoch(2, skip_batches=3)
+    here = list(DataLoader(ds, batch_size=None, num_workers=0))
+    there = list(DataLoader(ds, batch_size=None, num_workers=1))
+    assert len(here) == len(there) == len(ds) - 3 and PRESETS["fast"].loader_workers == 0
+    for a, b in zip(here, there, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_order_depends_on_epoch_and_resume_reproduces_the_rest(train_stores):
     ds = stream(train_stores, workers=2)
     ds.set_epoch(0)
