@@ -177,8 +177,8 @@ PRESETS = {
 # and a shuffle buffer of 256 frames, so that a step's 32 frames come from 8 shards (8-11 of the 12 embedded
 # subjects) rather than one (2-5); and Adam at 8e-3 rather than 4e-3 (buf256-lr8e-3; the demo's runs in
 # bench/results/demo_lr8e-3.json and demo.json). Batches are made in the training process (loader_workers 0, the
-# same batches as one worker): on 2 cores a worker process beside torch's two threads made 100 steps 1.09x slower
-# (3 alternating pairs, 105.6 against 115.1 s).
+# same batches as one worker): on 2 cores a worker process beside torch's two threads does not overlap the batch
+# making, it competes for the cores (bench/loader_workers.py: 100 steps 1.03x faster in process, in 2 of 3 pairs).
 PRESETS["fast"] = replace(
     PRESETS["small"],
     model=replace(PRESETS["small"].model, hidden=32, local_frames=True, aggregation="softmin", softmin_offset=False),

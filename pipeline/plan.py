@@ -143,7 +143,8 @@ def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str) 
     old = dict(open_group(path).attrs) if exists else {}
     excluded = list(old.get(ATTR.excluded, []))
     gone = {e["key"] for e in excluded}
-    refs = cfg.select([r for r in listing.refs if r.key not in gone and sequence_of(r.key) not in gone])
+    # the stride picks from every listed frame, so frames excluded later (--exclude-failed) move no other frame
+    refs = [r for r in cfg.select(listing.refs) if r.key not in gone and sequence_of(r.key) not in gone]
     failed = {f.key: f.reason for f in listing.failures if f.key not in gone}
     refuse_duplicates(refs)
     if not exists:

@@ -252,7 +252,7 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
         raise ValueError(f"{path}: frames are missing; finish `hipnet-data preprocess` first")
     gone = {e["key"] for e in attrs.get(ATTR.excluded, [])}
     cfg = replace(PreprocessConfig.from_attrs(attrs[ATTR.config]), geodesics=mode)
-    refs = cfg.select([r for r in reader.listed_refs() if r.key not in gone and sequence_of(r.key) not in gone])
+    refs = [r for r in cfg.select(reader.listed_refs()) if r.key not in gone and sequence_of(r.key) not in gone]
     if frames_digest([r.key for r in refs]) != attrs[ATTR.frames_sha]:
         raise ValueError(f"{path}: the frames of {reader.root} ({attrs[ATTR.split]}) are not the frames of this store")
     n, k = len(refs), cfg.shard_frames

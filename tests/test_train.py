@@ -232,3 +232,10 @@ def test_resume_refuses_a_checkpoint_of_another_schema_version(train_stores, tmp
     with pytest.raises(ValueError, match=rf"ckpt\.pt: .*schema_version 0.*schema_version {SCHEMA_VERSION}") as e:
         train(train_stores[:1], cfg, out, progress=False, resume=True)
     assert "\n" not in str(e.value)
+
+
+def test_loader_workers_bench_names_a_missing_store(tmp_path, capsys):
+    from bench_scripts import load_bench
+
+    assert load_bench("loader_workers").main(["--store", str(tmp_path / "none.zarr")]) == 1
+    assert "none.zarr is not a store" in capsys.readouterr().err
