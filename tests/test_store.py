@@ -210,6 +210,31 @@ def test_frame_every_keeps_every_kth_frame_of_each_sequence_with_the_bytes_of_th
         PreprocessConfig(frame_every=0)
 
 
+def test_frame_every_with_an_excluded_frame_keeps_the_other_frames_on_a_rerun(tmp_path, tiny_raw):
+    """--frame-every 2 --exclude-failed with frame 2 of one sequence not finite: that frame is left out, frames 0 and
+    4 of its sequence stay, and the same command again finds the store's frame list (the stride counts every listed
+    frame, so leaving one out moves no other)."""
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_raw, raw)
+    ref = AnnyReader(raw, ("test",)).frame_refs()[2]
+    with np.load(ref.source) as f:
+        arrays = dict(f)
+    arrays["vertices"][2] = np.nan
+    np.savez(ref.source, **arrays)
+    args = ["preprocess", "--dataset", "anny", "--root", str(raw), "--out", str(tmp_path / "out"), "--splits", "test",
+            "--points", "300", "--eval-points", "300", "--geodesics", "per-template", "--workers", "1",
+            "--frame-every", "2", "--exclude-failed"]
+    for _ in range(2):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    store = Store.open(tmp_path / "out" / "test.zarr")
+    keys = [store.frame_key(i) for i in range(store.n_frames)]
+    sequence = ref.key.rsplit("/", 1)[0]
+    assert [k for k in keys if k.startswith(sequence + "/")] == [f"{sequence}/0", f"{sequence}/4"]
+    assert len(keys) == 4 * 3 - 1 and [e["key"] for e in store.attrs["excluded"]] == [ref.key]
+    assert "skipped as already done 11" in result.output
+
+
 def test_geodesics_command_relabels_in_place_like_a_fresh_run(tmp_path, tiny_raw_full):
     common = ["--dataset", "anny", "--root", str(tiny_raw_full), "--splits", "heldout", "--points", "3000",
               "--eval-points", "500", "--shard-frames", "8", "--workers", "1"]
