@@ -135,7 +135,7 @@ HARNESS_BATCH = {"frames_per_step": 8, "points_per_frame": 500, "eikonal_per_fra
 SDF_BAND = 0.03  # m: the depth variants' sdf_target_band (the module docstring says why; -noband measures it)
 PAPER = (("local_frames", False), ("aggregation", "mean"))
 FAST = (("local_frames", True), ("aggregation", "softmin"))
-# the fast preset as it is now, over the harness's base (model overrides, train overrides)
+# the fast preset's two levers of fast-v2, over the harness's base (model overrides, train overrides)
 FAST_V2 = (FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)))
 # f32-buf256: fast-v2 with the fast preset's batch (32 frames x (125 + 250) points) and shuffle buffer (256 frames);
 # the preset also has buf256-lr8e-3's learning rate

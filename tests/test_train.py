@@ -69,7 +69,8 @@ def test_every_frame_once_per_epoch_over_two_ranks_and_two_workers(train_stores)
 
 def test_one_worker_process_and_the_training_process_itself_yield_the_same_batches(train_stores):
     """The fast preset loads in the training process (loader_workers 0: on 2 cores a worker process beside torch's
-    two threads made steps slower); 0 and 1 are one stream, so it trains on the batches a worker gave."""
+    two threads did not make steps faster, bench/results/loader_workers.json); 0 and 1 are one stream, so it trains
+    on the batches a worker gave."""
     ds = stream(train_stores, workers=0, sdf_targets=True, part_balance=0.5)
     ds.set_epoch(2, skip_batches=3)
     here = list(DataLoader(ds, batch_size=None, num_workers=0))
