@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -68,7 +67,7 @@ from _accuracy_report import (  # noqa: E402
     table,
     write_readme,
 )
-from _results import machine  # noqa: E402
+from _results import commit, machine  # noqa: E402
 
 from hipnet.model.config import PRESETS, TrainConfig  # noqa: E402
 
@@ -226,14 +225,6 @@ def train_config(v: Variant, seed: int, budget: Budget) -> TrainConfig:
     return replace(base, model=replace(base.model, **model), steps=budget.steps, seed=seed,
                    checkpoint_every=budget.steps, log_every=max(1, budget.eval_every // 2),
                    loader_workers=budget.loader_workers, **train)
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # ------------------------------------------------------------------------------------------------------------ data

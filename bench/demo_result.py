@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import time
 from pathlib import Path
 
-from _results import write_result
+from _results import commit, write_result
 
 
 def main() -> None:
@@ -27,10 +26,8 @@ def main() -> None:
     s, prov = metrics["summary"], metrics["provenance"]
     with open(args.run / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
     write_result("demo", {
-        "commit": commit, "run": str(args.run), "planned_steps": prov.get("config", {}).get("steps"),
+        "commit": commit(), "run": str(args.run), "planned_steps": prov.get("config", {}).get("steps"),
         "lr": prov.get("config", {}).get("lr"),
         "uniform_miou": 100 * s["uniform_miou"], "near_miou": 100 * s["near_miou"],
         "chamfer_x1e4": s.get("chamfer_l1_x1e4"), "chamfer_mm": s.get("chamfer_mm"),

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import accuracy as harness  # noqa: E402
 from _accuracy_report import save_results  # noqa: E402
-from _results import machine  # noqa: E402
+from _results import commit, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     scores = {"held_out_family": unseen.final(model, names), "in_family": seen.final(model, names)}
     drop = {k: scores["in_family"][k] - scores["held_out_family"][k] for k in ("uniform_miou", "near_miou")}
-    entry = {"family": args.family, "variant": variant.name, "budget": asdict(budget), "commit": harness.commit(),
+    entry = {"family": args.family, "variant": variant.name, "budget": asdict(budget), "commit": commit(),
              "threads": args.threads, "train_s": round(train_s, 1), "wall_s": round(time.time() - t0, 1),
              "frames": frames(stores),
              "curve_on_held_out_family": curve, "config": config, "drop": drop, **scores}
     results["entries"] = [e for e in results["entries"] if e["family"] != args.family] + [entry]
-    results |= {"machine": machine(), "commit": harness.commit(), "threads": args.threads}
+    results |= {"machine": machine(), "commit": commit(), "threads": args.threads}
     save_results(out, results)
     print(f"family {args.family}: uniform mIoU {scores['held_out_family']['uniform_miou']:.1f}% unseen vs "
           f"{scores['in_family']['uniform_miou']:.1f}% in-family (drop {drop['uniform_miou']:.1f} points); "

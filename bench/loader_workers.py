@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _results import write_result
+from _results import commit, write_result
 
 LOSS_COLUMNS = ("total", "surface", "eikonal", "normal", "sdf", "sub_surface", "sub_normal")
 
@@ -60,10 +60,8 @@ def main(argv=None) -> int:
                 return 1
             pairs.append({"in_process_s": wall[0], "worker_s": wall[1], "speedup": wall[1] / wall[0],
                           "order": list(order)})
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
     mean = {k: sum(x[k] for x in pairs) / len(pairs) for k in ("in_process_s", "worker_s")}
-    write_result("loader_workers", {"commit": commit, "preset": "fast", "steps": args.steps, "pairs": pairs,
+    write_result("loader_workers", {"commit": commit(), "preset": "fast", "steps": args.steps, "pairs": pairs,
                                     "mean_in_process_s": mean["in_process_s"], "mean_worker_s": mean["worker_s"],
                                     "speedup_in_process": mean["worker_s"] / mean["in_process_s"],
                                     "same_losses": True})

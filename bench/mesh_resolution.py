@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _results import machine
+from _results import commit, machine
 
 
 def chamfer_by_resolution(store, sdf_of, frames, resolutions, chamfer_points=100_000) -> dict:
@@ -89,9 +88,7 @@ def main(argv=None) -> int:
 
     entry = chamfer_by_resolution(store, sdf_of, frames, [int(r) for r in args.resolutions.split(",")],
                                   args.chamfer_points)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    entry.update(checkpoint_step=int(ck["step"]), about=args.about, store=args.store.name, commit=commit,
+    entry.update(checkpoint_step=int(ck["step"]), about=args.about, store=args.store.name, commit=commit(),
                  machine=machine())
     data = json.loads(args.out.read_text()) if args.out.exists() else {"entries": {}}
     data["entries"][args.label] = entry

@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import accuracy as harness  # noqa: E402
 from _accuracy_report import save_results  # noqa: E402
-from _results import machine  # noqa: E402
+from _results import commit, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXES = ("families", "deepmimic")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "variant": variant.name, "seed": 0, "train_frames": n_frames(train["train"]),
             "test_frames": {t: n_frames(stores[t]["test"]) for t in TEST_SETS}, "train_s": round(train_s, 1),
             "wall_s": round(time.time() - t0, 1), "curve_on_random_test": curve, "config": config, "scores": scores}
-        results |= {"machine": machine(), "commit": harness.commit(), "threads": args.threads,
+        results |= {"machine": machine(), "commit": commit(), "threads": args.threads,
                     "clip_every": QUICK_CLIP_EVERY if args.quick else CLIP_EVERY,
                     "mix_eval_points": MIX_EVAL_POINTS}
         save_results(out, results)
