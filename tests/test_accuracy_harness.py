@@ -25,7 +25,8 @@ def test_variant_names_and_ladder_switches():
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
                      "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
                      "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32",
-                     "f32-buf256", "buf256-lr8e-3", "long", "long-v3", "long6k-v3"]
+                     "f32-buf256", "buf256-lr8e-3", "long", "long-v3", "long6k-v3",
+                     "long6k-lr8e-3"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -72,7 +73,8 @@ def test_variant_names_and_ladder_switches():
     assert cfg[preset] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
                                   loader_workers=ref.loader_workers, gradients="autograd")
     assert cfg["long"] == replace(cfg["fast-v2"], steps=6000, checkpoint_every=6000, log_every=250)
-    for name in ("long", "long-v3", "long6k-v3"):
+    assert cfg["long6k-lr8e-3"] == replace(cfg["long6k-v3"], lr=8e-3)
+    for name in ("long", "long-v3", "long6k-v3", "long6k-lr8e-3"):
         long = next(v for v in acc.VARIANTS if v.name == name)
         assert long.budget(acc.QUICK) == acc.QUICK and long.budget(acc.Budget()).eval_every == 500
     # the observation experiment: the fast preset on another training store; the depth variants' band is named
