@@ -1,9 +1,9 @@
 """`make demo`'s last step: its real numbers into bench/results/demo.json (the README's demo figures come from it).
 
 Reads the run's evaluation (`RUN/eval/metrics.json`), its training log (`RUN/log.csv`: steps and training wall time)
-and the demo's start time, and writes uniform and near-surface mIoU (percent), Chamfer-L1 (x1e-4 and mm), normal
-consistency, the per-joint near-surface IoU, `wall_s` (the whole demo), `train_s`, `eval_s`, with the machine and
-the commit.
+and the demo's start time, and writes the learning-rate plan (`schedule`: its steps, and whether they were fitted
+to the time), uniform and near-surface mIoU (percent), Chamfer-L1 (x1e-4 and mm), normal consistency, the per-joint
+near-surface IoU, `wall_s` (the whole demo), `train_s`, `eval_s`, with the machine and the commit.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
         rows = list(csv.DictReader(f))
     write_result("demo", {
         "commit": commit(), "run": str(args.run), "planned_steps": prov.get("config", {}).get("steps"),
-        "lr": prov.get("config", {}).get("lr"),
+        "lr": prov.get("config", {}).get("lr"), "schedule": prov.get("schedule"),
         "uniform_miou": 100 * s["uniform_miou"], "near_miou": 100 * s["near_miou"],
         "chamfer_x1e4": s.get("chamfer_l1_x1e4"), "chamfer_mm": s.get("chamfer_mm"),
         "normal_consistency": s.get("normal_consistency"), "frames": s["frames"], "mesh_frames": s.get("mesh_frames"),

@@ -71,6 +71,7 @@ def main(checkpoint, shards, out, stride, max_frames, mesh_frames, resolution, c
         merged = Evaluation.merge(evaluations)
         versions = {p: importlib.metadata.version(p) for p in ("torch", "numpy", "zarr", "scikit-image", "trimesh")}
         provenance = {"checkpoint": str(checkpoint), "step": ck["step"], "config": ck["config"],
+                      "schedule": ck.get("schedule"),
                       "stores": [str(p) for p in paths], "schema_version": ck["schema_version"], "versions": versions,
                       "device": device, "resolution": resolution, "wall_s": round(time.time() - t0, 1),
                       "queries": merged.queries}

@@ -57,9 +57,12 @@ def config_options(names: dict[str, str | None]):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder (runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its checkpoint stopped.")
 @click.option("--max-minutes", type=float, default=None, help="Stop (with a checkpoint) after this much time.")
+@click.option("--fit-schedule", is_flag=True,
+              help="With --max-minutes: time the first steps, then shorten the plan (--steps at most) to what the "
+                   "time holds, so the learning-rate decay ends when the time does (kept on --resume).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @config_options(OVERRIDES)
-def main(shards, more_shards, config, out, resume, max_minutes, device, **overrides) -> None:
+def main(shards, more_shards, config, out, resume, max_minutes, fit_schedule, device, **overrides) -> None:
     """Train HIPNet on sharded stores written by `hipnet-data preprocess`: per-joint sub-networks along the
     skeleton read from the stores, pose encoder, subject codes (one per subject across all stores), the loss of
     the paper's equation 2. Writes config.json, log.csv, tb/ and an atomic ckpt.pt into --out. Options after
@@ -83,7 +86,7 @@ def main(shards, more_shards, config, out, resume, max_minutes, device, **overri
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
             torch.cuda.set_device(device)
         run = train(list(shards) + [str(p) for p in more_shards], cfg, out, device=device, resume=resume,
-                    max_seconds=None if max_minutes is None else 60 * max_minutes)
+                    max_seconds=None if max_minutes is None else 60 * max_minutes, fit_schedule=fit_schedule)
     except (ValueError, OSError, TrainingDiverged) as e:  # DataError is a ValueError: one line, no traceback
         raise click.ClickException(str(e)) from e
     click.echo(f"{run.out}: step {run.step}, epoch {run.epoch}, loss {run.last_loss:.5f}, "

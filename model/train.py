@@ -24,12 +24,15 @@ __all__ = ["CKPT", "Run", "Trainer", "TrainingDiverged", "build_model", "init_di
 
 def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str = "cpu", resume: bool = False,
           progress: bool = True, max_seconds: float | None = None, stop_at_step: int | None = None,
-          loss_fn: LossFn | None = None) -> Run:
+          loss_fn: LossFn | None = None, fit_schedule: bool = False) -> Run:
     """Train (or continue, with ``resume``) a run in ``out``. ``cfg.steps`` (or ``cfg.epochs``) bounds the run;
     ``stop_at_step`` interrupts it at that step with a checkpoint, the learning-rate schedule still planned for the
-    whole run; ``max_seconds`` stops it early at a step boundary with a checkpoint (for time-boxed demos).
+    whole run; ``max_seconds`` stops it early at a step boundary with a checkpoint (for time-boxed demos), and with
+    ``fit_schedule`` the run fits its plan (at most ``cfg.steps``) to that time so the cosine decay ends with it
+    (``model/trainer.py``).
     ``loss_fn(module, batch) -> LossResult`` replaces equation 2 (``losses.loss_for(cfg)``); every term it returns
     is logged."""
     trainer = Trainer(shards, cfg, out, device=device, loss_fn=loss_fn)
     trainer.setup(resume=resume)
-    return trainer.fit(progress=progress, max_seconds=max_seconds, stop_at_step=stop_at_step)
+    return trainer.fit(progress=progress, max_seconds=max_seconds, stop_at_step=stop_at_step,
+                       fit_schedule=fit_schedule)

@@ -73,6 +73,12 @@ class TrainLog:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{terms.get('total', float('nan')):.4f}", pts_s=f"{points_per_s:,.0f}")
 
+    def replan(self, planned: int) -> None:
+        """The run's plan changed (a schedule fitted to the time): the progress bar's total follows."""
+        if self.bar is not None:
+            self.bar.total = planned
+            self.bar.refresh()
+
     def advance(self, steps: int = 1) -> None:
         if self.bar is not None:
             self.bar.update(steps)

@@ -240,3 +240,74 @@ def test_loader_workers_bench_names_a_missing_store(tmp_path, capsys):
 
     assert load_bench("loader_workers").main(["--store", str(tmp_path / "none.zarr")]) == 1
     assert "none.zarr is not a store" in capsys.readouterr().err
+
+
+class StepClock:
+    """A host clock for ``model.trainer`` that advances ``per_step`` seconds in each training step: the timings a
+    fitted schedule reads are then exact."""
+
+    def __init__(self, trainer, per_step: float) -> None:
+        self.now, self.per_step, step = 0.0, per_step, trainer.train_step
+
+        def timed_step(batch):
+            self.now += self.per_step
+            return step(batch)
+
+        trainer.train_step = timed_step
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def fitted_run(train_stores, out, cfg, monkeypatch, resume=False, stop_at_step=None):
+    from types import SimpleNamespace
+
+    from hipnet.model import trainer as trainer_module
+
+    t = trainer_module.Trainer(train_stores[:1], cfg, out)
+    t.setup(resume=resume)
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(monotonic=StepClock(t, 0.5).monotonic))
+    return t, t.fit(progress=False, max_seconds=30.0, stop_at_step=stop_at_step, fit_schedule=True)
+
+
+def test_a_schedule_fitted_to_the_time_ends_its_decay_with_it_and_resumes_on_the_same_plan(train_stores, tmp_path,
+                                                                                            monkeypatch):
+    from hipnet.model.trainer import PROBE_STEPS, TIME_MARGIN, lr_factor
+
+    cfg = replace(tiny_config(steps=1000, lr=1e-3, lr_schedule="cosine"), checkpoint_every=25)
+    # 0.5 s a step, 30 s: timed over steps 10-40 (20 s gone), the 10 s left hold 19 steps at a margin of 0.97
+    trainer, run = fitted_run(train_stores, tmp_path / "straight", cfg, monkeypatch)
+    expected = PROBE_STEPS[1] + int(TIME_MARGIN * (30.0 - 0.5 * PROBE_STEPS[1]) / 0.5)
+    assert expected == 59 and run.step == trainer.planned == expected  # ended on its plan, before the cap
+    ck = load_checkpoint(tmp_path / "straight" / "ckpt.pt")
+    assert ck["schedule"] == {"planned": 59, "fitted": True}
+    # the last step ran at the end of the decay, not at the 6% of the way a 1,000-step plan would have been
+    last = trainer.optimizer.param_groups[0]["lr"]
+    assert last == pytest.approx(1e-3 * lr_factor(cfg, 58, 59)) and last < 1e-3 * (cfg.lr_final + 1e-3)
+    # an interruption at step 50 and a resume (with its own clock from zero) continue the same plan, not a new one
+    fitted_run(train_stores, tmp_path / "resumed", cfg, monkeypatch, stop_at_step=50)
+    again, resumed = fitted_run(train_stores, tmp_path / "resumed", cfg, monkeypatch, resume=True)
+    assert resumed.step == again.planned == 59
+    b = load_checkpoint(tmp_path / "resumed" / "ckpt.pt")
+    for k in ck["model"]:
+        assert torch.equal(ck["model"][k], b["model"][k]), k
+
+
+def test_fit_plan_keeps_within_the_configured_steps_and_one_step_ahead(train_stores, tmp_path):
+    from hipnet.model.trainer import Trainer
+
+    t = Trainer(train_stores[:1], tiny_config(steps=100), tmp_path / "r")
+    t.step = 40
+    assert t.fit_plan(0.01, 1000.0) == 100 and t.limit == 100  # the time holds more: the configured steps
+    assert t.fit_plan(1.0, -5.0) == 41  # no time left: one more step
+    with pytest.raises(ValueError, match="--max-minutes"):
+        t.fit(progress=False, fit_schedule=True)
+
+
+def test_cli_fit_schedule_needs_a_time_budget(train_stores, tmp_path):
+    from hipnet.cli.train import main
+
+    r = CliRunner().invoke(main, ["--shards", str(train_stores[0]), "--config", "small", "--out", str(tmp_path / "r"),
+                                  "--fit-schedule", "--steps", "3"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1] == "Error: a schedule fitted to the time needs a time budget (--max-minutes)"
