@@ -57,7 +57,7 @@ def test_an_unknown_base_is_named(tmp_path):
 def test_every_train_override_option_is_a_config_field_without_a_default():
     from hipnet.cli.train import main
 
-    run_options = {"shards", "more_shards", "config", "out", "resume", "max_minutes", "device", "help"}
+    run_options = {"shards", "more_shards", "config", "out", "resume", "max_minutes", "fit_schedule", "device", "help"}
     config_fields = {f.name: f for f in fields(TrainConfig)}
     overrides = [p for p in main.params if p.name not in run_options]
     assert {p.name for p in overrides} >= {"steps", "epochs", "points_per_frame", "eikonal_per_frame", "amp"}
