@@ -1,6 +1,6 @@
 """`make demo`'s last step: its real numbers into bench/results/demo.json (the README's demo figures come from it).
 
-Reads the run's evaluation (`RUN/eval/metrics.json`), its training log (`RUN/log.csv`: steps and training wall time)
+Reads the run's evaluation (`RUN/eval/metrics.json`), its training log (`RUN/log.csv`: the training wall time at the last logging step)
 and the demo's start time, and writes the learning-rate plan (`schedule`: its steps, and whether they were fitted
 to the time), uniform and near-surface mIoU (percent), Chamfer-L1 (x1e-4 and mm), normal consistency, the per-joint
 near-surface IoU, `wall_s` (the whole demo), `train_s`, `eval_s`, with the machine and the commit.
@@ -33,7 +33,9 @@ def main() -> None:
         "chamfer_x1e4": s.get("chamfer_l1_x1e4"), "chamfer_mm": s.get("chamfer_mm"),
         "normal_consistency": s.get("normal_consistency"), "frames": s["frames"], "mesh_frames": s.get("mesh_frames"),
         "per_joint_near_iou": {k: 100 * v for k, v in s["per_joint_near_iou"].items()},
-        "steps": int(rows[-1]["step"]) if rows else 0, "train_s": float(rows[-1]["wall_s"]) if rows else None,
+        # the checkpoint's step (the log's last row is the last logging step, up to log_every - 1 before it)
+        "steps": prov.get("step", int(rows[-1]["step"]) if rows else 0),
+        "train_s": float(rows[-1]["wall_s"]) if rows else None,
         "eval_s": prov.get("wall_s"), "wall_s": round(time.time() - float(args.started.read_text()), 1),
     })
 
