@@ -1,9 +1,10 @@
 """`make demo`'s last step: its real numbers into bench/results/demo.json (the README's demo figures come from it).
 
-Reads the run's evaluation (`RUN/eval/metrics.json`), its training log (`RUN/log.csv`: the training wall time at the last logging step)
-and the demo's start time, and writes the learning-rate plan (`schedule`: its steps, and whether they were fitted
-to the time), uniform and near-surface mIoU (percent), Chamfer-L1 (x1e-4 and mm), normal consistency, the per-joint
-near-surface IoU, `wall_s` (the whole demo), `train_s`, `eval_s`, with the machine and the commit.
+Reads the run's evaluation (`RUN/eval/metrics.json`: the metrics, and the checkpoint's step and learning-rate plan),
+its training log (`RUN/log.csv`: the training wall time at the last logging step) and the demo's start time, and
+writes the plan (`schedule`: its steps, and whether they were fitted to the time), uniform and near-surface mIoU
+(percent), Chamfer-L1 (x1e-4 and mm), normal consistency, the per-joint near-surface IoU, `wall_s` (the whole demo),
+`train_s`, `eval_s`, with the machine and the commit.
 """
 
 from __future__ import annotations
