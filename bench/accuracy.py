@@ -195,9 +195,10 @@ VARIANTS = [
     Variant("long", "long preset", *FAST_V2, steps=6000, eval_every=500),
     # f32-buf256 (the fast preset) trained 3,000 steps: the long preset before long6k-v3
     Variant("long-v3", "long preset", FAST_V2[0], BUF256, steps=3000, eval_every=500),
-    # the long preset as it is now: long-v3 on 6,000 steps
+    # long-v3 on 6,000 steps: the long preset before long6k-lr8e-3
     Variant("long6k-v3", "long preset", FAST_V2[0], BUF256, steps=6000, eval_every=500),
-    # long6k-v3 at the fast preset's learning rate (Adam 8e-3, the same cosine decay over 6,000 steps)
+    # the long preset as it is now: long6k-v3 at the fast preset's learning rate (Adam 8e-3, the same cosine decay
+    # over 6,000 steps)
     Variant("long6k-lr8e-3", "long preset", FAST_V2[0], BUF256 + (("lr", 8e-3),), steps=6000, eval_every=500),
 ]
 

@@ -4,7 +4,8 @@ Reads the run's evaluation (`RUN/eval/metrics.json`: the metrics, and the checkp
 its training log (`RUN/log.csv`: the training wall time at the last logging step) and the demo's start time, and
 writes the plan (`schedule`: its steps, and whether they were fitted to the time), uniform and near-surface mIoU
 (percent), Chamfer-L1 (x1e-4 and mm), normal consistency, the per-joint near-surface IoU, `wall_s` (the whole demo),
-`train_s`, `eval_s`, with the machine and the commit.
+`train_s`, `eval_s`, with the machine and the commit. The evaluation's `metrics.json` itself (every frame's
+uniform, near-surface and per-joint IoU) is kept beside it as bench/results/demo_metrics.json.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def main() -> None:
     p.add_argument("--run", type=Path, required=True, help="the demo's run folder (runs/anny_fast)")
     p.add_argument("--started", type=Path, required=True, help="file holding the demo's start time (epoch seconds)")
     args = p.parse_args()
-    metrics = json.loads((args.run / "eval" / "metrics.json").read_text())
+    text = (args.run / "eval" / "metrics.json").read_text()
+    metrics = json.loads(text)
     s, prov = metrics["summary"], metrics["provenance"]
     with open(args.run / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -39,6 +41,9 @@ def main() -> None:
         "train_s": float(rows[-1]["wall_s"]) if rows else None,
         "eval_s": prov.get("wall_s"), "wall_s": round(time.time() - float(args.started.read_text()), 1),
     })
+    kept = Path(__file__).parent / "results" / "demo_metrics.json"
+    kept.write_text(text)
+    print(f"wrote {kept} (the evaluation's metrics.json, per frame)")
 
 
 if __name__ == "__main__":

@@ -64,12 +64,13 @@ def test_variant_names_and_ladder_switches():
         c = cfg[name]
         assert c.frames_per_step * (c.points_per_frame + c.eikonal_per_frame) \
             == ref.frames_per_step * (ref.points_per_frame + ref.eikonal_per_frame)
-    # the long preset on its own budget of steps (the quick mode keeps the tiny budget): the preset's batch and
-    # buffer over 3,000 and 6,000 steps (long-v3, long6k-v3; the preset is the one with its number of steps), and
-    # the preset as it was (long)
+    # the long preset on its own budget of steps (the quick mode keeps the tiny budget): the fast preset's batch and
+    # buffer over 3,000 and 6,000 steps at 4e-3 (long-v3, long6k-v3) and 6,000 at 8e-3 (long6k-lr8e-3; the preset
+    # is the one with its number of steps and learning rate), and the preset as it was first (long)
     for name, steps in (("long-v3", 3000), ("long6k-v3", 6000)):
         assert cfg[name] == replace(cfg["f32-buf256"], steps=steps, checkpoint_every=steps, log_every=250)
-    preset = next(n for n in ("long-v3", "long6k-v3") if cfg[n].steps == PRESETS["long"].steps)
+    preset = next(n for n in ("long-v3", "long6k-v3", "long6k-lr8e-3")
+                  if (cfg[n].steps, cfg[n].lr) == (PRESETS["long"].steps, PRESETS["long"].lr))
     assert cfg[preset] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
                                   loader_workers=ref.loader_workers, gradients="autograd")
     assert cfg["long"] == replace(cfg["fast-v2"], steps=6000, checkpoint_every=6000, log_every=250)
