@@ -311,3 +311,4 @@ def test_cli_fit_schedule_needs_a_time_budget(train_stores, tmp_path):
                                   "--fit-schedule", "--steps", "3"])
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert r.output.strip().splitlines()[-1] == "Error: a schedule fitted to the time needs a time budget (--max-minutes)"
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made
