@@ -8,6 +8,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+RESULTS = Path(__file__).parent / "results"  # bench/results/: every figure the README quotes
+
 
 def machine() -> dict:
     import torch
@@ -31,7 +33,7 @@ def write_result(name: str, result: dict) -> Path:
     result = {"machine": machine(), **result}
     text = json.dumps(result, indent=2)
     print(text)
-    out = Path(__file__).parent / "results" / f"{name}.json"
+    out = RESULTS / f"{name}.json"
     out.write_text(text + "\n")
     print(f"wrote {out}")
     return out

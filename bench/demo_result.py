@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from _results import commit, write_result
+from _results import RESULTS, commit, write_result
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         "train_s": float(rows[-1]["wall_s"]) if rows else None,
         "eval_s": prov.get("wall_s"), "wall_s": round(time.time() - float(args.started.read_text()), 1),
     })
-    kept = Path(__file__).parent / "results" / "demo_metrics.json"
+    kept = RESULTS / "demo_metrics.json"
     kept.write_text(text)
     print(f"wrote {kept} (the evaluation's metrics.json, per frame)")
 

@@ -75,8 +75,6 @@ def main(shards, more_shards, config, out, resume, max_minutes, fit_schedule, de
     from hipnet.model.config import load_config, parse_overrides
     from hipnet.model.train import TrainingDiverged, train
 
-    if fit_schedule and max_minutes is None:  # before anything is written into --out
-        raise click.ClickException("a schedule fitted to the time needs a time budget (--max-minutes)")
     try:
         cfg = load_config(config)
         given = {k: v for k, v in overrides.items() if v is not None}

@@ -32,6 +32,7 @@ def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str
     (``model/trainer.py``).
     ``loss_fn(module, batch) -> LossResult`` replaces equation 2 (``losses.loss_for(cfg)``); every term it returns
     is logged."""
+    Trainer.check_fit_schedule(max_seconds, fit_schedule)  # before the run folder is made
     trainer = Trainer(shards, cfg, out, device=device, loss_fn=loss_fn)
     trainer.setup(resume=resume)
     return trainer.fit(progress=progress, max_seconds=max_seconds, stop_at_step=stop_at_step,

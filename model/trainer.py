@@ -264,6 +264,12 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(flag.item())
 
+    @staticmethod
+    def check_fit_schedule(max_seconds: float | None, fit_schedule: bool) -> None:
+        """Refuse (``ValueError``) a fitted schedule without a time budget to fit it to."""
+        if fit_schedule and max_seconds is None:
+            raise ValueError("a schedule fitted to the time needs a time budget (--max-minutes)")
+
     def fit_plan(self, seconds_per_step: float, seconds_left: float) -> int:
         """Fit the plan to the time left: the steps ``TIME_MARGIN`` of ``seconds_left`` holds at
         ``seconds_per_step``, at most the planned ones, at least one more. Under DDP every rank takes the
@@ -283,8 +289,7 @@ class Trainer:
         the end. ``stop_at_step`` interrupts at that step (the schedule still planned for the whole run);
         ``max_seconds`` stops early at a step boundary. Both leave a checkpoint that ``--resume`` continues.
         ``fit_schedule`` (with ``max_seconds``) fits the plan to the time (module docstring)."""
-        if fit_schedule and max_seconds is None:
-            raise ValueError("a schedule fitted to the time needs a time budget (--max-minutes)")
+        self.check_fit_schedule(max_seconds, fit_schedule)
         log = TrainLog(self.out, planned=self.planned, initial_step=self.step,
                        progress=progress) if self.rank == 0 else None
         started = time.monotonic()
