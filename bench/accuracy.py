@@ -190,6 +190,12 @@ VARIANTS = [
     # a step of 32 frames from 8 shards has four times the frames of fast-v2's and less gradient noise: the learning
     # rate doubled (Adam 8e-3, the same cosine decay)
     Variant("buf256-lr8e-3", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3),), seeds=(0, 1)),
+    # one change each to buf256-lr8e-3 (the fast preset): the batch trend one step further (64 frames of half the
+    # points, from a buffer of 512 so that a step still sees most subjects), and Adam at 1.2e-2
+    Variant("lr8e-3-f64", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3), ("frames_per_step", 64),
+                                                          ("points_per_frame", 63), ("eikonal_per_frame", 125),
+                                                          ("shuffle_buffer", 512)), seeds=(0, 1)),
+    Variant("lr1.2e-2", "levers", FAST_V2[0], BUF256 + (("lr", 1.2e-2),), seeds=(0, 1)),
     # the long preset as it was (fast-v2 trained 6,000 steps, at most 2 hours on 2 cores) on its own budget of
     # steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=6000, eval_every=500),
