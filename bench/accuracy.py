@@ -196,6 +196,10 @@ VARIANTS = [
                                                           ("points_per_frame", 63), ("eikonal_per_frame", 125),
                                                           ("shuffle_buffer", 512)), seeds=(0, 1)),
     Variant("lr1.2e-2", "levers", FAST_V2[0], BUF256 + (("lr", 1.2e-2),), seeds=(0, 1)),
+    # and the soft-min's temperature halved (a sharper union: parts that come within a few mm of each other, a hand
+    # near the thigh, blend over half the distance)
+    Variant("lr8e-3-tau0.005", "levers", FAST_V2[0] + (("softmin_tau", 0.005),), BUF256 + (("lr", 8e-3),),
+            seeds=(0, 1)),
     # the long preset as it was (fast-v2 trained 6,000 steps, at most 2 hours on 2 cores) on its own budget of
     # steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=6000, eval_every=500),
