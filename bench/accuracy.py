@@ -200,6 +200,12 @@ VARIANTS = [
     # near the thigh, blend over half the distance)
     Variant("lr8e-3-tau0.005", "levers", FAST_V2[0] + (("softmin_tau", 0.005),), BUF256 + (("lr", 8e-3),),
             seeds=(0, 1)),
+    # twice the surface points for half the eikonal points (the same query points per step: the surface and normal
+    # terms place the surface, which Chamfer-L1 measures), and sub-networks of 3 layers rather than 4 (the input
+    # again before the second; a cheaper step, so more steps in the demo's time)
+    Variant("lr8e-3-s250", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3), ("points_per_frame", 250),
+                                                           ("eikonal_per_frame", 125)), seeds=(0, 1)),
+    Variant("lr8e-3-l3", "levers", FAST_V2[0] + (("layers", 3), ("skip", 1)), BUF256 + (("lr", 8e-3),), seeds=(0, 1)),
     # the long preset as it was (fast-v2 trained 6,000 steps, at most 2 hours on 2 cores) on its own budget of
     # steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=6000, eval_every=500),
