@@ -25,7 +25,7 @@ def test_variant_names_and_ladder_switches():
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
                      "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
                      "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32",
-                     "f32-buf256", "buf256-lr8e-3", "lr8e-3-f64", "lr1.2e-2", "lr8e-3-tau0.005", "lr8e-3-s250",
+                     "f32-buf256", "buf256-lr8e-3", "lr8e-3-f64", "lr1.2e-2", "lr8e-3-tau0.005", "lr8e-3-tau0.0025", "lr8e-3-s250",
                      "lr8e-3-l3", "long", "long-v3", "long6k-v3",
                      "long6k-lr8e-3"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
@@ -65,7 +65,8 @@ def test_variant_names_and_ladder_switches():
     assert cfg["lr8e-3-f64"] == replace(now, frames_per_step=64, points_per_frame=63, eikonal_per_frame=125,
                                         shuffle_buffer=512)
     assert cfg["lr1.2e-2"] == replace(now, lr=1.2e-2)
-    assert cfg["lr8e-3-tau0.005"] == replace(now, model=replace(now.model, softmin_tau=0.005))
+    for tau in (0.005, 0.0025):
+        assert cfg[f"lr8e-3-tau{tau}"] == replace(now, model=replace(now.model, softmin_tau=tau))
     assert cfg["lr8e-3-s250"] == replace(now, points_per_frame=250, eikonal_per_frame=125)
     assert cfg["lr8e-3-l3"] == replace(now, model=replace(now.model, layers=3, skip=1))
     for name in ("v2-f16", "v2-f32", "lr8e-3-f64", "lr8e-3-s250"):  # the same query points per step (to 1%)
