@@ -49,19 +49,24 @@ def test_variant_names_and_ladder_switches():
     assert cfg["fast-r0.2"] == replace(ref, model=replace(ref.model, sphere_radius=0.2))
     assert cfg["fast-h64"] == replace(ref, model=replace(ref.model, hidden=64))
     assert cfg["fast-bal0.5"] == replace(ref, part_balance=0.5) and ref.part_balance == 0.0
-    # the harness's base stays the fast preset as first measured (its batch, shuffle buffer and learning rate too);
-    # buf256-lr8e-3 is the preset as it is now, f32-buf256 the same at 4e-3, v2-f32 that with the harness's
-    # buffer, fast-v2 with the harness's batch, and the other v2 levers one change each to fast-v2
-    now = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every, log_every=ref.log_every,
-                  loader_workers=ref.loader_workers, gradients="autograd")
-    assert ref.model.softmin_offset and cfg["buf256-lr8e-3"] == now and now.shuffle_buffer == 256
+    # the harness's base stays the fast preset as first measured (its batch, shuffle buffer, learning rate and
+    # soft-min temperature too); lr8e-3-tau0.005 is the preset as it is now, buf256-lr8e-3 the same at tau 1 cm,
+    # f32-buf256 that at 4e-3, v2-f32 that with the harness's buffer, fast-v2 with the harness's batch, and the other
+    # v2 levers one change each to fast-v2
+    preset = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every,
+                     log_every=ref.log_every, loader_workers=ref.loader_workers, gradients="autograd")
+    assert cfg["lr8e-3-tau0.005"] == preset and preset.model.softmin_tau == 0.005 and ref.model.softmin_tau == 0.01
+    now = cfg["buf256-lr8e-3"]
+    assert ref.model.softmin_offset and now == replace(preset, model=replace(preset.model, softmin_tau=0.01))
+    assert now.shuffle_buffer == 256
     assert cfg["f32-buf256"] == replace(now, lr=4e-3) and now.lr == 8e-3 and ref.lr == 4e-3
     assert cfg["v2-f32"] == replace(cfg["f32-buf256"], shuffle_buffer=32)
     assert (ref.frames_per_step, ref.points_per_frame, ref.eikonal_per_frame, ref.shuffle_buffer) == (8, 500, 1000, 32)
     assert cfg["fast-v2"] == replace(cfg["v2-f32"], frames_per_step=8, points_per_frame=500, eikonal_per_frame=1000)
     assert cfg["v2-code3x"] == replace(cfg["fast-v2"], code_lr=1.2e-2)
     assert cfg["v2-sig0.015"] == replace(cfg["fast-v2"], eikonal_near_sigma=0.015)
-    # one change each to the preset now: twice the frames at half the points (a buffer twice as deep), Adam 1.2e-2
+    # one change each to buf256-lr8e-3: twice the frames at half the points (a buffer twice as deep), Adam 1.2e-2,
+    # the soft-min's temperature, surface for eikonal points, 3-layer sub-networks
     assert cfg["lr8e-3-f64"] == replace(now, frames_per_step=64, points_per_frame=63, eikonal_per_frame=125,
                                         shuffle_buffer=512)
     assert cfg["lr1.2e-2"] == replace(now, lr=1.2e-2)
@@ -78,10 +83,10 @@ def test_variant_names_and_ladder_switches():
     # is the one with its number of steps and learning rate), and the preset as it was first (long)
     for name, steps in (("long-v3", 3000), ("long6k-v3", 6000)):
         assert cfg[name] == replace(cfg["f32-buf256"], steps=steps, checkpoint_every=steps, log_every=250)
-    preset = next(n for n in ("long-v3", "long6k-v3", "long6k-lr8e-3")
-                  if (cfg[n].steps, cfg[n].lr) == (PRESETS["long"].steps, PRESETS["long"].lr))
-    assert cfg[preset] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
-                                  loader_workers=ref.loader_workers, gradients="autograd")
+    long_preset = next(n for n in ("long-v3", "long6k-v3", "long6k-lr8e-3")
+                       if (cfg[n].steps, cfg[n].lr) == (PRESETS["long"].steps, PRESETS["long"].lr))
+    assert cfg[long_preset] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
+                                       loader_workers=ref.loader_workers, gradients="autograd")
     assert cfg["long"] == replace(cfg["fast-v2"], steps=6000, checkpoint_every=6000, log_every=250)
     assert cfg["long6k-lr8e-3"] == replace(cfg["long6k-v3"], lr=8e-3)
     for name in ("long", "long-v3", "long6k-v3", "long6k-lr8e-3"):
