@@ -25,9 +25,8 @@ def test_variant_names_and_ladder_switches():
                      "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
                      "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
                      "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32",
-                     "f32-buf256", "buf256-lr8e-3", "lr8e-3-f64", "lr1.2e-2", "lr8e-3-tau0.005", "lr8e-3-tau0.0025", "lr8e-3-s250",
-                     "lr8e-3-l3", "long", "long-v3", "long6k-v3",
-                     "long6k-lr8e-3"]
+                     "f32-buf256", "buf256-lr8e-3", "lr8e-3-f64", "lr1.2e-2", "lr8e-3-tau0.005", "lr8e-3-tau0.0025",
+                     "lr8e-3-s250", "lr8e-3-l3", "long", "long-v3", "long6k-v3", "long6k-lr8e-3"]
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \

@@ -76,8 +76,8 @@ def test_rest_pose_gives_identity_rotations_and_rest_joints(lowpoly_body):
 
 def test_a_mirrored_pose_gives_the_mirrored_body(full_body):
     """No handedness in the data: the rest body, its joints and its skinning weights are mirror images across the
-    sagittal plane (x -> -x, left <-> right; to 0.1 mm), and posing with the mirrored local rotations (M R M, left and right
-    joints swapped) gives the mirror image of the posed body. So a model that learns one side's hand worse (the
+    sagittal plane (x -> -x, left <-> right; to 0.1 mm), and posing with the mirrored local rotations (M R M, left
+    and right joints swapped) gives the mirror image of the posed body. So a model that learns one side's hand worse (the
     demo's right wrist) does so from the poses it is tested on, not from the data."""
     from scipy.spatial import cKDTree
 
