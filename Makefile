@@ -14,7 +14,7 @@ GEODESICS ?= per-frame
 PREPROCESS_ARGS ?=
 # your SMPL/SMPL+H/SMPL-X model files (AMASS, DFAUST and CAPE need them; licence-gated, never downloaded)
 BODY_MODELS ?=
-# training preset (paper | small | fast | long) or a YAML file; fast = the CPU demo (1,000 steps, about 15 minutes on
+# training preset (fast, the default everywhere | long | small | paper) or a YAML file; fast = the CPU demo (1,000 steps, about 15 minutes on
 # 2 cores); long = fast trained 6,000 steps (at most 2 hours: with TRAIN_MINUTES=120)
 TRAIN_CONFIG ?= fast
 RUN ?= runs/$(DATASET)_$(TRAIN_CONFIG)
@@ -37,10 +37,12 @@ DEMO_TEST ?= $(DATA)/processed/anny_demo
 DEMO_TRAIN_MINUTES ?= 16.5
 DEMO_MAX_STEPS ?= 1500
 DEMO_EVAL_ARGS ?= --mesh-frames 2 --resolution 128
+# what this demo run changes, recorded in bench/results/demo.json and the table of every run (docs/experiments/demo.md)
+DEMO_NOTE ?=
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test test-browser demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-mix bench-viewer gpu-prepare gpu-check clean
+.PHONY: setup test test-browser docs pretrained demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-mix bench-viewer gpu-prepare gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +61,14 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The documentation site (mkdocs-material; the API reference from the docstrings) into site/, strict: a broken link or
+# reference fails. The experiment pages and the README's results table are regenerated from bench/results first.
+docs: setup
+	$(BIN)/python bench/pages.py
+	@mkdir -p build/docs_pkg/hipnet && for d in pipeline model cli viz data_manifests; do \
+		ln -sfn "$$PWD/$$d" build/docs_pkg/hipnet/$$d; done && ln -sfn "$$PWD/api/__init__.py" build/docs_pkg/hipnet/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # hipnet-view in a real browser: headless Chromium from the Debian packages (installed here when missing; nothing
 # is downloaded at run time); writes docs/viewer.png and docs/viewer_run.png. A few minutes on 2 cores.
@@ -80,11 +90,30 @@ demo: setup
 		TRAIN_ARGS="--fit-schedule --steps $(DEMO_MAX_STEPS)"
 	$(MAKE) --no-print-directory eval DATASET=anny EVAL_STORE=$(DEMO_TEST)/test.zarr EVAL_ARGS="$(DEMO_EVAL_ARGS)"
 	$(BIN)/hipnet-data inspect $(DATA)/processed/anny/train.zarr --frame 100 --png $(DATA)/demo/labels.png
-	$(BIN)/python bench/demo_result.py --run $(RUN) --started $(DATA)/demo/.started
+	$(BIN)/python bench/demo_result.py --run $(RUN) --started $(DATA)/demo/.started $(if $(DEMO_NOTE),--note "$(DEMO_NOTE)",)
+	$(BIN)/python bench/pages.py
 	@echo "demo: $(DATA)/demo/anny_grid.png, $(DATA)/demo/labels.png, stores $(DATA)/processed/anny/train.zarr and" \
 		"$(DEMO_TEST)/test.zarr, run in $(RUN)"
 	@echo "demo: report $(RUN)/eval/report.md; $$(( ($$(date +%s) - $$(cat $(DATA)/demo/.started)) / 60 )) min" \
 		"$$(( ($$(date +%s) - $$(cat $(DATA)/demo/.started)) % 60 )) s since the demo started"
+
+# The pretrained model bundled with the package (model/pretrained/anny.pt and anny.json): the demo's data and preset,
+# PRETRAINED_STEPS steps with no time cap (so the model does not depend on the machine's speed), scored on the
+# demo's test frames, then bundled (python -m hipnet.model.export). About 20 minutes on 2 cores after the data.
+PRETRAINED_STEPS ?= 1500
+PRETRAINED_RUN ?= runs/anny_pretrained
+pretrained: setup
+	$(BIN)/hipnet-data anny --out $(DATA)/raw/anny
+	$(MAKE) --no-print-directory preprocess DATASET=anny GEODESICS=per-template PREPROCESS_ARGS="--splits train"
+	$(MAKE) --no-print-directory preprocess DATASET=anny GEODESICS=per-template PROCESSED=$(DEMO_TEST) \
+		PREPROCESS_ARGS="--splits test --frame-every 16 --shard-frames 12"
+	$(BIN)/hipnet-train --shards $(DATA)/processed/anny/train.zarr --config fast --steps $(PRETRAINED_STEPS) \
+		--out $(PRETRAINED_RUN) $(if $(wildcard $(PRETRAINED_RUN)/ckpt.pt),--resume,)
+	$(BIN)/hipnet-eval --checkpoint $(PRETRAINED_RUN)/ckpt.pt --shards $(DEMO_TEST)/test.zarr \
+		--out $(PRETRAINED_RUN)/eval $(DEMO_EVAL_ARGS)
+	$(BIN)/python -m hipnet.model.export --run $(PRETRAINED_RUN) --name anny --test-store $(DEMO_TEST)/test.zarr \
+		--command "make pretrained PRETRAINED_STEPS=$(PRETRAINED_STEPS)"
+	$(BIN)/python bench/pages.py
 
 # Train on the preprocessed training store; continues the run in $(RUN) when it has a checkpoint.
 train: setup

@@ -8,7 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"  # bench/results/: every figure the README quotes
+RESULTS = Path(__file__).parent / "results"  # bench/results/: every figure the README and the docs quote
 
 
 def machine() -> dict:

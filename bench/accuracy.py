@@ -17,7 +17,7 @@ eikonal) points; ``HARNESS_BATCH``); only the formulation switches differ, so ea
   uniform and near-surface samples plus the skinning-weight auxiliary term), with a subject code so one model
   holds every subject.
 
-The observation experiment (issue 18), group "observations": the `fast` preset, budget and evaluation (the standard
+The observation experiment, group "observations": the `fast` preset, budget and evaluation (the standard
 test store, full ground truth) trained on `surface` (full mesh surfaces: `fast-full`'s seed-0 run, shared), `depth4`
 (4 depth views about the body), `depth1` (1 view of the body's front) and `depth1-world` (1 static sensor: the rig
 fixed in the world, so each frame is seen from the side its heading turns to it). Their depth stores are built on
@@ -40,7 +40,7 @@ every `eval_every` steps, against training wall time), then on a fixed set of te
 (`hipnet.model.evaluate`: uniform and near-surface mIoU, per-joint near-surface IoU, Chamfer-L1 and normal
 consistency on meshed frames) and test-time fitting of the held-out subjects from 1k points (figure-6 protocol).
 Results: bench/results/accuracy.json (resumable: a rerun skips variants whose results are written with the same
-budget), docs/accuracy.png, and the README table (`--readme` rewrites it from the JSON).
+budget), docs/accuracy.png, and the table of docs/experiments/accuracy.md (`--page` rewrites it from the JSON).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from _accuracy_report import (  # noqa: E402
     save_results,
     spread,
     table,
-    write_readme,
+    write_page,
 )
 from _results import commit, machine  # noqa: E402
 
@@ -127,9 +127,9 @@ def depth_key(views: int, rig: str) -> str:
     return f"depth{views}" + ("-world" if rig == "world" else "")
 
 
-# the step every variant takes unless its row says otherwise: 8 frames x (500 surface + 1,000 eikonal) points from
-# a shuffle buffer of 32 frames, the fast preset's batch when the harness was first run (the preset now takes
-# f32-buf256's: 32 x (125 + 250) from a buffer of 256)
+# the step every variant takes unless its row says otherwise, fixed so the rows stay comparable: 8 frames x (500
+# surface + 1,000 eikonal) points from a shuffle buffer of 32 frames (the fast preset takes f32-buf256's: 32 x (125 +
+# 250) from a buffer of 256)
 HARNESS_BATCH = {"frames_per_step": 8, "points_per_frame": 500, "eikonal_per_frame": 1000, "shuffle_buffer": 32}
 SDF_BAND = 0.03  # m: the depth variants' sdf_target_band (the module docstring says why; -noband measures it)
 PAPER = (("local_frames", False), ("aggregation", "mean"))
@@ -153,7 +153,7 @@ VARIANTS = [
     Variant("+sdf", "departures", PAPER, (("lambda_sdf", 1.0),)),
     Variant("fast", "departures", FAST, (("lambda_sdf", 1.0),), seeds=(0, 1), same_as="fast-full"),
     Variant("nasa", "peer", kind="nasa", seeds=(0, 1)),
-    # the observation experiment (issue 18): the fast preset trained on full surfaces, 4 depth views, 1 front view
+    # the observation experiment: the fast preset trained on full surfaces, 4 depth views, 1 front view
     Variant("surface", "observations", FAST, (("lambda_sdf", 1.0),), same_as="fast-full"),
     *(Variant(f"depth{k}", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)), depth_views=k)
       for k in (4, 1)),
@@ -161,7 +161,7 @@ VARIANTS = [
     # one static sensor (the rig fixed in the world): each frame is seen from the side its heading turns to it
     Variant("depth1-world", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)),
             depth_views=1, depth_rig="world"),
-    # issue 15's levers, each one change to fast-full: forward-mode input gradients (the same values, a different
+    # levers, each one change to fast-full: forward-mode input gradients (the same values, a different
     # cost), the soft-min without its + tau log J, a smaller initial sphere per part, wider sub-networks, part balance
     Variant("fast-fwd", "levers", FAST, (("lambda_sdf", 1.0), ("gradients", "forward"))),
     Variant("fast-nooffset", "levers", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0),), seeds=(0, 1)),
@@ -206,14 +206,13 @@ VARIANTS = [
     Variant("lr8e-3-s250", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3), ("points_per_frame", 250),
                                                            ("eikonal_per_frame", 125)), seeds=(0, 1)),
     Variant("lr8e-3-l3", "levers", FAST_V2[0] + (("layers", 3), ("skip", 1)), BUF256 + (("lr", 8e-3),), seeds=(0, 1)),
-    # the long preset as it was (fast-v2 trained 6,000 steps, at most 2 hours on 2 cores) on its own budget of
-    # steps, scored on the same frames
+    # fast-v2 trained 6,000 steps (at most 2 hours on 2 cores) on its own budget of steps, scored on the same frames
     Variant("long", "long preset", *FAST_V2, steps=6000, eval_every=500),
-    # f32-buf256 (the fast preset) trained 3,000 steps: the long preset before long6k-v3
+    # f32-buf256 trained 3,000 steps
     Variant("long-v3", "long preset", FAST_V2[0], BUF256, steps=3000, eval_every=500),
-    # long-v3 on 6,000 steps: the long preset before long6k-lr8e-3
+    # long-v3 on 6,000 steps
     Variant("long6k-v3", "long preset", FAST_V2[0], BUF256, steps=6000, eval_every=500),
-    # the long preset as it is now: long6k-v3 at the fast preset's learning rate (Adam 8e-3, the same cosine decay
+    # the long preset: long6k-v3 at the fast preset's learning rate (Adam 8e-3, the same cosine decay
     # over 6,000 steps)
     Variant("long6k-lr8e-3", "long preset", FAST_V2[0], BUF256 + (("lr", 8e-3),), steps=6000, eval_every=500),
 ]
@@ -745,7 +744,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="picture of the depth runs (default: docs/accuracy_depth.png; drawn when they exist)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (fixed and recorded)")
     p.add_argument("--workers", type=int, default=2, help="preprocessing worker processes")
-    p.add_argument("--readme", action="store_true", help="only rewrite the README table and the picture from the JSON")
+    p.add_argument("--page", action="store_true",
+                   help="only rewrite docs/experiments/accuracy.md's table and the pictures from the JSON")
     p.add_argument("--merge", type=Path, action="append", default=[],
                    help="add the runs of another results file of the same budget (a harness run in another process)")
     args = p.parse_args(argv)
@@ -764,13 +764,13 @@ def main(argv: list[str] | None = None) -> int:
         save_results(out, in_variant_order(data))
     data_dir = args.data or ROOT / "data" / ("accuracy_quick" if args.quick else "accuracy")
     depth_png = args.depth_png or ROOT / "docs" / "accuracy_depth.png"
-    if args.readme:
+    if args.page:
         data = json.loads(out.read_text())
         plot(data, png)
         depth_picture(data, data_dir, depth_png)
-        write_readme(data, ROOT / "README.md", depth_png)
+        write_page(data, ROOT / "docs" / "experiments" / "accuracy.md", depth_png)
         print(table(data))
-    if args.readme or args.merge:
+    if args.page or args.merge:
         return 0
     torch.set_num_threads(args.threads)
     wanted = None if args.only is None else set(args.only.split(","))

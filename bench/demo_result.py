@@ -1,4 +1,4 @@
-"""`make demo`'s last step: its real numbers into bench/results/demo.json (the README's demo figures come from it).
+"""`make demo`'s last step: its real numbers into bench/results/demo.json (docs/experiments/demo.md is generated from it).
 
 Reads the run's evaluation (`RUN/eval/metrics.json`: the metrics, and the checkpoint's step and learning-rate plan),
 its training log (`RUN/log.csv`: the training wall time at the last logging step) and the demo's start time, and
@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from _results import RESULTS, commit, write_result
@@ -23,6 +24,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, required=True, help="the demo's run folder (runs/anny_fast)")
     p.add_argument("--started", type=Path, required=True, help="file holding the demo's start time (epoch seconds)")
+    p.add_argument("--note", default=None, help="what this run changes (the table of every demo run shows it)")
     args = p.parse_args()
     text = (args.run / "eval" / "metrics.json").read_text()
     metrics = json.loads(text)
@@ -40,6 +42,8 @@ def main() -> None:
         "steps": prov.get("step", int(rows[-1]["step"]) if rows else 0),
         "train_s": float(rows[-1]["wall_s"]) if rows else None,
         "eval_s": prov.get("wall_s"), "wall_s": round(time.time() - float(args.started.read_text()), 1),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({"note": args.note} if args.note else {}),
     })
     kept = RESULTS / "demo_metrics.json"
     kept.write_text(text)

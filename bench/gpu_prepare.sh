@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make gpu-prepare`, on this (CPU) machine: everything the GPU machine needs beyond what it has (Python 3.12, torch,
 # numpy, scipy, scikit-image, pyyaml, matplotlib; no zarr, no pytest, no network) goes to .gpu/, which `make
-# gpu-check` uses there (pass `.gpu` as a carried path): wheels for Python 3.12 and small embedded stores.
+# gpu-check` uses there (pass `.gpu` as a carried path): wheels for Python 3.12 (this project's own wheel among them,
+# built here) and small embedded stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .gpu/wheels
@@ -12,5 +13,7 @@ pins=$(.venv/bin/python -c "import importlib.metadata as m; print(' '.join(f'{p}
 .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .gpu/wheels $pins
+rm -f .gpu/wheels/hipnet_toolkit-*.whl
+.venv/bin/python -m build --wheel --no-isolation --outdir .gpu/wheels . > /dev/null
 .venv/bin/python bench/gpu_prepare.py --out .gpu/data
 du -sh .gpu/wheels .gpu/data

@@ -6,7 +6,7 @@ Where a step's time goes (``--profile``, on by default): torch's profiler over a
 operators' own CPU time grouped as matrix products, softplus and its derivatives (the sigmoids), other elementwise
 and copying operators, and the rest (optimiser, reductions, indexing), each as a share of the profiled total; and
 the matrix products' rate in GFLOP/s (from their shapes), against a single large matrix product on the same
-threads. This is issue 15's profile: what a faster step would have to change. ``--compile`` also times the
+threads. The profile says what a faster step would have to change. ``--compile`` also times the
 forward-mode loss through ``torch.compile`` (which fuses the elementwise operators; autograd's double backward does
 not compile): the one-off compile time and the step time after it.
 

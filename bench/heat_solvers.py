@@ -1,4 +1,4 @@
-"""Per-frame geodesic labels (issue 16): the pipeline's pose heat solver (``stages.heat.PoseHeat``: vectorised
+"""Per-frame geodesic labels: the pipeline's pose heat solver (``stages.heat.PoseHeat``: vectorised
 intrinsic Delaunay flips, one LDL^T for the heat and Poisson steps) against the previous labels, potpourri3d's
 robust solver built per frame (``geodesics.vertex_distances``), on real full-resolution Anny frames of 2 subjects.
 

@@ -1,4 +1,4 @@
-"""Benchmark: the training loader (model/data.py FrameStream) against the trainer's consumption (issue 16).
+"""Benchmark: the training loader (model/data.py FrameStream) against the trainer's consumption.
 
 Measured in one run on full-resolution Anny training frames (a lossless and a ``--quantise`` store of the same
 frames, per-template labels):
@@ -7,11 +7,11 @@ frames, per-template labels):
   against the exact signed distance to the frame's mesh, for k from 1,000 to all 25,000: what ``SDF_POINTS`` is
   chosen from
 - loader frames/s (one process, no workers) and bytes read from the store per step, for the ``fast`` and
-  ``paper`` presets' sampling, the full-read loader before issue 16 (``windowed=False``) against today's, on both
+  ``paper`` presets' sampling, the full-read loader (``windowed=False``) against the windowed one, on both
   layouts, in the same run (ratios)
 - the trainer's consumption in frames/s on this CPU (the preset's model, loss and Adam step on loader batches);
   for ``paper``, whose step on a CPU takes minutes, the query-point rate of a smaller batch divided by the
-  preset's points per frame, and the issue's GPU target (250,000 surface points/s) as a second reference
+  preset's points per frame, and a GPU target (250,000 surface points/s for one H100) as a second reference
                                                                           [loader >= 10x the trainer's consumption]
 
 Prints the figures and writes bench/results/loader.json with the machine they ran on.
@@ -42,7 +42,7 @@ from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.store import Store
 
 SDF_COUNTS = (1_000, 2_500, 5_000, 10_000, 15_000, 25_000)
-PAPER_GPU_SURFACE_POINTS_PER_S = 250_000  # the issue's target for one H100 (bench/train.py)
+PAPER_GPU_SURFACE_POINTS_PER_S = 250_000  # the paper trainer's target on one H100 (bench/train.py)
 
 
 class ReadCounter:
@@ -263,7 +263,7 @@ def main() -> None:
                 "streams), except current_preset_workers: a DataLoader with the preset's loader_workers; bytes read "
                 "counted at the Zarr local store and the direct reader's pread (compressed chunks and shard indexes, "
                 "not zarr.json). "
-                "previous: the full-read loader before issue 16 (windowed=False: whole frames, distance targets "
+                "previous: the full-read loader (windowed=False: whole frames, distance targets "
                 "over all 25,000 samples, every read through zarr); current: chunk windows and SDF_POINTS samples, "
                 "frame-major arrays read from the shard files by pipeline.shardread; current_zarr_reads: the same "
                 "through zarr (direct_reads_over_zarr_reads). Ratios within one run. "

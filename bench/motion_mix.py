@@ -1,8 +1,7 @@
 """What the training mix buys: the default random key poses alone, with the pose families, with the DeepMimic clips.
 
-Issue 15 asks for "the DeepMimic clips in the default mix if they help". Three models of the ``fast`` preset as it was
-then (the harness's ``f32-buf256``: the same sizes, batch, optimiser and budget; the preset now has Adam at 8e-3),
-seed 0, each trained for the harness's 250 steps:
+Do the DeepMimic clips belong in the default mix? Three models of the harness's ``f32-buf256`` (the ``fast``
+preset's sizes and batch at Adam 4e-3), seed 0, each trained for the harness's 250 steps:
 
 - ``random``: on the default dataset's training sequences (the harness's own training store);
 - ``+families``: those plus the training sequences of the 7 pose families (``add_families``: one sequence of each
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(results: dict) -> str:
-    """The README's table: uniform / near-surface mIoU of each model on each test set."""
+    """The table of docs/experiments/motion.md: uniform / near-surface mIoU of each model on each test set."""
     head = "| trained on | frames | " + " | ".join(f"{t} test: uniform / near (%)" for t in TEST_SETS) + " |"
     rows = [head, "|" + "---|" * (2 + len(TEST_SETS))]
     for name in MODELS:

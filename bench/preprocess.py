@@ -1,4 +1,4 @@
-"""Benchmark: preprocessing full-resolution Anny frames into stores (issue targets in brackets).
+"""Benchmark: preprocessing full-resolution Anny frames into stores (targets in brackets).
 
 Measured in one run on one machine:
 - training frames (25k surface points + labels), per-template geodesics, 1 process  [>= 60 frames/s per core]
@@ -10,7 +10,7 @@ Measured in one run on one machine:
 - where a frame's time goes (per stage), so a missed target says why; and for a whole per-template training store,
   where its time goes outside the stages: reading, the per-subject setup, zarr's writes, the integrity records
   (``per_template_ms_per_frame_split``)
-- each stage and each 1-process figure against the previous implementation (before issue 16: libigl's fast winding
+- each stage and each 1-process figure against the previous implementation (libigl's fast winding
   number plus open3d ray parity, the straightforward sampling and labels, potpourri3d's robust heat solver built
   per frame, scipy's default KD-tree leaves for the near points' labels, kept below as ``previous_*``), timed in
   the same run, interleaved, on the same frames:

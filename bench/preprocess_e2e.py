@@ -1,9 +1,9 @@
-"""Benchmark: `make preprocess DATASET=anny` end to end, before issue 16 and now, in one run on one machine.
+"""Benchmark: `make preprocess DATASET=anny` end to end, at an earlier commit and now, in one run on one machine.
 
 Both runs execute the command the Makefile runs (``hipnet-data preprocess --dataset anny --root RAW --out OUT
 --workers 2 --geodesics per-frame``, then ``hipnet-data validate OUT/*.zarr``) on the same generated raw data: the
-current code from this checkout, the previous code from a temporary git worktree of ``--before`` (default: the
-commit before issue 16's first change), imported through a package folder of links so both run in this virtual
+current code from this checkout, the previous code from a temporary git worktree of ``--before`` (default:
+``BEFORE``, the commit before the faster stages), imported through a package folder of links so both run in this virtual
 environment. Data generation is not timed (the raw data exists before both runs; it is the same for both).
 
 Writes bench/results/preprocess_e2e.json: wall seconds of each run (preprocess and validate), frames per split, the
@@ -25,7 +25,7 @@ from pathlib import Path
 from _results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "fdf310d"  # the last commit before issue 16's first change (3ac6d07, the faster stages)
+BEFORE = "fdf310d"  # the last commit before the faster preprocessing stages (3ac6d07)
 PACKAGE_DIRS = ("pipeline", "model", "cli", "viz", "data_manifests")
 
 

@@ -1,4 +1,4 @@
-"""Toy articulation benchmark (issue 14, point 5): can HIPNet's paper formulation articulate a 3-bone shape?
+"""Toy articulation benchmark: can HIPNet's paper formulation articulate a 3-bone shape?
 
 The toy: a torso capsule (the root, fixed at the origin like a canonicalised pelvis), an upper arm hanging from a
 shoulder beside it and a forearm, in random poses (shoulder: rotation about z in [-95, 70] degrees and about y in

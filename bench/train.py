@@ -5,7 +5,7 @@ passes, backward, Adam), batched vs naive with the same parameters, in the same 
 ``paper`` (few points) on the CPU. The step and its timing are bench/gpu_check.py's, which measures the GPU (every
 precision mode, with and without ``torch.compile``) in `make gpu-check`. Writes bench/results/train.json.
 
-Targets (issue): batched >= 3x naive on GPU; ``paper`` on one H100 >= 250,000 surface points/s (+ as many eikonal).
+Targets: batched >= 3x naive on GPU; ``paper`` on one H100 >= 250,000 surface points/s (+ as many eikonal).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmark: how long ``hipnet-view`` takes to update a model surface on this machine (the README's figure).
+"""Benchmark: how long ``hipnet-view`` takes to update a model surface on this machine (the figure in docs/guides/viewer.md).
 
 For a checkpoint and a store, on ``--frames`` frames spread over the store: the time of the viewer's own update
 functions, in the order the viewer runs them, at the interactive and the refined resolution

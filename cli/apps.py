@@ -16,20 +16,24 @@ import click
 import numpy as np
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
-CHECKPOINT = click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
-                          help="RUN/ckpt.pt written by hipnet-train.")
+CHECKPOINT = click.option("--checkpoint", required=True,
+                          help="RUN/ckpt.pt written by hipnet-train, or a bundled pretrained model's name (anny).")
 RESOLUTION = click.option("--resolution", default=128, show_default=True, help="Final marching-cubes resolution.")
 DEVICE = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 
 
-def _load(checkpoint: Path, device: str):
-    """(checkpoint dict, model, a store opener that refuses stores incompatible with the checkpoint)."""
+def _load(checkpoint: str, device: str):
+    """(checkpoint dict, model, a store opener that refuses stores incompatible with the checkpoint, the folder
+    outputs go to by default: next to a run's checkpoint, runs/pretrained_NAME for a bundled model)."""
+    from hipnet.model.api import is_pretrained, resolve_checkpoint
     from hipnet.model.compat import StoreOpener
     from hipnet.model.specs import APP_ARRAYS
     from hipnet.model.train import load_checkpoint, model_from_checkpoint
 
-    ck = load_checkpoint(checkpoint)
-    return ck, model_from_checkpoint(ck, checkpoint).to(device).eval(), StoreOpener(ck, checkpoint, APP_ARRAYS)
+    path = resolve_checkpoint(checkpoint)
+    ck = load_checkpoint(path)
+    home = Path("runs") / f"pretrained_{path.stem}" if is_pretrained(path) else path.parent
+    return ck, model_from_checkpoint(ck, path).to(device).eval(), StoreOpener(ck, path, APP_ARRAYS), home
 
 
 def _fail(e: Exception) -> NoReturn:
@@ -81,8 +85,8 @@ def fit_main(checkpoint, cloud, pose, world, store, frame, n_points, front_only,
             raise ValueError("--points needs --pose STORE:FRAME: the pose the cloud was observed in")
         if cloud is not None and front_only:
             raise ValueError("--front-only selects from a ground-truth mesh: use it with --store")
-        _, model, open_store = _load(checkpoint, device)
-        out = out or checkpoint.parent / "fit"
+        _, model, open_store, home = _load(checkpoint, device)
+        out = out or home / "fit"
         if protocol == "figure6":
             src = open_store(store)
             with tqdm(total=len(figure6_frames(src, frames_per_subject)) * len(SETTINGS), desc="figure6",
@@ -126,26 +130,24 @@ def sample_main(checkpoint, n, pose, shrinkage, out, seed, resolution, device) -
     from tqdm import tqdm
 
     from hipnet.model.apps import CodeGaussian, code_table, posed_mesh
-    from hipnet.model.data import read_finite
     from hipnet.model.meshing import save_mesh
     from hipnet.model.report import mesh_rows_png
-    from hipnet.model.specs import default_pose, frame_of
+    from hipnet.model.specs import pose_of
 
     try:
-        ck, model, open_store = _load(checkpoint, device)
-        store, i = frame_of(pose or default_pose(ck), open_store)
-        jt = read_finite(store, "pose/joint_transforms", i)
+        ck, model, open_store, home = _load(checkpoint, device)
+        jt, where = pose_of(pose, ck, open_store)
         codes = CodeGaussian.fit(code_table(model).cpu().numpy(), shrinkage).sample(n, seed)
         meshes = [posed_mesh(model, jt, torch.as_tensor(code, dtype=torch.float32), resolution, device=device)
                   for code in tqdm(codes, desc="samples", unit="mesh")]
-        out = out or checkpoint.parent / "samples"
+        out = out or home / "samples"
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / "codes.npy", codes)
         for k, mesh in enumerate(meshes):
             save_mesh(out / f"sample_{k:02d}.ply", mesh)
         cols = min(n, 8)
         mesh_rows_png(out / "samples.png", [meshes[r : r + cols] for r in range(0, n, cols)],
-                      title=f"{n} new subjects in pose {store.frame_key(i)}")
+                      title=f"{n} new subjects in pose {where}")
     except (ValueError, OSError, np.linalg.LinAlgError) as e:
         _fail(e)
     click.echo(f"{n} subjects from N(mean, full covariance) of {len(code_table(model))} codes: {out}/samples.png, "
@@ -180,16 +182,16 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
     from hipnet.model.data import read_finite
     from hipnet.model.meshing import save_mesh
     from hipnet.model.report import mesh_rows_png
-    from hipnet.model.specs import default_pose, frame_of, motion_of, rest_joints_of
+    from hipnet.model.specs import frame_of, motion_of, pose_of, rest_joints_of, split_spec
 
     try:
         if sum(x is not None for x in (motion, interpolate, blend)) != 1:
             raise ValueError("choose one of --motion, --interpolate, --blend")
         if blend is None and subject is None:
             raise ValueError("--motion and --interpolate need --subject NAME")
-        ck, model, open_store = _load(checkpoint, device)
+        ck, model, open_store, home = _load(checkpoint, device)
         names = list(ck["subjects"])
-        out = out or checkpoint.parent / "animate"
+        out = out or home / "animate"
         t = np.linspace(0.0, 1.0, steps)
         if motion is not None:
             store, frames = motion_of(motion, open_store)
@@ -223,16 +225,16 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
             click.echo(f"{steps} in-betweens: {out}/phi_*.ply, rotations_*.ply, interpolate.png")
         else:
             codes = tuple(subject_code(model, names, s) for s in blend)
-            store, i = frame_of(pose or default_pose(ck), open_store)
-            rests = tuple(rest_joints_of(ck, s, [store], open_store) for s in blend)
+            jt, where = pose_of(pose, ck, open_store)
+            extra = [open_store(split_spec(pose)[0])] if pose else []
+            rests = tuple(rest_joints_of(ck, s, extra, open_store) for s in blend)
             with tqdm(total=steps, desc="blend", unit="mesh") as bar:
-                meshes = blend_subjects(model, read_finite(store, "pose/joint_transforms", i), codes, rests, t,
-                                        resolution, device, bar.update)
+                meshes = blend_subjects(model, jt, codes, rests, t, resolution, device, bar.update)
             out.mkdir(parents=True, exist_ok=True)
             for k, mesh in enumerate(meshes):
                 save_mesh(out / f"blend_{k:02d}.ply", mesh)
             mesh_rows_png(out / "blend.png", [meshes], col_labels=[f"{1 - w:.2f} {blend[0]}" for w in t],
-                          title=f"{blend[0]} -> {blend[1]} in pose {store.frame_key(i)}")
+                          title=f"{blend[0]} -> {blend[1]} in pose {where}")
             click.echo(f"{steps} blends: {out}/blend_*.ply, blend.png")
     except (ValueError, OSError) as e:
         _fail(e)

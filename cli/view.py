@@ -23,8 +23,8 @@ import click
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--seconds", type=float, default=None, help="Serve this long, then stop (default: until Ctrl-C).")
 def main(paths, host, port, export_dir, resolution, refine, device, seconds) -> None:
-    """Serve a viewer for STORE.zarr folders and RUN folders (log.csv, ckpt.pt) or checkpoint files, and print its
-    URL. Store tab: a frame at a time (mesh, labelled samples, normals, skeleton, evaluation points, facts). Run
+    """Serve a viewer for STORE.zarr folders and RUN folders (log.csv, ckpt.pt), checkpoint files or a bundled
+    pretrained model's name (anny), and print its URL. Store tab: a frame at a time (mesh, labelled samples, normals, skeleton, evaluation points, facts). Run
     tab: training curves; the model's surface for the store frame beside the ground truth, coloured by its
     distance to it. Pose tab: subject blend, per-joint rotations, PLY export. Paths that cannot be read are
     reported here and in the page; the viewer serves the rest."""

@@ -4,7 +4,8 @@
 subject codes, 25k surface + 25k eikonal points per frame, Adam at 1e-4. ``small``: a model that trains usefully on a
 2-core CPU in minutes; ``fast``: ``small`` with the documented departures from the paper for the CPU demo; ``long``:
 ``fast`` trained 6,000 steps (at most 2 hours on 2 cores). A
-YAML/JSON file may override any field of a preset (``base: small`` picks the preset).
+YAML/JSON file may override any field of a preset (``base: small`` picks the preset; ``fast``, the
+``DEFAULT_PRESET``, when it names none).
 
 Every field of ``TrainConfig`` carries its help text in ``metadata["doc"]``; ``hipnet-train`` builds its override
 options from the fields (type, choices, help) and gives them no default of their own. Closed choices are ``Literal``
@@ -71,7 +72,7 @@ class ModelConfig:
     aggregation: Aggregation = "mean"
     softmin_tau: float = 0.01
     # softmin with the + tau log J term (equal to F where all parts equal F; up to tau log J above the closest part);
-    # False: the plain smooth minimum, at or below the closest part (issue 15's lever)
+    # False: the plain smooth minimum, at or below the closest part
     softmin_offset: bool = True
 
     def __post_init__(self) -> None:
@@ -168,19 +169,16 @@ PRESETS = {
         shuffle_buffer=32, loader_workers=1, log_every=10, checkpoint_every=100,
     ),
 }
-# ``fast``: the CPU demo. ``small`` plus three departures from the paper that make a 2-core CPU converge in minutes:
-# sub-networks see x in their joint's frame, the aggregation starts from a smooth union of the parts, and the loss
-# pulls F towards the distance to the nearest oriented sample on the eikonal points (README, "Training"); and four
-# levers measured in the accuracy harness (fast-nooffset, fast-bal0.5, fast-v2, v2-f16, v2-f32, f32-buf256): the
-# soft-min without its + tau log J, surface samples balanced between parts at power 0.5, 32 frames of 125 surface +
-# 250 eikonal points per step (the query points of 8 frames of 500 + 1,000, over four times the poses and subjects),
-# and a shuffle buffer of 256 frames, so that a step's 32 frames come from 8 shards (8-11 of the 12 embedded
-# subjects) rather than one (2-5); Adam at 8e-3 rather than 4e-3 (buf256-lr8e-3; the demo's runs in
-# bench/results/demo_lr8e-3.json and demo_fit_run2.json); and the soft-min at tau 5 mm rather than 1 cm
-# (lr8e-3-tau0.005: where two parts meet it lies up to tau log 2 below the closer one, 3.5 mm rather than 7; the
-# demo's run in demo.json). Batches are made in the training process (loader_workers 0, the
-# same batches as one worker): on 2 cores a worker process beside torch's two threads does not overlap the batch
-# making, it competes for the cores (bench/loader_workers.py: 100 steps 1.03x faster in process, in 2 of 3 pairs).
+# ``fast``: the CPU demo and the default. ``small`` at 32 wide with three departures from the paper that make a
+# 2-core CPU converge in minutes: sub-networks see x in their joint's frame, the aggregation starts from a smooth union
+# of the parts, and the loss pulls F towards the distance to the nearest oriented sample on the eikonal points
+# (docs/guides/training.md). Each further choice is a harness lever (docs/experiments/accuracy.md): the plain
+# soft-min (no + tau log J) at tau 5 mm, which lies at most tau log 2 below the closer of two touching parts
+# (lr8e-3-tau0.005); surface samples balanced between parts at power 0.5 (fast-bal0.5); 32 frames of 125 surface +
+# 250 eikonal points a step, many poses and subjects per step (v2-f32), through a shuffle buffer of 256 frames, so a
+# step's frames come from 8 shards rather than one (f32-buf256); Adam at 8e-3 with a cosine decay (buf256-lr8e-3).
+# Batches are made in the training process (loader_workers 0, the same batches as one worker): on 2 cores a worker
+# process beside torch's two threads competes for the cores rather than overlapping them (bench/loader_workers.py).
 PRESETS["fast"] = replace(
     PRESETS["small"],
     model=replace(PRESETS["small"].model, hidden=32, local_frames=True, aggregation="softmin", softmin_offset=False,
@@ -188,21 +186,20 @@ PRESETS["fast"] = replace(
     points_per_frame=125, eikonal_per_frame=250, frames_per_step=32, lr=8e-3, lr_schedule="cosine", steps=1000,
     lambda_sdf=1.0, part_balance=0.5, shuffle_buffer=256, loader_workers=0,
 )
-# ``fast`` trains 1,000 steps within the demo's 20 minutes on 2 cores (500 at first, then 800, as the demo's
-# measured time showed room; ``make demo`` now fits the number to its time, ``--fit-schedule``). ``long``: the same,
-# Adam at 8e-3 too, trained 6,000 steps with the cosine decay over them (the harness's variant ``long6k-lr8e-3``:
-# 96.2 / 94.6% in 5,140 s of training, against 95.95 / 94.35% in 6,540 s at 4e-3, ``long6k-v3``, on a slower day),
-# for the best shapes a 2-core CPU gives in at most 2 hours. The harness's variants ``long6k-v3``, ``long-v3`` (that
-# over 3,000 steps) and ``long`` (8 frames x (500 + 1,000) points, a shuffle buffer of 32, 6,000 steps) were the
-# preset before. ``long`` keeps the soft-min at tau 1 cm, as it was measured: ``fast``'s tau 5 mm (250 steps in the
-# harness) has not been trained 6,000 steps.
+# ``long``: ``fast`` trained 6,000 steps with the cosine decay over them, the best shapes a 2-core CPU gives in at
+# most 2 hours (harness variant long6k-lr8e-3). It keeps the soft-min at tau 1 cm, the temperature it was measured
+# at over 6,000 steps.
 PRESETS["long"] = replace(PRESETS["fast"], model=replace(PRESETS["fast"].model, softmin_tau=0.01), steps=6000,
                           checkpoint_every=500, log_every=50)
 
 
-def load_config(name_or_path: str) -> TrainConfig:
+# the preset every command and file uses when none is named: the one that learns on a CPU as well as on a GPU
+DEFAULT_PRESET = "fast"
+
+
+def load_config(name_or_path: str = DEFAULT_PRESET) -> TrainConfig:
     """A preset name (``paper``, ``small``, ``fast``, ``long``) or a YAML/JSON file of overrides (``base:`` names
-    the preset)."""
+    the preset; ``DEFAULT_PRESET`` when absent)."""
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
     path = Path(name_or_path)
@@ -216,7 +213,7 @@ def load_config(name_or_path: str) -> TrainConfig:
         data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
-    base = data.pop("base", "paper")
+    base = data.pop("base", DEFAULT_PRESET)
     if base not in PRESETS:
         raise ValueError(f"{path}: base {base!r} is not a preset ({', '.join(PRESETS)})")
     return parse_overrides(PRESETS[base], data, str(path))

@@ -15,15 +15,15 @@
   worker count. An elastic order would need canonical partitions in the manner of mosaicml-streaming (the sample
   space cut into a fixed number of canonical nodes whose order and shuffle do not depend on the physical ranks and
   workers, which are then mapped onto them); that is not implemented.
-- Read volume (issue 16): the surface samples of a stored frame are in random order, so any set of them is a
+- Read volume: the surface samples of a stored frame are in random order, so any set of them is a
   uniform sample of the surface. Each shard's frames are read as a window of whole surface chunks (the same
   chunks for every frame of the shard, starting at a chunk drawn from (seed, epoch, store, shard)) large enough
   for a step: ``points_per_frame`` samples, and ``sdf_points`` samples for the distance targets. A quantised store
   chunks the samples by 2,500 (``schema.QUANTISED_CHUNK_POINTS``) and stores each frame's box, so the ``fast``
   preset reads 4 chunks of 10 (``SDF_POINTS`` samples); a lossless store keeps a frame per chunk and is read
   whole (its box is the points'). Within the window, the step's samples, the near-surface eikonal points' bases
-  and the distance targets' samples are drawn as the full-read path (``windowed=False``, the loader before
-  issue 16, kept for the comparison in tests/test_loader.py and bench/loader.py) draws them from the whole frame:
+  and the distance targets' samples are drawn as the full-read path (``windowed=False``, kept for the
+  comparison in tests/test_loader.py and bench/loader.py) draws them from the whole frame:
   the same distributions (the distance targets excepted: they use ``sdf_points`` samples, not every one).
 - With ``sdf_targets`` each eikonal point also gets the signed distance to the nearest of ``sdf_points`` of the
   frame's oriented surface samples (``oriented_distance``), for the optional distance term of the loss.
@@ -357,7 +357,7 @@ class FrameStream(IterableDataset):
         return extra | self._record(store, frame, arrays, pts[idx], nrm[idx], lab[idx], eikonal)
 
     def _sample_full(self, rng: np.random.Generator, store: int, frame: int, arrays: dict) -> dict[str, np.ndarray]:
-        """The sampling of the loader before issue 16 (whole frames, every sample in the distance targets)."""
+        """The full-read sampling (whole frames, every sample in the distance targets)."""
         pts, nrm, lab = arrays["surface/points"], arrays["surface/normals"], arrays["surface/labels"]
         idx = rng.choice(len(pts), size=self.points_per_frame, replace=self.points_per_frame > len(pts))
         n_uniform = self.eikonal_per_frame // 2

@@ -70,10 +70,25 @@ def default_pose(ckpt: Mapping) -> str:
     return f"{first}:0"
 
 
+def pose_of(spec: str | None, ckpt: Mapping, open_store: Opener = Store.open) -> tuple[np.ndarray, str]:
+    """(joint transforms (J, 4, 4), a label) of the pose ``spec`` names; with None, the first training frame when
+    its store is here, else the checkpoint's first example pose (bundled models carry some)."""
+    examples = ckpt.get("examples") or {}
+    if spec is None and examples.get("poses") and not Path(ckpt["stores"][0]).exists():
+        return np.asarray(examples["poses"][0], dtype=np.float32), f"example {examples['pose_keys'][0]}"
+    store, i = frame_of(spec or default_pose(ckpt), open_store)
+    jt = store.read("pose/joint_transforms", i)
+    problem = nonfinite_text("pose/joint_transforms", jt)
+    if problem:
+        raise DataError(f"{store.path}: frame {i}: {problem}")
+    return jt, store.frame_key(i)
+
+
 def rest_joints_of(ckpt: Mapping, name: str, extra: Iterable[Store] = (),
                    open_store: Opener = Store.open) -> np.ndarray | None:
     """Subject ``name``'s rest joints (J, 3) from the ``extra`` stores or the checkpoint's training stores that
-    are still here, the first that has the subject; None if none has it."""
+    are still here, the first that has the subject, else from the checkpoint's examples (bundled models); None if
+    none has it."""
     training = (open_store(Path(p)) for p in ckpt["stores"] if Path(p).exists())
     for store in itertools.chain(extra, training):
         if name in store.subjects:
@@ -82,4 +97,5 @@ def rest_joints_of(ckpt: Mapping, name: str, extra: Iterable[Store] = (),
             if problem:
                 raise DataError(f"{store.path}: subject {name}: {problem}")
             return rest
-    return None
+    rest = (ckpt.get("examples") or {}).get("rest_joints", {}).get(name)
+    return None if rest is None else np.asarray(rest, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Training stores from simulated depth sensors (issue 18): every mesh frame of a source is rendered by a rig of
+"""Training stores from simulated depth sensors: every mesh frame of a source is rendered by a rig of
 virtual depth cameras (``pipeline.stages.depth``: the rig, the sensor model, normals from the depth image) and
 the back-projected oriented points go through the point-cloud path of ``preprocess`` (``pipeline.stages.
 pointcloud``: samples drawn from the depth points, point-cloud heat labels from per-frame proxies). The store has

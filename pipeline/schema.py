@@ -1,5 +1,5 @@
 """The store contract (DESIGN.md section 4): array names, dtypes, shapes, chunking, root attributes, the shard
-index, SCHEMA_VERSION. ``python -m hipnet.pipeline.schema --markdown`` prints the README's tables.
+index, SCHEMA_VERSION. ``python -m hipnet.pipeline.schema --markdown`` prints the tables of docs/guides/pipeline.md.
 
 This is the only place the layout of a store is written down in code. The writer (``pipeline.store``), the
 validator (``pipeline.validate``), the streaming loader and the evaluation all import it, so a change here is a
@@ -374,7 +374,7 @@ def shard_key(spec: ArraySpec, shard: int) -> str:
 
 
 def markdown() -> str:
-    """The README's tables: arrays, then root attributes."""
+    """The tables of docs/guides/pipeline.md: arrays, then root attributes."""
     lines = ["| array | dtype | shape | section | notes |", "|---|---|---|---|---|"]
     for a in (*ARRAYS, GEODESICS_DONE):
         shape = "(" + ", ".join(map(str, a.dims)) + ("," if len(a.dims) == 1 else "") + ")"
@@ -418,7 +418,7 @@ def validate(group, progress: Callable[[int], None] | None = None, max_disagreem
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hipnet.pipeline.schema", description=__doc__.split("\n")[0])
-    parser.add_argument("--markdown", action="store_true", help="print the README's schema tables")
+    parser.add_argument("--markdown", action="store_true", help="print the schema tables of docs/guides/pipeline.md")
     args = parser.parse_args(argv)
     if not args.markdown:
         parser.error("nothing to do: pass --markdown")

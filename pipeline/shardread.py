@@ -2,8 +2,8 @@
 
 zarr 3 decodes every inner chunk of a shard through its async codec pipeline, which hands each blosc call to a
 thread pool (``asyncio.to_thread``): about 0.3 ms per chunk on the 2-core machine, several times the decompression
-itself. A quantised store has ten chunks per frame and surface array, so the loader spent most of its time there
-(issue 16). ``read_frames`` reads the shard files of the layout this toolkit writes (``schema.layout`` and
+itself. A quantised store has ten chunks per frame and surface array, so a loader reading through zarr spends
+most of its time there. ``read_frames`` reads the shard files of the layout this toolkit writes (``schema.layout`` and
 ``schema.compressors``: one ``sharding_indexed`` codec whose shards span every axis but the first, inner chunks of
 one frame split only along the second axis, inner codecs ``bytes`` (little-endian) + ``blosc``, the index at the
 end with ``bytes`` + ``crc32c``, default ``/`` chunk keys) itself: it checks the index's checksum, takes an absent

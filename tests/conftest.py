@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -53,3 +55,28 @@ def tiny_raw_full(tmp_path_factory, full_body):
     out = tmp_path_factory.mktemp("raw_full") / "anny"
     generate_dataset(tiny_manifest(topology="full"), out, body=full_body)
     return out
+
+
+@pytest.fixture(scope="session")
+def balls(tmp_path_factory):
+    """(store, run folder, model): the balls preprocessed with evaluation points and a tiny model trained on them
+    (the application and API tests' model)."""
+    from synthetic import BallsReader
+
+    from hipnet.model.config import PRESETS
+    from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
+    from hipnet.pipeline.process import PreprocessConfig
+    from hipnet.pipeline.run import preprocess_split
+    from hipnet.pipeline.store import Store
+
+    out = tmp_path_factory.mktemp("balls")
+    cfg = PreprocessConfig(surface_points=4000, eval_points=20_000, geodesics="per-template", eval_on_train=True)
+    store = Store.open(preprocess_split(BallsReader(), out, cfg, "train").store)
+    base = PRESETS["fast"]
+    model = replace(base.model, hidden=16, layers=4, skip=2, pose_dim=4, pose_hidden=8, code_dim=4,
+                    aggregator_hidden=8)
+    tcfg = replace(base, model=model, points_per_frame=200, eikonal_per_frame=200, frames_per_step=2, steps=250,
+                   lr=1e-2, loader_workers=0, checkpoint_every=1000)
+    train([store.path], tcfg, out / "run", progress=False)
+    ck = load_checkpoint(out / "run" / "ckpt.pt")
+    return store, out / "run", model_from_checkpoint(ck).eval()

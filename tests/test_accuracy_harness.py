@@ -165,10 +165,10 @@ def test_quick_harness_end_to_end(tmp_path, tiny_raw):
     obs = acc.observations_table(data)
     assert "| `depth1` | 1 depth view | 0.03 |" in obs and "| `surface` | mesh surfaces | - |" in obs
     assert depth_png.stat().st_size > 0
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- accuracy-table:begin -->\nold\n<!-- accuracy-table:end -->\nrest\n")
-    acc.write_readme(data, readme, depth_png)
-    text = readme.read_text()
+    page = tmp_path / "accuracy.md"
+    page.write_text("# x\n<!-- accuracy-table:begin -->\nold\n<!-- accuracy-table:end -->\nrest\n")
+    acc.write_page(data, page, depth_png)
+    text = page.read_text()
     assert "| `depth1` |" in text and "](depth.png)" in text and text.endswith("rest\n") and "old" not in text
 
 

@@ -1,4 +1,4 @@
-"""The depth-sensor stage (issue 18) on spheres, whose answers are known: measured points lie on the sphere within
+"""The depth-sensor stage on spheres, whose answers are known: measured points lie on the sphere within
 the noise model's bound and only on the cap the camera sees, grazing pixels drop out as the model says, depth
 jumps lose their pixels, depths are quantised, normals come from the depth image; then depth training stores
 built from a reader and from a mesh store (the same bytes), and ``hipnet-data depth``."""

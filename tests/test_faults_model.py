@@ -1,4 +1,4 @@
-"""Faults on the training and evaluation side (issue 13): each fault class, injected into a tiny store or
+"""Faults on the training and evaluation side: each fault class, injected into a tiny store or
 checkpoint, through the commands that meet it. Every one must end with exit code 1 and one line naming the store
 or file and the frame or step, never a traceback; a run that diverges keeps its last good checkpoint.
 

@@ -1,4 +1,4 @@
-"""The per-frame label path (issue 16): intrinsic Delaunay flips and the pose heat solver, against libigl's
+"""The per-frame label path: intrinsic Delaunay flips and the pose heat solver, against libigl's
 intrinsic Delaunay triangulation, closed-form geodesics and the robust reference solver."""
 
 import igl

@@ -1,5 +1,5 @@
-"""The loader's read volume (issue 16): surface windows of whole chunks from a quantised store, against the
-full-read loader before it (``FrameStream(windowed=False)``) on the same real tiny store: the samples' statistics
+"""The loader's read volume: surface windows of whole chunks from a quantised store, against the
+full-read loader (``FrameStream(windowed=False)``) on the same real tiny store: the samples' statistics
 agree in expectation, windows read what they say, and the windowed stream is deterministic and resumes exactly."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Observed frames (issue 18): point-cloud heat labels against closed-form answers (great circles on a sphere, the
+"""Observed frames: point-cloud heat labels against closed-form answers (great circles on a sphere, the
 mid-plane of a capsule), PCA normals pointing outward on a sphere, pieces and fragments, and point clouds and a raw
 scan in two pieces with holes through ``hipnet-data preprocess`` in the generic format."""
 

@@ -1,4 +1,4 @@
-"""DFAUST raw-scan route (issue 18) on files in the published layout that the test writes: registrations_m.hdf5 as in
+"""DFAUST raw-scan route on files in the published layout that the test writes: registrations_m.hdf5 as in
 tests/test_readers_dfaust.py, and per-frame scans ``scans/<subject>/<seq>/<seq>.<frame>.ply`` made from the
 registered meshes the way scanners break them: holes, a cut into two pieces, noise, a stray fragment. The frames
 take the point-cloud path (instead of being refused as meshes without one shell), labelled piece by piece, with

@@ -22,7 +22,7 @@ from hipnet.pipeline.schema import main as schema_main
 from hipnet.pipeline.store import Store, open_group
 from hipnet.pipeline.validate import NO_INDEX, validate_store
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PIPELINE_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "pipeline.md"
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def test_every_attribute_is_in_the_schema_and_the_readme_mirrors_it(written, cap
     schema_main(["--markdown"])
     table = capsys.readouterr().out
     assert table == markdown() and "| `surface/points` | float32 | (F, S, 3) | train |" in table
-    assert table in README.read_text(), "README's schema tables differ: paste `python -m hipnet.pipeline.schema " \
-                                        "--markdown`"
+    assert table in PIPELINE_GUIDE.read_text(), \
+        "docs/guides/pipeline.md's schema tables differ: paste `python -m hipnet.pipeline.schema --markdown`"
 
 
 def test_the_shard_index_records_every_shard_file(written):

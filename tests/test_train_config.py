@@ -83,3 +83,22 @@ def test_part_balance_outside_zero_one_is_refused_with_the_file(tmp_path):
     path.write_text("base: fast\npart_balance: 1.5\n")
     with pytest.raises(ValueError, match=r"cfg.yaml: part_balance must be within \[0, 1\], got 1.5"):
         load_config(str(path))
+
+
+def test_one_default_preset_everywhere(tmp_path):
+    """The CLI, a YAML file without `base`, and the Makefile all take DEFAULT_PRESET, the preset that learns on a
+    CPU; `paper` stays a choice whose measured behaviour the help states."""
+    import re
+    from pathlib import Path
+
+    from hipnet.cli.train import main
+    from hipnet.model.config import DEFAULT_PRESET
+
+    assert DEFAULT_PRESET == "fast"
+    option = next(p for p in main.params if p.name == "config")
+    assert option.default == DEFAULT_PRESET and "paper" in option.help and "does not learn on a CPU" in option.help
+    f = tmp_path / "mine.yaml"
+    f.write_text("lr: 0.002\n")
+    assert load_config(str(f)) == replace(PRESETS[DEFAULT_PRESET], lr=0.002)
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert re.search(r"^TRAIN_CONFIG \?= (\S+)$", makefile, re.M).group(1) == DEFAULT_PRESET

@@ -106,8 +106,12 @@ def open_run(path: Path, device: str = "cpu") -> tuple[RunSource | None, list[st
 def load_sources(paths: Sequence[Path], device: str = "cpu", training_stores: bool = True) -> Sources:
     """Open every path; with ``training_stores`` and no store named, the stores a checkpoint was trained on that
     are still where training found them."""
+    from hipnet.model.api import pretrained_models, resolve_checkpoint
+
     out = Sources()
     for path in map(Path, paths):
+        if not path.exists() and str(path) in pretrained_models():  # a bundled model by name (anny)
+            path = resolve_checkpoint(str(path))
         if not path.exists():
             out.problems.append(f"{path}: no such file or folder")
         elif (path / "zarr.json").exists():

@@ -1,4 +1,4 @@
-"""Virtual depth cameras (issue 18; the depth frames PINA, seed 004, learns from): render a mesh frame with open3d
+"""Virtual depth cameras (the depth frames PINA, seed 004, learns from): render a mesh frame with open3d
 ray casting, apply a sensor model, back-project to oriented points whose normals come from the depth image.
 
 The rig, in the frame's canonical frame (pelvis at the origin, facing +Z, Y up): ``views`` cameras at ``distance``

@@ -1,0 +1,1 @@
+"""The dataset manifests (YAML) shipped with the toolkit; ``hipnet.pipeline.manifest.manifest_path`` finds them."""
