@@ -116,7 +116,7 @@ def pretrained_page() -> str:
              "(`python -m hipnet.model.export`). Do not edit by hand._", "",
              "Load one with `hipnet.load(NAME)` or pass `--checkpoint NAME` to `hipnet-fit`, `hipnet-sample`, "
              "`hipnet-animate` and `hipnet-view`. Each is scored on its test store's frames; "
-             "`tests/test_pretrained.py` regenerates two of those frames and checks the model still scores what "
+             "`tests/test_pretrained.py` regenerates three of those frames and checks the model still scores what "
              "the file says.", ""]
     for m in _pretrained():
         s, cfg = m["summary"], m["preset"]

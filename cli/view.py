@@ -24,10 +24,10 @@ import click
 @click.option("--seconds", type=float, default=None, help="Serve this long, then stop (default: until Ctrl-C).")
 def main(paths, host, port, export_dir, resolution, refine, device, seconds) -> None:
     """Serve a viewer for STORE.zarr folders and RUN folders (log.csv, ckpt.pt), checkpoint files or a bundled
-    pretrained model's name (anny), and print its URL. Store tab: a frame at a time (mesh, labelled samples, normals, skeleton, evaluation points, facts). Run
-    tab: training curves; the model's surface for the store frame beside the ground truth, coloured by its
-    distance to it. Pose tab: subject blend, per-joint rotations, PLY export. Paths that cannot be read are
-    reported here and in the page; the viewer serves the rest."""
+    pretrained model's name (anny), and print its URL. Store tab: a frame at a time (mesh, labelled samples,
+    normals, skeleton, evaluation points, facts). Run tab: training curves; the model's surface for the store frame
+    beside the ground truth, coloured by its distance to it. Pose tab: subject blend, per-joint rotations, PLY
+    export. Paths that cannot be read are reported here and in the page; the viewer serves the rest."""
     import viser
 
     from hipnet.viz.sources import load_sources

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.model.data import DataError, nonfinite_text
+from hipnet.model.data import DataError, nonfinite_text, read_finite
 from hipnet.pipeline.store import Store
 
 Opener = Callable[[Path], Store]
@@ -77,11 +77,7 @@ def pose_of(spec: str | None, ckpt: Mapping, open_store: Opener = Store.open) ->
     if spec is None and examples.get("poses") and not Path(ckpt["stores"][0]).exists():
         return np.asarray(examples["poses"][0], dtype=np.float32), f"example {examples['pose_keys'][0]}"
     store, i = frame_of(spec or default_pose(ckpt), open_store)
-    jt = store.read("pose/joint_transforms", i)
-    problem = nonfinite_text("pose/joint_transforms", jt)
-    if problem:
-        raise DataError(f"{store.path}: frame {i}: {problem}")
-    return jt, store.frame_key(i)
+    return read_finite(store, "pose/joint_transforms", i), store.frame_key(i)
 
 
 def rest_joints_of(ckpt: Mapping, name: str, extra: Iterable[Store] = (),

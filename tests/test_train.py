@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
 from hipnet.model.checkpoint import parameter_checksums
-from hipnet.model.config import PRESETS
+from hipnet.model.config import DEFAULT_PRESET, PRESETS
 from hipnet.model.data import FrameStream, round_robin
 from hipnet.model.losses import LossResult, loss_for
 from hipnet.model.train import load_checkpoint, model_from_checkpoint, save_checkpoint, train
@@ -191,7 +191,7 @@ def test_train_cli_runs_and_reports(train_stores, tmp_path):
     result = CliRunner().invoke(main, ["--shards", str(train_stores[0]), "--out", str(out), "--points-per-frame", "50",
                                        "--resume", "--steps", "4", "--device", "cpu", "--workers", "0"])
     assert result.exit_code == 0, result.output  # --points-per-frame alone leaves the preset's eikonal count
-    assert load_checkpoint(out / "ckpt.pt")["config"]["eikonal_per_frame"] == PRESETS["small"].eikonal_per_frame
+    assert load_checkpoint(out / "ckpt.pt")["config"]["eikonal_per_frame"] == PRESETS[DEFAULT_PRESET].eikonal_per_frame
 
 
 @pytest.mark.parametrize("amp", ["fp32", "tf32", "bf16", "auto"])
