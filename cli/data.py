@@ -62,13 +62,17 @@ def _run_with_progress(fn, desc: str, **kwargs):
 
 
 def _report(summary) -> bool:
+    """The run's summary line, its notes, and what failed or was left out: each bad file once, then one line."""
+    from hipnet.pipeline.failures import summary_lines
+
     click.echo(str(summary))
     for note in summary.notes:
         click.echo(f"  {note}", err=True)
-    for f in summary.failures[:20]:
-        click.echo(f"  failed: {f}", err=True)
-    if len(summary.failures) > 20:
-        click.echo(f"  ... and {len(summary.failures) - 20} more failed frames", err=True)
+    for line in summary_lines(summary.failures, "failed", summary.report):
+        click.echo(line, err=True)
+    if not summary.failures:
+        for line in summary_lines(summary.left_out, "excluded", summary.report):
+            click.echo(line, err=True)
     return not summary.failures and summary.complete
 
 
@@ -280,6 +284,7 @@ def validate_cmd(stores, max_disagreement, quick) -> None:
 
     from hipnet.pipeline.schema import validate
     from hipnet.pipeline.store import open_group
+    from hipnet.pipeline.validate import problem_lines
 
     bad = 0
     for path in stores:
@@ -296,8 +301,8 @@ def validate_cmd(stores, max_disagreement, quick) -> None:
                            f"points disagree; {st['frames_with_any']} frames with any")
         if rep.ok:
             click.echo(f"{path}: ok ({rep.stats.get('frames', 0)} frames{', quick check' if quick else ''})")
-        for p in rep.problems:
-            click.echo(f"{path}: {p}", err=True)
+        for line in problem_lines(rep.problems):
+            click.echo(f"{path}: {line}", err=True)
         bad += not rep.ok
     if bad:
         raise click.ClickException(f"{bad} of {len(stores)} stores failed validation")

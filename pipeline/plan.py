@@ -70,20 +70,25 @@ def split_identity(reader: Reader, cfg: PreprocessConfig, split: str, keys: list
             ATTR.frames_sha: frames_digest(keys), ATTR.skeleton: reader.skeleton.to_attrs(), **sensor}
 
 
-def create_split_store(reader: Reader, path: Path, refs: list[FrameRef], cfg: PreprocessConfig, split: str,
-            sections: tuple[str, ...], extra: dict) -> None:
-    """A new store at ``path`` for ``refs``: ids, subject tables, rest joints and faces written now."""
-    subjects = reader.subject_names()
-    sequences = list(dict.fromkeys(r.sequence for r in refs))
-    rest, problems = {}, []
-    for name in subjects:
+def readable_subjects(reader: Reader, names: list[str] | None = None) -> tuple[dict, dict[str, str]]:
+    """The rest data (``reader.subject``) of the subjects ``names`` (default: all) and, for those that cannot be
+    read, why: a subject whose shape cannot be read fails alone (its sequences are not written), the others are
+    written."""
+    rest, failed = {}, {}
+    for name in reader.subject_names() if names is None else names:
         try:
             rest[name] = reader.subject(name)
         except STAGE_ERRORS as e:
-            problems.append(f"subject {name}: {e}")
-    if problems:
-        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:4])})" if len(problems) > 1 else ""
-        raise ValueError(f"{problems[0]}{more}; a store needs every subject's rest data, nothing written")
+            failed[name] = f"{e} (subject {name}'s shape: none of its sequences can be written)"
+    return rest, failed
+
+
+def create_split_store(reader: Reader, path: Path, refs: list[FrameRef], cfg: PreprocessConfig, split: str,
+            sections: tuple[str, ...], extra: dict, rest: dict) -> None:
+    """A new store at ``path`` for ``refs``: ids, the subject table (the subjects of ``rest``, their rest data),
+    rest joints and faces written now."""
+    subjects = [name for name in reader.subject_names() if name in rest]
+    sequences = list(dict.fromkeys(r.sequence for r in refs))
     first = rest[subjects[0]]
     faces = first.faces
     if "mesh" in sections:
@@ -148,12 +153,24 @@ def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str) 
     failed = {f.key: f.reason for f in listing.failures if f.key not in gone}
     refuse_duplicates(refs)
     if not exists:
+        rest, bad = readable_subjects(reader)
+        for r in refs:
+            if r.subject in bad:
+                failed.setdefault(sequence_of(r.key), bad[r.subject])
+        refs = [r for r in refs if r.subject not in bad]
         seq_failures = [FrameFailure(k, "", why) for k, why in failed.items()]
         if refs:
             create_split_store(reader, path, refs, cfg, split, sections,
-                    {ATTR.unlisted: [{"key": k, "reason": why} for k, why in failed.items()]})
+                               {ATTR.unlisted: [{"key": k, "reason": why} for k, why in failed.items()]}, rest)
         return Plan(path, refs, sections, {}, seq_failures)
     group = open_group(path, mode="r+")
+    # subjects left out when the store was created: still unreadable, their sequences fail with the reason
+    stored = set(old.get(ATTR.subjects, []))
+    _, bad = readable_subjects(reader, [n for n in reader.subject_names() if n not in stored])
+    for r in refs:
+        if r.subject in bad:
+            failed.setdefault(sequence_of(r.key), bad[r.subject])
+    refs = [r for r in refs if r.subject not in bad]
     rows, unlistable, failures = reconcile_rows(path, frame_ids(group), refs, failed,
                                             {u["key"]: u["reason"] for u in old.get(ATTR.unlisted, [])})
     check_identity(path, old, split_identity(reader, cfg, split, [r.key for r in rows], sections))

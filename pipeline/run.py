@@ -18,9 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.pipeline.failures import write_report
 from hipnet.pipeline.integrity import damaged_shards, remove_partial_writes, store_root
 from hipnet.pipeline.observations import observation_notes
-from hipnet.pipeline.plan import Plan, create_split_store, prepare_store, sequence_of, swap_paths
+from hipnet.pipeline.plan import (
+    Plan,
+    create_split_store,
+    prepare_store,
+    readable_subjects,
+    sequence_of,
+    swap_paths,
+)
 from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.schema import (
@@ -49,8 +57,10 @@ class SplitSummary:
     skipped: int = 0  # frames already done before this run
     failures: list[FrameFailure] = field(default_factory=list)
     complete: bool = False
-    notes: list[str] = field(default_factory=list)  # repairs and exclusions, worth saying
+    notes: list[str] = field(default_factory=list)  # repairs, worth saying
     excluded: list[dict] = field(default_factory=list)  # the store's ``excluded`` attr after this run
+    left_out: list[FrameFailure] = field(default_factory=list)  # what this run excluded (--exclude-failed)
+    report: Path | None = None  # every failure (or exclusion) of this run, one per line (``pipeline.failures``)
 
     def __str__(self) -> str:
         state = "complete" if self.complete else "NOT complete"
@@ -161,15 +171,20 @@ def preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: st
     if not plan.refs:
         summary = SplitSummary(plan.path, 0, 0, failures=plan.failures)
         summary.notes.append(f"{plan.path}: not written: no sequence of split {split!r} could be listed")
+        summary.report = write_report(plan.path, summary.failures)
         return summary
     rows = np.arange(len(plan.refs))
     summary = _run_plan(reader, plan, plan.path, plan.path, rows, cfg, workers, scheduler, progress, on_start)
     summary.excluded = plan.excluded
     group = open_group(plan.path, mode="r+")
     if exclude_failed and (summary.failures or group.attrs.get(ATTR.unlisted)):
-        return _exclude(reader, plan, summary, cfg, split, workers, scheduler)
+        result = _exclude(reader, plan, summary, cfg, split, workers, scheduler)
+        result.report = write_report(plan.path, result.failures or result.left_out,
+                                     "failed" if result.failures else "excluded")
+        return result
     summary.complete = not summary.failures and mark_complete(group)
     summary.notes += observation_notes(group)
+    summary.report = write_report(plan.path, summary.failures)
     return summary
 
 
@@ -178,13 +193,20 @@ def _exclude(reader: Reader, plan: Plan, summary: SplitSummary, cfg: PreprocessC
     """Leave out what failed: record it in ``excluded``, rebuild the store without its rows by copying the
     finished frames, swap the rebuilt store in, mark it complete."""
     group = open_group(plan.path, mode="r+")
-    failed = {f.key: f.reason for f in summary.failures}
+    left_out = {f.key: f for f in summary.failures}
     for u in group.attrs.get(ATTR.unlisted, []):
-        failed.setdefault(u["key"], f"could not be listed when the store was created ({u['reason']})")
+        if u["key"] not in left_out:
+            left_out[u["key"]] = FrameFailure(u["key"], "", u["reason"])
+    rest, bad = readable_subjects(reader)
+    for r in plan.refs:  # a subject unreadable now: its sequences go too, the store's subject table cannot hold it
+        seq = sequence_of(r.key)
+        if r.subject in bad and seq not in left_out:
+            left_out[seq] = FrameFailure(seq, "", bad[r.subject])
+    failed = {k: f.reason for k, f in left_out.items()}
     excluded = plan.excluded + [{"key": k, "reason": why} for k, why in failed.items()]
     keep = np.array([k for k, r in enumerate(plan.refs) if r.key not in failed and sequence_of(r.key) not in failed],
                     dtype=np.int64)
-    notes = summary.notes + [f"excluded {e['key']}: {e['reason']}" for e in excluded[len(plan.excluded):]]
+    notes = list(summary.notes)
     if not len(keep):
         raise ValueError(f"{plan.path}: every frame failed; nothing is left to finish the store with")
     if len(keep) == len(plan.refs):  # only sequences without rows: the frame list stays, the records change
@@ -192,18 +214,19 @@ def _exclude(reader: Reader, plan: Plan, summary: SplitSummary, cfg: PreprocessC
         if ATTR.unlisted in group.attrs:
             del group.attrs[ATTR.unlisted]
         result = SplitSummary(plan.path, len(keep), summary.shards, summary.written, summary.skipped,
-                              notes=notes, excluded=excluded)
+                              notes=notes, excluded=excluded, left_out=list(left_out.values()))
         result.complete = mark_complete(group)
         return result
     new, _ = swap_paths(plan.path)
     if new.exists():
         shutil.rmtree(new)
     refs = [plan.refs[k] for k in keep]
-    create_split_store(reader, new, refs, cfg, split, plan.sections, {ATTR.excluded: excluded})
+    create_split_store(reader, new, refs, cfg, split, plan.sections, {ATTR.excluded: excluded}, rest)
     kept = Plan(new, refs, plan.sections)
     result = _run_plan(reader, kept, new, plan.path, keep, cfg, workers, scheduler, None, None)
     result.notes = notes
     result.excluded = excluded
+    result.left_out = list(left_out.values())
     result.complete = not result.failures and mark_complete(open_group(new, mode="r+"))
     if result.complete:
         _, old = swap_paths(plan.path)

@@ -8,6 +8,7 @@ rewritten with other values of the same compressed size therefore passes ``quick
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -66,6 +67,26 @@ class Report:
     def add_file(self, p: FileProblem) -> None:
         self.problems.append(Problem(p.array, None, p.message + (f" ({p.file})" if p.file else ""), p.shard,
                                      p.frames))
+
+
+_PER_SHARD = re.compile(r" \(\d+ frames in this shard\)$")
+
+
+def problem_lines(problems: list[Problem], shown: int = 20) -> list[str]:
+    """The problems as a person reads them: one line per array and kind of problem, the first place it was found,
+    with how many more shards or frames have it (a store with NaN in every shard says so once, not per shard); at
+    most ``shown`` lines, then how many kinds are left."""
+    groups: dict[tuple[str, str], list[Problem]] = {}
+    for p in problems:
+        groups.setdefault((p.array, _PER_SHARD.sub("", p.message)), []).append(p)
+    lines = []
+    for same in groups.values():
+        more = len(same) - 1
+        where = "shards" if same[0].shard is not None or _PER_SHARD.search(same[0].message) else "places"
+        lines.append(str(same[0]) + (f" (and {more} more {where} like it)" if more else ""))
+    if len(lines) > shown:
+        lines = lines[:shown] + [f"... and {len(lines) - shown} more kinds of problem"]
+    return lines
 
 
 def validate_store(group, progress: Callable[[int], None] | None = None, max_disagreement: float = MAX_DISAGREEMENT,

@@ -201,8 +201,8 @@ def test_a_stage_that_returns_nan_writes_nothing_for_that_frame(tmp_path, models
     out = tmp_path / "out"
     result = run("preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", out, *FAST)
     assert result.exit_code == 1
-    line = one_line(result, "failed: mazen/", "stage output (not written)", "surface/points has 3 NaN")
-    _, seq, index = line.split("failed: ")[1].split(" ")[0].split("/")
+    line = one_line(result, "failed: ", "stage output (not written)", "surface/points has 3 NaN", "1 frame failed")
+    _, seq, index = line.split("first ")[1].rstrip(")").split("/")
     done, complete = store_state(out / "train.zarr")
     assert done.sum() == 8 and not done[3 * MOTIONS.index(seq) + int(index)] and not complete
 
@@ -372,7 +372,8 @@ def test_a_disconnected_rest_mesh_is_named_by_check_and_preprocess(tmp_path):
     one_line(check, root / "subjects" / "worm.npz", "2 connected components")
     result = run("preprocess", "--dataset", "generic", "--root", root, "--out", tmp_path / "out", *FAST)
     assert result.exit_code == 1 and not (tmp_path / "out" / "train.zarr").exists()
-    one_line(result, "Error", root / "subjects" / "worm.npz", "2 connected components")
+    # its subject fails alone: its sequences are named once with the file and why; nothing else to write here
+    one_line(result, "failed: ", root / "subjects" / "worm.npz", "2 connected components", "worm/crawl, worm/curl")
 
 
 def test_generic_nan_transforms_an_empty_mesh_and_a_duplicated_sequence(tmp_path):
@@ -397,3 +398,134 @@ def test_generic_nan_transforms_an_empty_mesh_and_a_duplicated_sequence(tmp_path
     twice = run("preprocess", "--dataset", "generic", "--root", root, "--out", tmp_path / "out2", *FAST)
     assert twice.exit_code == 1
     one_line(twice, "Error", root / "dataset.yaml", "sequence ('worm', 'crawl') is listed twice")
+
+
+# ------------------------------------------------------------------------------------------------ readable output
+
+
+class _RunsACommand:
+    """A pickled member whose unpickling would run a command (it must never be unpickled)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+SEVEN = {  # the bad files of a real-looking AMASS folder, each with the words its entry must say
+    "truncated": "not a valid .npz (zip) file",
+    "noposes": "no array 'poses'",
+    "width99": "expected (T, 156) SMPL+H",
+    "nanframe": "frame 5: poses has 1 NaN",
+    "notzip": "not a valid .npz (zip) file",
+    "pickle": "member poses is a pickled object; refused",
+    "objarray": "member poses is a pickled object; refused",
+}
+
+
+def seven_bad_files(tmp_path):
+    root = tmp_path / "raw"
+    folder = root / "Transitions_mocap" / "mazen"
+    rng = np.random.default_rng(0)
+    betas = rng.normal(size=16)
+    names = ["good", *SEVEN]
+    for name in names:
+        write_amass_smplh(folder / f"{name}_poses.npz", rng, frames=24, betas=betas)
+    np.savez(folder / "shape.npz", betas=betas, gender=np.array("female"))
+    path = {n: folder / f"{n}_poses.npz" for n in names}
+    truncate(path["truncated"])
+    rewrite(path["noposes"], poses=None)
+    rewrite(path["width99"], poses=np.zeros((24, 99)))
+    nan_at("poses", 5, 3)(path["nanframe"])
+    path["notzip"].write_bytes(b"not a zip file " * 50)
+    rewrite(path["pickle"], poses=np.array([_RunsACommand(tmp_path / "RAN")], dtype=object))
+    rewrite(path["objarray"], poses=np.array([[1.0, 2.0], [3.0]], dtype=object))
+    m = tmp_path / "seven.yaml"
+    m.write_text(yaml.safe_dump({"dataset": "seven", "reader": "amass", "subset": "Transitions",
+                                 "subjects": [{"name": "mazen"}],
+                                 "sequences": [{"subject": "mazen", "name": n, "split": "train"} for n in names]}))
+    return m, root, path
+
+
+def test_seven_bad_files_are_each_named_once_with_what_is_wrong(tmp_path, models):
+    m, root, path = seven_bad_files(tmp_path)
+    out = tmp_path / "out"
+    args = ["preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", out, *FAST]
+    for flags, verb, code in (([], "failed", 1), (["--exclude-failed"], "excluded", 0)):
+        result = run(*args, *flags)
+        assert result.exit_code == code, result.output
+        lines = result.output.splitlines()
+        for name, words in SEVEN.items():
+            named = [line for line in lines if str(path[name]) in line]
+            assert len(named) == 1 and words in named[0] and named[0].startswith(f"  {verb}: "), (name, named)
+        assert not [line for line in lines if str(path["good"]) in line]
+        assert "24 frames failed, first mazen/width99/0" in result.output
+        assert "1 frame failed, first mazen/nanframe/5" in result.output
+        summary = one_line(result, f"{verb}: 7 files, 25 frames and 5 sequences with nothing written")
+        report = out / "train.failures.txt"
+        assert str(report) in summary
+        rows = report.read_text().splitlines()[1:]
+        assert len(rows) == 30 and all(r.startswith(f"{verb}\tmazen/") for r in rows)
+    assert not (tmp_path / "RAN").exists()  # the pickled member was never unpickled
+    store = Store.open(out / "train.zarr")
+    assert validate(store.group).ok and store.n_frames == 24 + 23  # good, and nanframe without its frame 5
+    assert run(*args).exit_code == 0 and not (out / "train.failures.txt").exists()  # a clean rerun: no stale report
+
+
+def test_a_subject_whose_shape_cannot_be_read_fails_alone(tmp_path, models):
+    root = tmp_path / "raw"
+    rng = np.random.default_rng(1)
+    sequences = []
+    for subject in ("mazen", "nogender"):
+        folder = root / "Transitions_mocap" / subject
+        betas = rng.normal(size=16)
+        for name in MOTIONS:
+            write_amass_smplh(folder / f"{name}_poses.npz", rng, frames=3, betas=betas)
+            sequences.append({"subject": subject, "name": name, "split": "train"})
+        shape = {"betas": betas} if subject == "nogender" else {"betas": betas, "gender": np.array("female")}
+        np.savez(folder / "shape.npz", **shape)  # an exporter that leaves the gender out
+    m = tmp_path / "two.yaml"
+    m.write_text(yaml.safe_dump({"dataset": "two", "reader": "amass", "subset": "Transitions",
+                                 "subjects": [{"name": "mazen"}, {"name": "nogender"}], "sequences": sequences}))
+    out = tmp_path / "out"
+    args = ["preprocess", "--dataset", m, "--root", root, "--body-models", models, "--out", out, *FAST]
+    for _ in range(2):  # the rerun says the same, and keeps what was written
+        result = run(*args)
+        assert result.exit_code == 1
+        line = one_line(result, "failed: ", root / "Transitions_mocap" / "nogender" / "shape.npz", "missing keys")
+        assert "subject nogender's shape" in line and "nogender/a, nogender/b, nogender/c: nothing written" in line
+        done, complete = store_state(out / "train.zarr")
+        assert done.all() and len(done) == 9 and not complete  # every frame of the readable subject
+    assert run(*args, "--exclude-failed").exit_code == 0
+    store = Store.open(out / "train.zarr")
+    assert store.subjects == ["mazen"] and store.n_frames == 9
+    assert sorted(e["key"] for e in store.attrs["excluded"]) == ["nogender/a", "nogender/b", "nogender/c"]
+
+
+def test_a_long_failure_list_is_cut_between_files_never_inside_one():
+    from hipnet.pipeline.failures import group_failures, summary_lines
+    from hipnet.pipeline.shards import FrameFailure
+
+    failures = [FrameFailure(f"s/m{k:02d}/{i}", f"/data/m{k:02d}.npz", f"/data/m{k:02d}.npz: frame {i}: poses has 1 NaN")
+                for k in range(30) for i in range(100)]
+    failures.append(FrameFailure("s/x", "", "/data/x.npz: not a valid .npz (zip) file"))
+    groups = group_failures(failures)
+    assert len(groups) == 31 and groups[0].reasons == ["poses has 1 NaN"] and groups[0].first == "frame 0: poses has 1 NaN"
+    lines = summary_lines(failures, report=None, shown=5)
+    assert len(lines) == 5 + 2 and all(line.count("/data/") == 1 for line in lines[:5])
+    assert lines[5] == "  ... and 26 more files (2500 frames, 1 sequence)"
+    assert lines[6] == "failed: 31 files, 3000 frames and 1 sequence with nothing written"
+    assert "100 frames failed, first s/m00/0" in lines[0]
+
+
+def test_validate_names_a_problem_once_however_many_shards_have_it():
+    from hipnet.pipeline.validate import Problem, problem_lines
+
+    problems = [Problem("surface/points", 2 * s, "contains NaN or inf (2 frames in this shard)") for s in range(40)]
+    problems += [Problem("surface/labels", 3, "label >= 22 joints")]
+    lines = problem_lines(problems)
+    assert lines == ["surface/points frame 0: contains NaN or inf (2 frames in this shard) (and 39 more shards like it)",
+                     "surface/labels frame 3: label >= 22 joints"]

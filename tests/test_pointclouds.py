@@ -263,7 +263,7 @@ def test_a_bad_point_cloud_is_one_line_naming_the_file_and_frame(observed_root, 
     result = CliRunner().invoke(main, ["preprocess", "--dataset", "generic", "--root", str(copy), "--out",
                                        str(tmp_path / "o"), "--points", "200", "--workers", "1"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"pill/bare/1 ({bad})" in result.output or f"pill/bare/1: {bad}" in result.output, result.output
+    assert f"failed: {bad}: " in result.output and "first pill/bare/1)" in result.output, result.output
     assert "vertices has" in result.output and "NaN values" in result.output
     assert str(empty) in result.output and "pill/scans/2" in result.output
     check = CliRunner().invoke(main, ["manifest", "check", "--dataset", "generic", "--root", str(copy)])

@@ -133,8 +133,8 @@ def test_a_missing_or_unreadable_scan_fails_that_frame_naming_the_file(setup, tm
                                        "--body-models", str(setup["models"]), "--out", str(tmp_path / "o"),
                                        "--points", "500", "--workers", "1"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"50002/hips/1: {folder / 'hips.000001.ply'}" in result.output
-    assert f"50002/hips/2: {folder / 'hips.000002.ply'}: cannot read" in result.output
+    assert f"failed: {folder / 'hips.000001.ply'}: " in result.output and "first 50002/hips/1)" in result.output
+    assert f"failed: {folder / 'hips.000002.ply'}: cannot read" in result.output and "first 50002/hips/2)" in result.output
     check = CliRunner().invoke(main, ["manifest", "check", "--dataset", setup["manifests"]["scans"], "--root",
                                       str(raw), "--body-models", str(setup["models"])])
     assert check.exit_code == 1 and str(folder / "hips.000001.ply") in check.output, check.output
