@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -40,10 +41,15 @@ _SPLITS_HELP = "Comma-separated splits to process (default: every split the data
 
 
 def _run_with_progress(fn, desc: str, **kwargs):
-    """Run a shard runner with a tqdm bar over shards; a dead worker becomes one clear line."""
+    """Run a shard runner with a tqdm bar over shards; a dead worker, another run writing to the same folder and a
+    full disk each become one clear line."""
+    import errno
     from concurrent.futures import BrokenExecutor
 
     from tqdm import tqdm
+
+    from hipnet.pipeline.lock import LockedError
+    from hipnet.pipeline.store import StoreWriteError
 
     bars = []
 
@@ -56,6 +62,13 @@ def _run_with_progress(fn, desc: str, **kwargs):
         raise click.ClickException(
             f"a worker process died ({e}); finished shards are kept: rerun the same command to resume"
         ) from e
+    except (LockedError, StoreWriteError) as e:  # another run writes there; a shard could not be written
+        raise click.ClickException(str(e)) from None
+    except OSError as e:  # the disk filled (or a folder went away) outside a shard write: stores, attributes
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        raise click.ClickException(f"{e.filename or kwargs.get('out') or kwargs.get('path')}: {e.strerror}; "
+                                   "the shards finished before are kept: fix that and rerun the same command") from None
     finally:
         for bar in bars:
             bar.close()
@@ -129,12 +142,41 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
     """
     from hipnet.pipeline.manifest import SPLITS
     from hipnet.pipeline.process import PreprocessConfig
-    from hipnet.pipeline.run import preprocess_split
 
     cfg = PreprocessConfig(surface_points=points, eval_points=eval_points, near_sigma=near_sigma, geodesics=geodesics,
                            snarf=snarf, eval_on_train=eval_on_train, shard_frames=shard_frames, seed=seed,
                            quantise=quantise, frame_every=frame_every)
     chosen = tuple(splits.split(",")) if splits else SPLITS
+    with _writing(out):
+        ok, attempted, empty, t0 = _preprocess_splits(dataset, root, body_models, out, splits, chosen, cfg, workers,
+                                                      scheduler, exclude_failed)
+    click.echo(f"done in {time.time() - t0:.0f} s")
+    if not attempted:
+        raise click.ClickException(f"{dataset} in {root}: nothing to do, no split has frames: " + " | ".join(empty))
+    if not ok:
+        raise click.ClickException(
+            "some frames or sequences failed (listed above); the stores are kept and resumable: fix the files and "
+            "rerun the same command, or add --exclude-failed to finish without them (recorded in each store's "
+            "`excluded` attribute)"
+        )
+
+
+@contextlib.contextmanager
+def _writing(out: Path):
+    """Hold ``out``'s writer lock for a whole command (every split), refusing in one line when another run does."""
+    from hipnet.pipeline.lock import LockedError, writer_lock
+
+    try:
+        with writer_lock(out):
+            yield
+    except LockedError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _preprocess_splits(dataset, root, body_models, out, splits, chosen, cfg, workers, scheduler, exclude_failed):
+    """Each chosen split into its store; (all complete, splits attempted, why the others were empty, start)."""
+    from hipnet.pipeline.run import preprocess_split
+
     ok, attempted, empty = True, 0, []
     t0 = time.time()
     for k, split in enumerate(chosen):
@@ -155,14 +197,7 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
         summary = _run_with_progress(preprocess_split, f"{split} shards", reader=reader, out=out, cfg=cfg,
                                      split=split, workers=workers, scheduler=scheduler, exclude_failed=exclude_failed)
         ok &= _report(summary)
-    click.echo(f"done in {time.time() - t0:.0f} s")
-    if not attempted:
-        raise click.ClickException(f"{dataset} in {root}: nothing to do, no split has frames: " + " | ".join(empty))
-    if not ok:
-        raise click.ClickException(
-            "some frames or sequences failed (listed above); the stores are kept and resumable: fix the files and "
-            "rerun the same command, or add --exclude-failed to finish without them (recorded in each store's "
-            "`excluded` attribute)")
+    return ok, attempted, empty, t0
 
 
 def _sensor_options(fn):

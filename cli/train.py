@@ -78,7 +78,7 @@ def main(shards, more_shards, config, out, resume, max_minutes, fit_schedule, de
     import torch
 
     from hipnet.model.config import load_config, parse_overrides
-    from hipnet.model.train import TrainingDiverged, train
+    from hipnet.model.train import LoaderWorkerDied, TrainingDiverged, train
 
     try:
         cfg = load_config(config)
@@ -92,7 +92,7 @@ def main(shards, more_shards, config, out, resume, max_minutes, fit_schedule, de
             torch.cuda.set_device(device)
         run = train(list(shards) + [str(p) for p in more_shards], cfg, out, device=device, resume=resume,
                     max_seconds=None if max_minutes is None else 60 * max_minutes, fit_schedule=fit_schedule)
-    except (ValueError, OSError, TrainingDiverged) as e:  # DataError is a ValueError: one line, no traceback
+    except (ValueError, OSError, TrainingDiverged, LoaderWorkerDied) as e:  # DataError is a ValueError: one line
         raise click.ClickException(str(e)) from e
     click.echo(f"{run.out}: step {run.step}, epoch {run.epoch}, loss {run.last_loss:.5f}, "
                f"{run.points_per_s:,.0f} query points/s; checkpoint {run.out / 'ckpt.pt'}")

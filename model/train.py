@@ -16,10 +16,10 @@ from pathlib import Path
 from hipnet.model.checkpoint import CKPT, build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 from hipnet.model.config import TrainConfig
 from hipnet.model.losses import LossFn
-from hipnet.model.trainer import Run, Trainer, TrainingDiverged, init_distributed, lr_factor
+from hipnet.model.trainer import LoaderWorkerDied, Run, Trainer, TrainingDiverged, init_distributed, lr_factor
 
-__all__ = ["CKPT", "Run", "Trainer", "TrainingDiverged", "build_model", "init_distributed", "load_checkpoint",
-           "lr_factor", "model_from_checkpoint", "save_checkpoint", "train"]
+__all__ = ["CKPT", "LoaderWorkerDied", "Run", "Trainer", "TrainingDiverged", "build_model", "init_distributed",
+           "load_checkpoint", "lr_factor", "model_from_checkpoint", "save_checkpoint", "train"]
 
 
 def train(shards: Sequence[str | Path], cfg: TrainConfig, out: Path, device: str = "cpu", resume: bool = False,

@@ -91,6 +91,10 @@ def lr_factor(cfg: TrainConfig, step: int, planned: int) -> float:
     return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+class LoaderWorkerDied(RuntimeError):
+    """A loader worker process died (killed, or out of memory); the steps trained so far are kept."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss, a gradient or the parameters went NaN or inf: one line naming the run, the step and the
     checkpoint that is kept."""
@@ -347,6 +351,14 @@ class Trainer:
                 if self.world == 1 and self.step > (self.saved_step or 0):
                     self.save()  # the steps trained so far are good: keep them (may raise TrainingDiverged)
                 raise DataError(f"{e}; training stopped at step {self.step}; {self.kept_text()}") from None
+            except RuntimeError as e:  # torch's word for a worker that vanished: "DataLoader worker (pid(s) N) ..."
+                if "DataLoader worker" not in str(e):
+                    raise
+                if self.world == 1 and self.step > (self.saved_step or 0):
+                    self.save()  # every step so far had its whole batch: keep them; --resume goes on from here
+                first = str(e).strip().splitlines()[0].rstrip(".")
+                raise LoaderWorkerDied(f"{self.out}: a loader worker process died at step {self.step} (torch: "
+                                       f"{first}); {self.kept_text()}; rerun with --resume to continue exactly") from None
             self.save()
         finally:
             if log is not None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from hipnet.pipeline.failures import write_report
 from hipnet.pipeline.integrity import damaged_shards, remove_partial_writes, store_root
+from hipnet.pipeline.lock import writer_lock
 from hipnet.pipeline.observations import observation_notes
 from hipnet.pipeline.plan import (
     Plan,
@@ -166,7 +167,15 @@ def preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: st
     Every frame that can be done is done; what cannot (a frame that fails, a sequence that cannot be listed) is
     reported and the store is not complete. ``exclude_failed``: then leave those out, record them with their
     reasons in the store's ``excluded`` attr, rebuild the store without their rows (finished frames are copied,
-    not recomputed) and mark it complete."""
+    not recomputed) and mark it complete.
+
+    The run holds ``out``'s writer lock (``pipeline.lock``): a second run on the same folder is refused."""
+    with writer_lock(Path(out)):
+        return _preprocess_split(reader, out, cfg, split, workers, scheduler, progress, on_start, exclude_failed)
+
+
+def _preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: str, workers: int,
+                      scheduler: str | None, progress, on_start, exclude_failed: bool) -> SplitSummary:
     plan = prepare_store(reader, out, cfg, split)
     if not plan.refs:
         summary = SplitSummary(plan.path, 0, 0, failures=plan.failures)
@@ -262,7 +271,14 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
 
     While relabelling, the store is not complete and its ``relabel`` attr names the mode; a ``geodesics_done``
     mask records finished shards. At the end the config's mode is updated and the store marked complete again.
+    The run holds the writer lock of the store's folder (``pipeline.lock``).
     """
+    with writer_lock(Path(path).parent):
+        return _relabel_store(reader, path, mode, workers, scheduler, progress, on_start)
+
+
+def _relabel_store(reader: Reader, path: Path, mode: str, workers: int, scheduler: str | None, progress,
+                   on_start) -> SplitSummary:
     from dask import delayed
 
     group = open_group(path, mode="r+")

@@ -27,7 +27,14 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from hipnet.pipeline.integrity import check_files, collect_index, hashed_arrays, record_shard, record_static
+from hipnet.pipeline.integrity import (
+    check_files,
+    collect_index,
+    hashed_arrays,
+    record_shard,
+    record_static,
+    store_root,
+)
 from hipnet.pipeline.quantise import decode_normals, decode_points, point_error_bound
 from hipnet.pipeline.schema import (
     ATTR,
@@ -159,17 +166,44 @@ def write_shard(group: zarr.Group, shard: int, arrays: Mapping[str, np.ndarray],
     shard's hash record, then its ``done`` slice. One slice assignment per array: shard-aligned, never shared with
     another task."""
     n = group[done_name].shape[0]
-    sl = shard_slice(shard, n, int(group.attrs[ATTR.shard_frames]))
+    k = int(group.attrs[ATTR.shard_frames])
+    sl = shard_slice(shard, n, k)
     written = {}
-    for name, block in arrays.items():
-        if not SPECS[name].per_frame:
-            raise ValueError(f"{name} is not frame-major; it is written once at creation")
-        if len(block) != sl.stop - sl.start:
-            raise ValueError(f"{name}: {len(block)} frames for shard {shard} of {sl.stop - sl.start}")
-        written[name] = np.ascontiguousarray(block, dtype=SPECS[name].dtype)  # hashed as written
-        group[name][sl] = written[name]
-    record_shard(group, shard, written)
-    group[done_name][sl] = np.asarray(done, dtype=bool)
+    try:
+        for name, block in arrays.items():
+            if not SPECS[name].per_frame:
+                raise ValueError(f"{name} is not frame-major; it is written once at creation")
+            if len(block) != sl.stop - sl.start:
+                raise ValueError(f"{name}: {len(block)} frames for shard {shard} of {sl.stop - sl.start}")
+            written[name] = np.ascontiguousarray(block, dtype=SPECS[name].dtype)  # hashed as written
+            group[name][sl] = written[name]
+        record_shard(group, shard, written)
+        group[done_name][sl] = np.asarray(done, dtype=bool)
+    except OSError as e:  # a full disk, a quota, a read-only or vanished folder: the shard stays not done
+        raise StoreWriteError(
+            f"{store_root(group)}: shard {shard} ({frames_text(shard, n, k)}) could not be written: "
+            f"{e.strerror or e}{f' ({e.filename})' if e.filename else ''}; the shards finished before are kept: "
+            "fix that (free space) and rerun the same command to resume") from None
+
+
+def incomplete_text(store: Store) -> str:
+    """What an incomplete store lacks, and whether a run is writing it now (its folder's writer lock)."""
+    from hipnet.pipeline.lock import holder
+
+    done = np.asarray(store.read(DONE), dtype=bool)
+    if done.all():
+        what = "every frame is done, but the store was never marked complete"
+    else:
+        first = int(np.flatnonzero(~done)[0])
+        what = (f"{int((~done).sum())} of {len(done)} frames not done (first: frame {first}, shard "
+                f"{first // store.shard_frames})")
+    writing = holder(store.path.parent)
+    return f"{what}; " + (f"a run is writing it now: {writing}" if writing else "an interrupted or failed run")
+
+
+class StoreWriteError(RuntimeError):
+    """A shard could not be written (no space, no permission); the store stays resumable."""
+
 
 
 def mark_complete(group: zarr.Group) -> bool:
@@ -250,10 +284,8 @@ class Store:
         if allow_incomplete:
             return store
         if not group.attrs.get(ATTR.complete):
-            raise ValueError(
-                f"{path}: store is not complete (interrupted or failed run); rerun `hipnet-data preprocess` with the "
-                "same arguments to finish it"
-            )
+            raise ValueError(f"{path}: store is not complete ({incomplete_text(store)}); rerun `hipnet-data "
+                             "preprocess` with the same arguments to finish it")
         done = store.read(DONE)
         if not done.all():
             first = int(np.flatnonzero(~done)[0])
