@@ -42,7 +42,7 @@ DEMO_NOTE ?=
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test test-browser docs pretrained demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-mix bench-viewer gpu-prepare gpu-check clean
+.PHONY: setup test test-browser fuzz docs pretrained demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-mix bench-viewer gpu-prepare gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The fuzzed readers at a larger, random budget (hypothesis profile `fuzz`: 400 damaged files per format, a few
+# minutes); `make test` runs a fixed 60.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_readers.py
 
 # The documentation site (mkdocs-material; the API reference from the docstrings) into site/, strict: a broken link or
 # reference fails. The experiment pages and the README's results table are regenerated from bench/results first.

@@ -114,3 +114,8 @@ class Subject:
                 rest_vertices=_f64(self.rest_vertices), skinning_weights=_f64(self.skinning_weights))
         require_finite(f"subject {self.name}", rest_joints=self.rest_joints, rest_vertices=self.rest_vertices,
                        skinning_weights=self.skinning_weights)
+        f, v = self.faces, self.rest_vertices
+        if f is not None and v is not None and f.size and (f.ndim != 2 or f.shape[1] != 3 or f.min() < 0
+                                                            or f.max() >= len(v)):
+            raise ValueError(f"subject {self.name}: rest mesh faces ({f.shape}) must be (F, 3) indices into its "
+                             f"{len(v)} vertices")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -61,13 +62,20 @@ def _not_an_archive(path: Path, what: str) -> str | None:
     return None
 
 
+# what reading a damaged zip member raises besides ValueError: flag bits that say "encrypted" (RuntimeError) or
+# "patched" and versions zipfile does not implement (NotImplementedError), a broken deflate stream (zlib.error)
+ZIP_ERRORS = (OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError)
+# what numpy raises on an array header it cannot parse (it reads the header as a Python literal)
+HEADER_ERRORS = (SyntaxError, TypeError, tokenize.TokenError)
+
+
 def load_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` (all, or those of ``keys`` that it has) without pickle; every error is a
     ValueError naming the file in our words: "not a valid .npz (zip) file", "member X is a pickled object; refused",
     "cannot read as npz (...)" for a damaged member."""
     path = Path(path)
     problem = _not_an_archive(path, "npz")
-    if problem is None and not zipfile.is_zipfile(path):
+    if problem is None and not (zipfile.is_zipfile(path) and _starts_like_a_zip(path)):
         problem = f"{path}: cannot read as npz: not a valid .npz (zip) file (truncated, or another format)"
     if problem:
         raise ValueError(problem)
@@ -76,9 +84,26 @@ def load_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.nd
         with np.load(path, allow_pickle=False) as z:
             for key in z.files if keys is None else [k for k in keys if k in z.files]:
                 out[key] = _member(z, key, path)
-    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
+    except ZIP_ERRORS as e:
+        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {one_line(e)})") from e
+    except ValueError as e:  # numpy's own words (its fallback to pickle, a damaged header): ours, naming the file
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path}: cannot read as npz ({one_line(e)})") from e
     return out
+
+
+def _starts_like_a_zip(path: Path) -> bool:
+    """numpy decides by the first bytes whether a file is an archive (else it tries pickle): a local file header,
+    or an empty archive's end record."""
+    with open(path, "rb") as f:
+        return f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def one_line(e: Exception, limit: int = 200) -> str:
+    """An exception's message on one line (some libraries write several), cut at ``limit`` characters."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _member(z, key: str, path: Path) -> np.ndarray:
@@ -87,7 +112,9 @@ def _member(z, key: str, path: Path) -> np.ndarray:
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise ValueError(f"{path}: member {key} is a pickled object; refused") from None
-        raise ValueError(f"{path}: cannot read member {key} ({e})") from e
+        raise ValueError(f"{path}: cannot read member {key} ({one_line(e)})") from e
+    except HEADER_ERRORS as e:  # a damaged member header numpy cannot parse
+        raise ValueError(f"{path}: cannot read member {key} ({type(e).__name__}: {one_line(e)})") from e
 
 
 def load_npy(path: Path) -> np.ndarray:
@@ -106,9 +133,9 @@ def load_npy(path: Path) -> np.ndarray:
             raise
         if "allow_pickle" in str(e):
             raise ValueError(f"{path}: the array is a pickled object; refused") from None
-        raise ValueError(f"{path}: cannot read as npy ({e})") from e
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read as npy ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path}: cannot read as npy ({one_line(e)})") from e
+    except (OSError, EOFError, *HEADER_ERRORS) as e:
+        raise ValueError(f"{path}: cannot read as npy ({type(e).__name__}: {one_line(e)})") from e
 
 
 def read_npz(path: Path, required: Mapping[str, tuple] | None = None) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ import numpy as np
 from hipnet.pipeline.bodymodels import GENDERS, Z_UP_TO_Y_UP, merge_weights
 from hipnet.pipeline.checks import bad_rows, nonfinite, numbers, require_finite
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.io import load_npz
+from hipnet.pipeline.io import HEADER_ERRORS, ZIP_ERRORS, load_npz, one_line
 from hipnet.pipeline.readers.base import group_by_source
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
 from hipnet.pipeline.selection import select_frames, split_names
@@ -100,16 +100,18 @@ def npz_shape(path: Path, key: str) -> tuple[int, ...]:
             shape, _, dtype = read_header(f)
     except KeyError as e:
         raise ValueError(f"{path}: no array {key!r}") from e
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {e})") from e
+    except (ValueError, *HEADER_ERRORS, *ZIP_ERRORS) as e:
+        raise ValueError(f"{path}: cannot read as npz ({type(e).__name__}: {one_line(e)})") from e
     if dtype.hasobject:
         raise ValueError(f"{path}: member {key} is a pickled object; refused")
     return tuple(shape)
 
 
 def _gender(value: np.ndarray, path: Path) -> str:
-    v = value.item() if value.ndim == 0 else value.ravel()[0]
-    g = (v.decode() if isinstance(v, bytes) else str(v)).strip().lower()
+    if value.size != 1 or value.dtype.kind not in "USO":
+        raise ValueError(f"{path}: gender is a {value.dtype} array of shape {value.shape}, expected one string")
+    v = value.ravel()[0]
+    g = (v.decode(errors="replace") if isinstance(v, bytes) else str(v)).strip().lower()
     if g not in GENDERS:
         raise ValueError(f"{path}: gender {g!r} is not one of {GENDERS}")
     return g

@@ -30,6 +30,7 @@ import numpy as np
 from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP, BodyModel, merge_weights
 from hipnet.pipeline.checks import bad_rows, nonfinite, numbers, rows_text
 from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.io import one_line
 from hipnet.pipeline.manifest import SPLITS, load_manifest
 from hipnet.pipeline.readers.amass import AmassReader, subset_dir
 from hipnet.pipeline.readers.base import group_by_source
@@ -74,14 +75,18 @@ def find_registrations(root: Path, gender: str) -> Path | None:
     return None
 
 
+# what h5py raises on a damaged file past opening it (a broken link, a truncated dataset, a header it cannot parse)
+HDF5_ERRORS = (OSError, KeyError, TypeError, RuntimeError, ValueError, IndexError)
+
+
 def open_hdf5(path: Path):
     """``h5py.File(path, "r")``; a file that cannot be opened is a ValueError naming it."""
     import h5py
 
     try:
         return h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot open as hdf5 ({e})") from e
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}: cannot open as hdf5 ({one_line(e)})") from e
 
 
 def kabsch(rest: np.ndarray, posed: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -184,17 +189,24 @@ class DfaustRegistrationsReader(ManifestReader):
                                      f"{self.subject_entries[subject]['gender']} SMPL model has {n_model} vertices")
                 v = numbers(f"{path}:{key}", "vertices", data[:, :, np.asarray(index)]).transpose(2, 0, 1)
                 faces = np.asarray(f["faces"]) if "faces" in f else None
-            except (OSError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{key}: cannot read ({type(e).__name__}: {e})") from e
+            except HDF5_ERRORS as e:
+                if str(path) in str(e):
+                    raise
+                raise ValueError(f"{path}:{key}: cannot read ({type(e).__name__}: {one_line(e)})") from e
         return v @ self._to_y_up().T, faces
 
     def sequence_length(self, subject: str, sequence: str) -> int:
         """Frames of one sequence in the file as it is now."""
         path, key = self.source(subject, sequence)
         with open_hdf5(path) as f:
-            if key not in f:
-                raise ValueError(f"{path}: no sequence {key}")
-            return int(f[key].shape[-1])
+            try:
+                if key not in f:
+                    raise ValueError(f"{path}: no sequence {key}")
+                return int(f[key].shape[-1])
+            except HDF5_ERRORS as e:
+                if str(path) in str(e):
+                    raise
+                raise ValueError(f"{path}:{key}: cannot read ({type(e).__name__}: {one_line(e)})") from e
 
     def model(self, subject: str) -> BodyModel:
         return self.models.get("smpl", self.subject_entries[subject]["gender"])
@@ -218,10 +230,14 @@ class DfaustRegistrationsReader(ManifestReader):
             if not len(finite):
                 raise ValueError(f"{path}:{seq_key}: no frame without NaN or inf to take subject {name}'s rest mesh "
                                  "from")
-            rest = unpose(model, posed[finite[0]])  # the first finite frame (frame 0 unless it is damaged)
-            rest_joints = (model.J_regressor[:, model.keep] @ rest)[:22]
-            weights = merge_weights(model.weights[model.keep], model.parents, 22)
-            self._cache[key] = Subject(name, rest_joints, model.faces, rest, weights)
+            try:
+                rest = unpose(model, posed[finite[0]])  # the first finite frame (frame 0 unless it is damaged)
+                rest_joints = (model.J_regressor[:, model.keep] @ rest)[:22]
+                weights = merge_weights(model.weights[model.keep], model.parents, 22)
+                self._cache[key] = Subject(name, rest_joints, model.faces, rest, weights)
+            except (ValueError, ArithmeticError) as e:  # LinAlgError (a ValueError) on vertices no body takes
+                raise ValueError(f"{path}:{seq_key}: frame {finite[0]}: cannot unpose subject {name}'s rest mesh "
+                                 f"from it ({type(e).__name__}: {one_line(e)})") from e
         return self._cache[key]
 
     def load(self, refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, Frame | Exception]]:

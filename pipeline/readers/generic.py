@@ -157,7 +157,10 @@ class GenericReader(Reader):
             raise FileNotFoundError(f"{path}: the skeleton of the dataset's first sequence is missing (run "
                                     "`hipnet-data manifest check --dataset generic` for everything that is missing)")
         data = self._skeleton_file(first["subject"], first["name"])
-        return Skeleton(tuple(str(n) for n in data["names"]), tuple(int(p) for p in data["parents"]))
+        try:
+            return Skeleton(tuple(str(n) for n in data["names"]), tuple(int(p) for p in data["parents"]))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: not a skeleton: {e}") from None
 
     def frame_folder(self, subject: str, sequence: str) -> Path:
         """``meshes/``, or for observed frames ``points/`` where that is the folder present."""
@@ -251,9 +254,14 @@ class GenericReader(Reader):
                     raise ValueError(f"{self.sequence_dir(ref.subject, ref.sequence)}/skeleton.npz: another skeleton "
                                      "than the dataset's first sequence (a store holds one skeleton)")
                 if ref.index >= len(data["joint_transforms"]):
-                    raise ValueError(f"{ref.source}: frame {ref.index} has no joint transforms (skeleton.npz has "
-                                     f"{len(data['joint_transforms'])})")
+                    raise ValueError(f"{self.sequence_dir(ref.subject, ref.sequence)}/skeleton.npz: no joint "
+                                     f"transforms for frame {ref.index} ({ref.source}): it has "
+                                     f"{len(data['joint_transforms'])} frames")
                 jt = np.array(data["joint_transforms"][ref.index], dtype=np.float64)
+                problem = nonfinite("joint_transforms", jt)
+                if problem:
+                    raise ValueError(f"{self.sequence_dir(ref.subject, ref.sequence)}/skeleton.npz: frame "
+                                     f"{ref.index}: {problem}")
                 jt[:, :3, :3] = r @ jt[:, :3, :3] @ r.T
                 jt[:, :3, 3] = self._to_y_up(jt[:, :3, 3])
                 if subj.rest_vertices is None:  # an observation: a point cloud or a raw scan
@@ -269,8 +277,9 @@ class GenericReader(Reader):
                                          "another vertex order)")
                     frame = Frame(ref.subject, ref.sequence, ref.index, self._to_y_up(verts), subj.faces, jt,
                                   subj.rest_joints, subj.skinning_weights)
-            except FRAME_ERRORS as e:
-                yield ref, frame_error(ref.source, e)
+            except FRAME_ERRORS as e:  # named by the file it is about: the frame's own, or its skeleton.npz
+                skeleton = f"{self.sequence_dir(ref.subject, ref.sequence)}/skeleton.npz"
+                yield ref, e if skeleton in str(e) else frame_error(ref.source, e)
                 continue
             yield ref, frame
 
