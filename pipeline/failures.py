@@ -22,14 +22,13 @@ _FRAME_PREFIX = re.compile(r"^frame \d+: ")
 
 
 def failure_file(source: str, key: str, reason: str) -> str:
-    """The file a failure belongs to: its ``source``, else the path its reason starts with (readers name the file
-    first), else its sequence (``subject/sequence``)."""
-    if source:
-        return source
+    """The file a failure is about: the path its reason starts with (readers name the file first; a frame's
+    problem may be in another file than the one it is read from, its sequence's skeleton say), else its ``source``,
+    else its sequence (``subject/sequence``)."""
     head = reason.split(": ", 1)[0]
     if "/" in head or Path(head).suffix:
         return head
-    return "/".join(key.split("/")[:2])
+    return source or "/".join(key.split("/")[:2])
 
 
 def plain_reason(file: str, reason: str) -> str:

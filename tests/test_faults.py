@@ -387,7 +387,7 @@ def test_generic_nan_transforms_an_empty_mesh_and_a_duplicated_sequence(tmp_path
     out = tmp_path / "out"
     result = run("preprocess", "--dataset", "generic", "--root", root, "--out", out, *FAST)
     assert result.exit_code == 1
-    one_line(result, "worm/crawl/2", "joint_transforms has 3 NaN")
+    one_line(result, "failed: ", skeleton, "frame 2: joint_transforms has 1 NaN", "first worm/crawl/2")
     one_line(result, "worm/curl/1", empty)
     check = run("manifest", "check", "--dataset", "generic", "--root", root)
     one_line(check, skeleton, "frame 2", "joint_transforms has 1 NaN")
