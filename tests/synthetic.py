@@ -296,3 +296,59 @@ def write_point_ply(path: Path, points: np.ndarray, normals: np.ndarray | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(header) + "\n" + "\n".join(" ".join(f"{x:.7g}" for x in r) for r in rows) + "\n")
     return path
+
+
+def write_cape(base: Path, frames: int = 3) -> dict:
+    """A CAPE release of one subject (00032) and one sequence of ``frames`` frames in the published layout, with
+    SMPL body models and a manifest: ``{"root", "models", "manifest"}``."""
+    import pickle
+
+    import yaml
+
+    from hipnet.pipeline.bodymodels import BodyModel
+
+    models = write_amass_body_models(base / "models", kinds=("smpl",), genders=("male",))
+    model = BodyModel.load(models / "smpl" / "male" / "model.npz")
+    root = base / "raw" / "cape_release"
+    pose = np.random.default_rng(2).normal(scale=0.1, size=(frames, 72))
+    posed = model.pose(np.zeros(10), pose)
+    (root / "minimal_body_shape" / "00032").mkdir(parents=True)
+    np.save(root / "minimal_body_shape" / "00032" / "00032_minimal.npy", model.rest_vertices(np.zeros(10)))
+    for k in range(frames):
+        path = root / "sequences" / "00032" / "shortlong_hips" / f"shortlong_hips.{k + 1:06d}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, v_posed=posed.vertices[k], pose=pose[k], transl=np.zeros(3))
+    (root / "misc").mkdir()
+    (root / "misc" / "subj_genders.pkl").write_bytes(pickle.dumps({"00032": "male"}, protocol=2))
+    m = base / "tiny_cape.yaml"
+    m.write_text(yaml.safe_dump({"dataset": "tiny_cape", "reader": "cape", "subjects": [{"name": "00032"}],
+                                 "sequences": [{"subject": "00032", "name": "shortlong_hips", "split": "train"}]}))
+    return {"root": base / "raw", "models": models, "manifest": m}
+
+
+def write_dfaust(base: Path, frames: int = 4) -> dict:
+    """The pieces of a DFAUST registrations dataset: the male SMPL model, a manifest of subject 50002's sequence
+    ``hips``, and that sequence's ``frames`` posed vertices (T, V, 3) with the model's faces (write them with
+    ``write_registrations``): ``{"models", "manifest", "verts", "faces"}``."""
+    import yaml
+
+    model = write_dfaust_male_model(base)
+    pose = np.zeros((frames, 72))
+    pose[:, 3:66] = np.random.default_rng(5).normal(scale=0.2, size=(frames, 63))
+    m = base / "tiny_dfaust.yaml"
+    m.write_text(yaml.safe_dump({"dataset": "tiny_dfaust", "reader": "dfaust", "subjects": [{"name": "50002",
+                                 "gender": "male"}], "sequences": [{"subject": "50002", "name": "hips",
+                                                                    "split": "train"}]}))
+    return {"models": base / "models", "manifest": m, "verts": model.pose(np.zeros(10), pose).vertices,
+            "faces": model.faces}
+
+
+def write_registrations(raw: Path, verts: np.ndarray, faces: np.ndarray) -> Path:
+    """``raw/registrations_m.hdf5`` as DFAUST publishes it: ``50002_hips`` (V, 3, T) and ``faces``."""
+    import h5py
+
+    raw.mkdir(parents=True, exist_ok=True)
+    with h5py.File(raw / "registrations_m.hdf5", "w") as f:
+        f["50002_hips"] = verts.transpose(1, 2, 0)
+        f["faces"] = faces
+    return raw

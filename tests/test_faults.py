@@ -5,16 +5,21 @@ the classes and points here."""
 
 from __future__ import annotations
 
-import pickle
 import shutil
 
-import h5py
 import numpy as np
 import pytest
 import trimesh
 import yaml
 from click.testing import CliRunner
-from synthetic import write_amass_body_models, write_amass_smplh, write_dfaust_male_model, write_generic
+from synthetic import (
+    write_amass_body_models,
+    write_amass_smplh,
+    write_cape,
+    write_dfaust,
+    write_generic,
+    write_registrations,
+)
 
 from hipnet.cli.data import main
 from hipnet.pipeline.schema import validate
@@ -255,26 +260,11 @@ def test_a_deleted_shard_file_is_found_then_recomputed(finished):
 
 @pytest.fixture(scope="module")
 def dfaust(tmp_path_factory):
-
-    base = tmp_path_factory.mktemp("dfaust")
-    model = write_dfaust_male_model(base)
-    pose = np.zeros((4, 72))
-    pose[:, 3:66] = np.random.default_rng(5).normal(scale=0.2, size=(4, 63))
-    m = base / "tiny_dfaust.yaml"
-    m.write_text(yaml.safe_dump({"dataset": "tiny_dfaust", "reader": "dfaust", "subjects": [{"name": "50002",
-                                 "gender": "male"}], "sequences": [{"subject": "50002", "name": "hips",
-                                                                    "split": "train"}]}))
-    return {"models": base / "models", "manifest": m, "verts": model.pose(np.zeros(10), pose).vertices,
-            "faces": model.faces}
+    return write_dfaust(tmp_path_factory.mktemp("dfaust"))
 
 
 def registrations(tmp_path, dfaust, verts):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    with h5py.File(raw / "registrations_m.hdf5", "w") as f:
-        f["50002_hips"] = verts.transpose(1, 2, 0)
-        f["faces"] = dfaust["faces"]
-    return raw
+    return write_registrations(tmp_path / "raw", verts, dfaust["faces"])
 
 
 @pytest.mark.parametrize("frame", [0, 2])
@@ -313,26 +303,7 @@ def test_a_registrations_file_that_does_not_fit_is_a_clear_error(tmp_path, dfaus
 
 @pytest.fixture(scope="module")
 def cape(tmp_path_factory):
-    from hipnet.pipeline.bodymodels import BodyModel
-
-    base = tmp_path_factory.mktemp("cape")
-    models = write_amass_body_models(base / "models", kinds=("smpl",), genders=("male",))
-    model = BodyModel.load(models / "smpl" / "male" / "model.npz")
-    root = base / "raw" / "cape_release"
-    pose = np.random.default_rng(2).normal(scale=0.1, size=(3, 72))
-    posed = model.pose(np.zeros(10), pose)
-    (root / "minimal_body_shape" / "00032").mkdir(parents=True)
-    np.save(root / "minimal_body_shape" / "00032" / "00032_minimal.npy", model.rest_vertices(np.zeros(10)))
-    for k in range(3):
-        path = root / "sequences" / "00032" / "shortlong_hips" / f"shortlong_hips.{k + 1:06d}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, v_posed=posed.vertices[k], pose=pose[k], transl=np.zeros(3))
-    (root / "misc").mkdir()
-    (root / "misc" / "subj_genders.pkl").write_bytes(pickle.dumps({"00032": "male"}, protocol=2))
-    m = base / "tiny_cape.yaml"
-    m.write_text(yaml.safe_dump({"dataset": "tiny_cape", "reader": "cape", "subjects": [{"name": "00032"}],
-                                 "sequences": [{"subject": "00032", "name": "shortlong_hips", "split": "train"}]}))
-    return {"root": base / "raw", "models": models, "manifest": m}
+    return write_cape(tmp_path_factory.mktemp("cape"))
 
 
 @pytest.mark.parametrize("what, damage, words", [

@@ -11,7 +11,6 @@ format)."""
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +21,14 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synthetic import write_amass_body_models, write_amass_smplh, write_dfaust_male_model, write_generic
+from synthetic import (
+    write_amass_body_models,
+    write_amass_smplh,
+    write_cape,
+    write_dfaust,
+    write_generic,
+    write_registrations,
+)
 
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.base import LISTING_ERRORS
@@ -190,26 +196,8 @@ def test_fuzzed_amass_files(amass, data):
 
 @pytest.fixture(scope="module")
 def cape(tmp_path_factory):
-    from hipnet.pipeline.bodymodels import BodyModel
-
-    base = tmp_path_factory.mktemp("fuzz_cape")
-    models = write_amass_body_models(base / "models", kinds=("smpl",), genders=("male",))
-    model = BodyModel.load(models / "smpl" / "male" / "model.npz")
-    root = base / "raw" / "cape_release"
-    pose = np.random.default_rng(2).normal(scale=0.1, size=(2, 72))
-    posed = model.pose(np.zeros(10), pose)
-    (root / "minimal_body_shape" / "00032").mkdir(parents=True)
-    np.save(root / "minimal_body_shape" / "00032" / "00032_minimal.npy", model.rest_vertices(np.zeros(10)))
-    for k in range(2):
-        path = root / "sequences" / "00032" / "shortlong_hips" / f"shortlong_hips.{k + 1:06d}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, v_posed=posed.vertices[k], pose=pose[k], transl=np.zeros(3))
-    (root / "misc").mkdir()
-    (root / "misc" / "subj_genders.pkl").write_bytes(pickle.dumps({"00032": "male"}, protocol=2))
-    m = base / "tiny_cape.yaml"
-    m.write_text(yaml.safe_dump({"dataset": "tiny_cape", "reader": "cape", "subjects": [{"name": "00032"}],
-                                 "sequences": [{"subject": "00032", "name": "shortlong_hips", "split": "train"}]}))
-    return base / "raw", lambda r: open_reader(str(m), r, ("train",), models)
+    made = write_cape(tmp_path_factory.mktemp("fuzz_cape"), frames=2)
+    return made["root"], lambda r: open_reader(str(made["manifest"]), r, ("train",), made["models"])
 
 
 @settings(settings.get_profile(PROFILE))
@@ -223,19 +211,9 @@ def test_fuzzed_cape_files(cape, data):
 @pytest.fixture(scope="module")
 def dfaust(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz_dfaust")
-    model = write_dfaust_male_model(base)
-    pose = np.zeros((2, 72))
-    pose[:, 3:66] = np.random.default_rng(5).normal(scale=0.2, size=(2, 63))
-    m = base / "tiny_dfaust.yaml"
-    m.write_text(yaml.safe_dump({"dataset": "tiny_dfaust", "reader": "dfaust", "subjects": [{"name": "50002",
-                                 "gender": "male"}], "sequences": [{"subject": "50002", "name": "hips",
-                                                                    "split": "train"}]}))
-    raw = base / "raw"
-    raw.mkdir()
-    with h5py.File(raw / "registrations_m.hdf5", "w") as f:
-        f["50002_hips"] = model.pose(np.zeros(10), pose).vertices.transpose(1, 2, 0)
-        f["faces"] = model.faces
-    return raw, lambda r: open_reader(str(m), r, ("train",), base / "models")
+    made = write_dfaust(base, frames=2)
+    raw = write_registrations(base / "raw", made["verts"], made["faces"])
+    return raw, lambda r: open_reader(str(made["manifest"]), r, ("train",), made["models"])
 
 
 @settings(settings.get_profile(PROFILE), max_examples=max(4, settings.get_profile(PROFILE).max_examples // 3))

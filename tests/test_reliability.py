@@ -233,6 +233,15 @@ def test_an_unfinished_store_is_refused_by_training_and_evaluation_saying_what_i
         assert result.exit_code == 1, result.output
         line = one_error_line(result.output)
         assert f"{copy}: store is not complete" in line and "2 of 6 frames not done (first: frame 2" in line
+        assert "an interrupted or failed run" in line
+    # the same store while a run is writing it (a live process holds its folder's lock): the line names that run
+    holder = psutil.Process(os.getppid())
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": 0,
+                                                  "pid_started": holder.create_time(), "command": "hipnet-data x"}))
+    result = CliRunner().invoke(eval_main, ["--checkpoint", str(run / "ckpt.pt"), "--shards", str(copy), "--out",
+                                            str(tmp_path / "e")])
+    assert result.exit_code == 1
+    assert f"a run is writing it now: pid {holder.pid} on {socket.gethostname()}" in one_error_line(result.output)
 
 
 # ------------------------------------------------------------------------------------------------ a dead loader worker
