@@ -28,9 +28,12 @@ the configured one (at step 40 of 1,000 the two differ by under 0.3%). The plan 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,6 +92,20 @@ def lr_factor(cfg: TrainConfig, step: int, planned: int) -> float:
         return 1.0
     t = min(step / max(planned, 1), 1.0)  # cosine from 1 to lr_final
     return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@contextlib.contextmanager
+def _quiet_sigchld():
+    """SIGCHLD at its default (ignored, children not reaped) for the block: torch's loader installs a handler that
+    raises whenever a worker has died, which would interrupt the checkpoint written after a worker's death."""
+    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
 
 
 class LoaderWorkerDied(RuntimeError):
@@ -302,6 +319,9 @@ class Trainer:
         mark_time, mark_points = started, 0  # throughput since the last logging step
         terms: dict[str, torch.Tensor] = {}
         rate = 0.0
+        # torch reports a dead loader worker from a SIGCHLD handler, which raises wherever the main thread is: maybe
+        # inside a step, between its optimiser update and the step count; then the state is not a step's state
+        mid_step = False
         try:
             try:
                 while not self._done():
@@ -313,9 +333,11 @@ class Trainer:
                         if self.consumed >= steps_this_epoch or self._done():
                             break
                         batch = Batch.from_dict(raw).to(self.device)
+                        mid_step = True
                         terms = self.train_step(batch)
                         self.step += 1
                         self.consumed += 1
+                        mid_step = False
                         if probing and self.step - start_step in PROBE_STEPS:
                             float(terms["total"])  # wait for the step (a device sync, twice a run)
                             if self.step - start_step == PROBE_STEPS[0]:
@@ -351,14 +373,19 @@ class Trainer:
                 if self.world == 1 and self.step > (self.saved_step or 0):
                     self.save()  # the steps trained so far are good: keep them (may raise TrainingDiverged)
                 raise DataError(f"{e}; training stopped at step {self.step}; {self.kept_text()}") from None
-            except RuntimeError as e:  # torch's word for a worker that vanished: "DataLoader worker (pid(s) N) ..."
-                if "DataLoader worker" not in str(e):
+            except (RuntimeError, ConnectionError, EOFError) as e:
+                # a worker that vanished: torch's "DataLoader worker (pid(s) N) ...", or the pipe to it reset
+                worker_died = "DataLoader worker" in str(e) or (
+                    isinstance(e, ConnectionError | EOFError) and self.cfg.loader_workers > 0)
+                if not worker_died:
                     raise
-                if self.world == 1 and self.step > (self.saved_step or 0):
-                    self.save()  # every step so far had its whole batch: keep them; --resume goes on from here
-                first = str(e).strip().splitlines()[0].rstrip(".")
-                raise LoaderWorkerDied(f"{self.out}: a loader worker process died at step {self.step} (torch: "
-                                       f"{first}); {self.kept_text()}; rerun with --resume to continue exactly") from None
+                with _quiet_sigchld():  # torch's handler would raise again inside the save below
+                    if self.world == 1 and not mid_step and self.step > (self.saved_step or 0):
+                        self.save()  # between steps: every step so far had its whole batch; --resume goes on here
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+                raise LoaderWorkerDied(f"{self.out}: a loader worker process died at step {self.step} ("
+                                       f"{type(e).__name__}: {first}); {self.kept_text()}; rerun with --resume to "
+                                       "continue exactly") from None
             self.save()
         finally:
             if log is not None:

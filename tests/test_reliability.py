@@ -268,7 +268,7 @@ def test_a_killed_loader_worker_stops_training_in_one_line_and_resume_continues_
         "base": "fast", "model": {"hidden": 16, "layers": 4, "skip": 2, "pose_dim": 4, "pose_hidden": 8,
                                   "code_dim": 4, "aggregator_hidden": 8},
         "points_per_frame": 50, "eikonal_per_frame": 50, "frames_per_step": 1, "steps": 120, "shuffle_buffer": 4,
-        "loader_workers": 1, "log_every": 1, "checkpoint_every": 1000}))
+        "loader_workers": 1, "log_every": 1, "checkpoint_every": 5}))
     cmd = [str(BIN / "hipnet-train"), "--shards", str(anny_train), "--config", str(config), "--device", "cpu"]
     run = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -288,10 +288,13 @@ def test_a_killed_loader_worker_stops_training_in_one_line_and_resume_continues_
     assert proc.returncode == 1
     line = one_error_line(output)
     print(line)
-    assert f"{run}: a loader worker process died at step" in line and str(workers[0].pid) in line
+    assert f"{run}: a loader worker process died at step" in line
+    # torch names the worker, or the pipe to it says it was cut (which of the two comes first is a race)
+    assert str(workers[0].pid) in line or "ConnectionResetError" in line or "EOFError" in line
     assert "rerun with --resume to continue exactly" in line
+    # the step the worker died at, or the last checkpoint before it when the death interrupted a step
     stopped = load_checkpoint(run / "ckpt.pt")["step"]
-    assert 20 <= stopped < 72 and f"step {stopped}" in line
+    assert 15 <= stopped < 72 and f"(step {stopped}) is kept" in line
     resumed = subprocess.run([*cmd, "--out", str(run), "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     straight = subprocess.run([*cmd, "--out", str(tmp_path / "straight")], capture_output=True, text=True,
