@@ -90,8 +90,11 @@ def _acquire(path: Path) -> None:
         info = _read(path)
         if info is None:
             continue  # released meanwhile
-        why = _stale(path, info) if info else (
-            "unreadable and old" if time.time() - path.stat().st_mtime > LEASE_S else None)
+        try:
+            why = _stale(path, info) if info else (
+                "unreadable and old" if time.time() - path.stat().st_mtime > LEASE_S else None)
+        except FileNotFoundError:
+            continue  # released while it was being looked at
         if why is None:
             raise LockedError(f"{path.parent}: another run is writing here: {_describe(info)}; wait for it, or stop "
                               f"it (a killed run's lock is taken over automatically)")
