@@ -304,6 +304,69 @@ class Trainer:
         self.planned, self.limit, self.fitted = planned, planned, True
         return planned
 
+    def _epoch_loader(self) -> tuple[DataLoader, int]:
+        """The loader of the current epoch, from where it stands (``consumed``), and the epoch's step count."""
+        self.stream.set_epoch(self.epoch, self.consumed)
+        (steps_this_epoch,) = self._epoch_steps([self.epoch])
+        loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.loader_workers,
+                            pin_memory=self.device.startswith("cuda"))
+        return loader, steps_this_epoch
+
+    def _after_step(self, log: TrainLog | None, started: float, max_seconds: float | None,
+                    stop_at_step: int | None) -> bool:
+        """The progress bar, a periodic checkpoint; whether to stop here (``stop_at_step`` or out of time)."""
+        if log is not None:
+            log.advance()
+        if self.step % self.cfg.checkpoint_every == 0:
+            self.save()
+        if (stop_at_step is not None and self.step >= stop_at_step) or self._out_of_time(started, max_seconds):
+            self.limit = self.step  # stop here; the checkpoint below keeps the place
+            return True
+        return False
+
+    def _probe(self, steps: int, probe_start: float | None, started: float, max_seconds: float,
+               log: TrainLog | None) -> tuple[bool, float | None]:
+        """A schedule fitted to the time, at step ``steps`` of this run (one of ``PROBE_STEPS``): the clock starts
+        at the first, the plan is fitted at the second. Returns (still probing, the probe's start)."""
+        now = time.monotonic()
+        if steps == PROBE_STEPS[0]:
+            return True, now
+        planned = self.fit_plan((now - probe_start) / (PROBE_STEPS[1] - PROBE_STEPS[0]), max_seconds - (now - started))
+        if log is not None:
+            log.replan(planned)
+        return False, probe_start
+
+    def _log_step(self, log: TrainLog | None, terms: dict[str, torch.Tensor], points: int, since: float,
+                  started: float) -> tuple[float, float]:
+        """A logging step: the terms read (the one sync), the throughput of ``points`` query points since
+        ``since``, the row written, the finiteness flags checked. Returns (points/s, now)."""
+        values = {k: float(v) for k, v in terms.items()}
+        now = time.monotonic()
+        rate = points * self.world / max(now - since, 1e-9)
+        if log is not None:
+            log.write(self.step, self.epoch, values, rate, now - started)
+        self.check_finite()  # the flags are ready: the floats above waited for the step
+        return rate, now
+
+    def _bad_frame(self, e: DataError) -> DataError:
+        """A frame the loader refused: the steps trained so far saved (one process), the error saying where."""
+        if self.world == 1 and self.step > (self.saved_step or 0):
+            self.save()  # the steps trained so far are good: keep them (may raise TrainingDiverged)
+        return DataError(f"{e}; training stopped at step {self.step}; {self.kept_text()}")
+
+    def _worker_death(self, e: Exception, mid_step: bool) -> LoaderWorkerDied | None:
+        """``LoaderWorkerDied`` when ``e`` says a loader worker vanished (torch's "DataLoader worker (pid(s) N)
+        ...", or the pipe to it reset), after saving the steps so far when it came between steps; else None."""
+        if not ("DataLoader worker" in str(e) or (isinstance(e, ConnectionError | EOFError)
+                                                  and self.cfg.loader_workers > 0)):
+            return None
+        with _quiet_sigchld():  # torch's handler would raise again inside the save below
+            if self.world == 1 and not mid_step and self.step > (self.saved_step or 0):
+                self.save()  # between steps: every step so far had its whole batch; --resume goes on here
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+        return LoaderWorkerDied(f"{self.out}: a loader worker process died at step {self.step} ({type(e).__name__}: "
+                                f"{first}); {self.kept_text()}; rerun with --resume to continue exactly")
+
     def fit(self, progress: bool = True, max_seconds: float | None = None, stop_at_step: int | None = None,
             fit_schedule: bool = False) -> Run:
         """Train until ``cfg.steps`` (or ``cfg.epochs``) are done, checkpoint every ``checkpoint_every`` steps and at
@@ -325,10 +388,7 @@ class Trainer:
         try:
             try:
                 while not self._done():
-                    self.stream.set_epoch(self.epoch, self.consumed)
-                    (steps_this_epoch,) = self._epoch_steps([self.epoch])
-                    loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.loader_workers,
-                                        pin_memory=self.device.startswith("cuda"))
+                    loader, steps_this_epoch = self._epoch_loader()
                     for raw in loader:
                         if self.consumed >= steps_this_epoch or self._done():
                             break
@@ -340,52 +400,25 @@ class Trainer:
                         mid_step = False
                         if probing and self.step - start_step in PROBE_STEPS:
                             float(terms["total"])  # wait for the step (a device sync, twice a run)
-                            if self.step - start_step == PROBE_STEPS[0]:
-                                probe_start = time.monotonic()
-                            else:
-                                now, probing = time.monotonic(), False
-                                per_step = (now - probe_start) / (PROBE_STEPS[1] - PROBE_STEPS[0])
-                                planned = self.fit_plan(per_step, max_seconds - (now - started))
-                                if log is not None:
-                                    log.replan(planned)
+                            probing, probe_start = self._probe(self.step - start_step, probe_start, started,
+                                                               max_seconds, log)
                         mark_points += batch.points.shape[0] * (batch.points.shape[1] + batch.eikonal.shape[1])
                         if self.step % self.cfg.log_every == 0 or self.step == 1:
-                            values = {k: float(v) for k, v in terms.items()}  # the one sync, on logging steps
-                            now = time.monotonic()
-                            rate = mark_points * self.world / max(now - mark_time, 1e-9)
-                            mark_time, mark_points = now, 0
-                            if log is not None:
-                                log.write(self.step, self.epoch, values, rate, now - started)
-                            self.check_finite()  # the flags are ready: the floats above waited for the step
-                        if log is not None:
-                            log.advance()
-                        if self.step % self.cfg.checkpoint_every == 0:
-                            self.save()
-                        if (stop_at_step is not None and self.step >= stop_at_step) \
-                                or self._out_of_time(started, max_seconds):
-                            self.limit = self.step  # stop here; the checkpoint below keeps the place
+                            rate, mark_time = self._log_step(log, terms, mark_points, mark_time, started)
+                            mark_points = 0
+                        if self._after_step(log, started, max_seconds, stop_at_step):
                             break
                     if self.consumed < steps_this_epoch:
                         break  # stopped mid-epoch: the checkpoint keeps the epoch and what was consumed
                     self.epoch += 1
                     self.consumed = 0
             except DataError as e:
-                if self.world == 1 and self.step > (self.saved_step or 0):
-                    self.save()  # the steps trained so far are good: keep them (may raise TrainingDiverged)
-                raise DataError(f"{e}; training stopped at step {self.step}; {self.kept_text()}") from None
+                raise self._bad_frame(e) from None
             except (RuntimeError, ConnectionError, EOFError) as e:
-                # a worker that vanished: torch's "DataLoader worker (pid(s) N) ...", or the pipe to it reset
-                worker_died = "DataLoader worker" in str(e) or (
-                    isinstance(e, ConnectionError | EOFError) and self.cfg.loader_workers > 0)
-                if not worker_died:
+                died = self._worker_death(e, mid_step)
+                if died is None:
                     raise
-                with _quiet_sigchld():  # torch's handler would raise again inside the save below
-                    if self.world == 1 and not mid_step and self.step > (self.saved_step or 0):
-                        self.save()  # between steps: every step so far had its whole batch; --resume goes on here
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
-                raise LoaderWorkerDied(f"{self.out}: a loader worker process died at step {self.step} ("
-                                       f"{type(e).__name__}: {first}); {self.kept_text()}; rerun with --resume to "
-                                       "continue exactly") from None
+                raise died from None
             self.save()
         finally:
             if log is not None:
