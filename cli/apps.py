@@ -177,12 +177,12 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
     (codes and bone lengths). Writes a mesh per frame (PLY) and a picture strip."""
     from tqdm import tqdm
 
-    from hipnet.model.animate import blend_subjects, interpolate_keyframes, retarget_motion
+    from hipnet.model.animate import interpolate_keyframes, retarget_motion
     from hipnet.model.apps import subject_code
     from hipnet.model.data import read_finite
     from hipnet.model.meshing import save_mesh
     from hipnet.model.report import mesh_rows_png
-    from hipnet.model.specs import frame_of, motion_of, pose_of, rest_joints_of, split_spec
+    from hipnet.model.specs import frame_of, motion_of, rest_joints_of
 
     try:
         if sum(x is not None for x in (motion, interpolate, blend)) != 1:
@@ -224,20 +224,35 @@ def animate_main(checkpoint, subject, motion, every, interpolate, blend, pose, s
                           [f"t = {x:.2f}" for x in t], f"{subject}: {sa.frame_key(ia)} -> {sb.frame_key(ib)}")
             click.echo(f"{steps} in-betweens: {out}/phi_*.ply, rotations_*.ply, interpolate.png")
         else:
-            codes = tuple(subject_code(model, names, s) for s in blend)
-            jt, where = pose_of(pose, ck, open_store)
-            extra = [open_store(split_spec(pose)[0])] if pose else []
-            rests = tuple(rest_joints_of(ck, s, extra, open_store) for s in blend)
-            with tqdm(total=steps, desc="blend", unit="mesh") as bar:
-                meshes = blend_subjects(model, jt, codes, rests, t, resolution, device, bar.update)
-            out.mkdir(parents=True, exist_ok=True)
-            for k, mesh in enumerate(meshes):
-                save_mesh(out / f"blend_{k:02d}.ply", mesh)
-            mesh_rows_png(out / "blend.png", [meshes], col_labels=[f"{1 - w:.2f} {blend[0]}" for w in t],
-                          title=f"{blend[0]} -> {blend[1]} in pose {where}")
-            click.echo(f"{steps} blends: {out}/blend_*.ply, blend.png")
+            _blend(ck, model, open_store, blend, pose, t, out, resolution, device)
     except (ValueError, OSError) as e:
         _fail(e)
+
+
+def _blend(ck, model, open_store, blend: tuple[str, str], pose: str | None, t: np.ndarray, out: Path,
+           resolution: int, device: str) -> None:
+    """``hipnet-animate --blend``: two subjects' codes and bone lengths blended at ``t``, in one pose (the bundled
+    model's example pose, or the first training frame, when none is named)."""
+    from tqdm import tqdm
+
+    from hipnet.model.animate import blend_subjects
+    from hipnet.model.apps import subject_code
+    from hipnet.model.meshing import save_mesh
+    from hipnet.model.report import mesh_rows_png
+    from hipnet.model.specs import pose_of, rest_joints_of, split_spec
+
+    codes = tuple(subject_code(model, list(ck["subjects"]), s) for s in blend)
+    jt, where = pose_of(pose, ck, open_store)
+    extra = [open_store(split_spec(pose)[0])] if pose else []
+    rests = tuple(rest_joints_of(ck, s, extra, open_store) for s in blend)
+    with tqdm(total=len(t), desc="blend", unit="mesh") as bar:
+        meshes = blend_subjects(model, jt, codes, rests, t, resolution, device, bar.update)
+    out.mkdir(parents=True, exist_ok=True)
+    for k, mesh in enumerate(meshes):
+        save_mesh(out / f"blend_{k:02d}.ply", mesh)
+    mesh_rows_png(out / "blend.png", [meshes], col_labels=[f"{1 - w:.2f} {blend[0]}" for w in t],
+                  title=f"{blend[0]} -> {blend[1]} in pose {where}")
+    click.echo(f"{len(t)} blends: {out}/blend_*.ply, blend.png")
 
 
 if __name__ == "__main__":
