@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hipnet.pipeline.io import atomic_write_bytes
+
 # files named in the output; the rest are counted in the summary line and listed in the report file
 SHOWN_FILES = 20
 _FRAME_PREFIX = re.compile(r"^frame \d+: ")
@@ -119,8 +121,5 @@ def write_report(store: Path, failures: Sequence, verb: str = "failed") -> Path 
         return None
     rows = [f"{verb}\t{f.key}\t{failure_file(f.source, f.key, f.reason)}\t{' '.join(f.reason.split())}"
             for f in sorted(failures, key=lambda f: _frame_order(f.key))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"# what\tkey\tfile\treason ({len(rows)} entries)\n" + "\n".join(rows) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, (f"# what\tkey\tfile\treason ({len(rows)} entries)\n" + "\n".join(rows) + "\n").encode())
     return path
