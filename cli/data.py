@@ -13,6 +13,7 @@ import click
 from hipnet.cli.data_anny import anny_cmd, preview_cmd
 from hipnet.cli.data_manifest import BODY_MODELS_HELP, DATASET_HELP, manifest_group, open_dataset
 from hipnet.cli.families import families_cmd
+from hipnet.cli.params import OUTPUT, STORE
 
 if TYPE_CHECKING:
     from hipnet.pipeline.readers.base import Reader
@@ -103,7 +104,8 @@ def _warn_counts(reader: Reader, root: Path) -> None:
               help="The raw dataset folder.")
 @click.option("--body-models", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help=BODY_MODELS_HELP)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the stores (<split>.zarr).")
+@click.option("--out", type=OUTPUT, required=True,
+              help="Folder for the stores (<split>.zarr): a path, or a URL on object storage (s3://bucket/prefix).")
 @click.option("--splits", default=None, help=_SPLITS_HELP)
 @click.option("--points", default=25_000, show_default=True, help="Surface samples per frame.")
 @click.option("--eval-points", default=100_000, show_default=True,
@@ -272,7 +274,7 @@ def depth_cmd(store, dataset, root, body_models, splits, out, front_only, points
 
 
 @main.command("geodesics")
-@click.option("--store", "stores", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+@click.option("--store", "stores", type=STORE, required=True,
               multiple=True, help="Store(s) to relabel (repeat the option for several).")
 @click.option("--mode", type=click.Choice(["per-frame", "per-template"]), default="per-frame", show_default=True)
 @click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
@@ -304,7 +306,7 @@ def geodesics_cmd(stores, mode, root, body_models, workers, scheduler) -> None:
 
 
 @main.command("validate")
-@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("stores", nargs=-1, required=True, type=STORE)
 @click.option("--max-disagreement", default=0.05, show_default=True,
               help="Largest fraction of a frame's evaluation points where winding number and ray parity may differ.")
 @click.option("--quick", is_flag=True,
@@ -344,7 +346,7 @@ def validate_cmd(stores, max_disagreement, quick) -> None:
 
 
 @main.command("inspect")
-@click.argument("store", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("store", type=STORE)
 @click.option("--frame", "frame", default=0, show_default=True, help="Frame for the picture.")
 @click.option("--png", type=click.Path(path_type=Path), default=None,
               help="Write the frame's surface points coloured by geodesic joint label (front and back).")

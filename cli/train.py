@@ -47,8 +47,9 @@ def config_options(names: dict[str, str | None]):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--shards", multiple=True, required=True,
-              help="Training stores: paths or glob patterns (repeat, or quote a glob: 'data/processed/*/train.zarr').")
-@click.argument("more_shards", nargs=-1, type=click.Path(path_type=Path))
+              help="Training stores: paths, URLs or glob patterns (repeat, or quote a glob: 'data/processed/*/train.zarr', "
+                   "'s3://bucket/prefix/*/train.zarr'; a store on object storage streams through a local cache).")
+@click.argument("more_shards", nargs=-1)
 @click.option("--config", "config", default=DEFAULT_PRESET, show_default=True,
               help="Preset or a YAML/JSON file of overrides ('base: fast' picks the preset it overrides; fast when "
                    "absent). fast: 32-wide sub-networks with the documented departures from the paper (local joint "

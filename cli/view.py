@@ -8,9 +8,11 @@ from pathlib import Path
 
 import click
 
+from hipnet.cli.params import OUTPUT
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=OUTPUT)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve on; 0.0.0.0 for other machines (or keep it and use an SSH tunnel).")
 @click.option("--port", default=8080, show_default=True, help="Port (the next free one if taken).")

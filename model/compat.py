@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hipnet.pipeline.location import as_path
 from hipnet.pipeline.schema import SPECS
 from hipnet.pipeline.store import Store, open_group
 
@@ -62,12 +63,12 @@ def open_compatible(ckpt: Mapping, checkpoint: Path | str, path: Path | str,
     """``Store.open`` after ``check_store_compatible`` on the store's raw attributes (so a store of another schema
     version is named as such, against the checkpoint's). ``arrays``: what the caller may read, those of the store's
     sections are checked (their dtypes, shapes and shard files); None: every array."""
-    attrs = dict(open_group(Path(path)).attrs)
+    attrs = dict(open_group(as_path(path)).attrs)
     check_store_compatible(ckpt, checkpoint, path, attrs)
     if arrays is not None:
         sections = attrs.get("sections", [])
         arrays = [a for a in arrays if a not in SPECS or SPECS[a].section in sections]
-    return Store.open(Path(path), arrays=arrays)
+    return Store.open(as_path(path), arrays=arrays)
 
 
 @dataclass
@@ -78,10 +79,10 @@ class StoreOpener:
     ckpt: Mapping
     checkpoint: Path | str
     arrays: Sequence[str] | None = None  # what the caller reads (``open_compatible``); None: every array
-    _stores: dict[Path, Store] = field(default_factory=dict)
+    _stores: dict[str, Store] = field(default_factory=dict)
 
     def __call__(self, path: Path | str) -> Store:
-        key = Path(path)
+        key = str(as_path(path))
         if key not in self._stores:
-            self._stores[key] = open_compatible(self.ckpt, self.checkpoint, key, self.arrays)
+            self._stores[key] = open_compatible(self.ckpt, self.checkpoint, as_path(path), self.arrays)
         return self._stores[key]

@@ -39,7 +39,6 @@ The store layout comes from ``pipeline.schema`` through ``pipeline.store.Store``
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hipnet.model.config import TrainConfig
+from hipnet.pipeline.location import as_path, glob_paths
 from hipnet.pipeline.store import Store
 
 SURFACE_ARRAYS = ("surface/points", "surface/normals", "surface/labels")
@@ -59,6 +59,8 @@ TRAIN_ARRAYS = (*SURFACE_ARRAYS, "pose/joint_transforms", "frame/subject")
 #: 0.9 mm (0.4, 0.5%) with all 25,000 and 4.8 mm (1.3, 1.4%) with 5,000. In a quantised store 10,000 samples are
 #: 4 of a frame's 10 chunks.
 SDF_POINTS = 10_000
+#: Shards a loader worker asks a remote store's cache to fetch ahead of the one it reads (``pipeline.cache``).
+PREFETCH_SHARDS = 4
 FINITE_ARRAYS = ("surface/points", "surface/normals", "pose/joint_transforms")  # of TRAIN_ARRAYS, must be finite
 STORE_ARRAYS = (*TRAIN_ARRAYS, "frame/sequence", "frame/index")  # checked on open (the ids name a bad frame)
 
@@ -114,14 +116,15 @@ def check_finite_shard(store: Store, start: int, arrays: dict[str, np.ndarray]) 
 
 
 def expand_shards(patterns: Sequence[str | Path]) -> list[Path]:
-    """Store paths from paths or glob patterns (``data/processed/*/train.zarr``), in a stable order."""
+    """Store paths from paths, URLs or glob patterns (``data/processed/*/train.zarr``,
+    ``s3://bucket/prefix/*/train.zarr``), in a stable order."""
     out: list[Path] = []
     for p in patterns:
-        matches = sorted(glob.glob(str(p))) if any(c in str(p) for c in "*?[") else [str(p)]
+        matches = glob_paths(str(p)) if any(c in str(p) for c in "*?[") else [as_path(p)]
         if not matches:
             raise FileNotFoundError(f"{p}: no store matches")
-        out += [Path(m) for m in matches]
-    if len(set(out)) != len(out):
+        out += matches
+    if len({str(p) for p in out}) != len(out):
         raise ValueError(f"a store is listed twice: {[str(p) for p in out]}")
     return out
 
@@ -137,7 +140,7 @@ class StoreSet:
     """Stores opened for training, with one subject table across them (subjects keyed by name)."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = [Path(p) for p in paths]
+        self.paths = [as_path(p) for p in paths]
         if not self.paths:
             raise ValueError("no stores given")
         self.stores = [Store.open(p, arrays=STORE_ARRAYS) for p in self.paths]
@@ -317,7 +320,10 @@ class FrameStream(IterableDataset):
     def _frames(self, shard_ids: list[int], rng: np.random.Generator) -> Iterator[tuple[int, int, dict]]:
         """(store, frame, arrays) through the shuffle buffer."""
         buffer: list[tuple[int, int, dict]] = []
-        for i in shard_ids:
+        for j, i in enumerate(shard_ids):
+            for ahead in shard_ids[j:j + 1 + PREFETCH_SHARDS]:  # a remote store's next shards, fetched meanwhile
+                r = self.stores.shards[ahead]
+                self.stores.stores[r.store].prefetch([r.shard], (*TRAIN_ARRAYS, "surface/box"))
             ref = self.stores.shards[i]
             store = self.stores.stores[ref.store]
             data = self._read(store, ref)

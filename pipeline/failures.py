@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hipnet.pipeline.io import atomic_write_bytes
+from hipnet.pipeline.location import as_path, remove
 
 # files named in the output; the rest are counted in the summary line and listed in the report file
 SHOWN_FILES = 20
@@ -108,7 +109,7 @@ def _count(n: int, word: str) -> str:
 
 def report_path(store: Path) -> Path:
     """The report file of a store: ``OUT/<split>.failures.txt`` next to ``OUT/<split>.zarr``."""
-    store = Path(store)
+    store = as_path(store)
     return store.with_name(f"{store.stem}.failures.txt")
 
 
@@ -117,7 +118,7 @@ def write_report(store: Path, failures: Sequence, verb: str = "failed") -> Path 
     left by an earlier run is removed when this one has none. Returns the file, or None."""
     path = report_path(store)
     if not failures:
-        path.unlink(missing_ok=True)
+        remove(path)
         return None
     rows = [f"{verb}\t{f.key}\t{failure_file(f.source, f.key, f.reason)}\t{' '.join(f.reason.split())}"
             for f in sorted(failures, key=lambda f: _frame_order(f.key))]

@@ -13,14 +13,15 @@ no file.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
+from hipnet.pipeline import location
+from hipnet.pipeline.location import as_path, is_url
 from hipnet.pipeline.schema import (
     ATTR,
     DONE,
@@ -53,8 +54,11 @@ class FileProblem:
 
 
 def store_root(group: zarr.Group) -> Path:
-    """The folder of a group opened from a local path."""
-    return Path(group.store.root) / group.path
+    """The folder (or, on object storage, the URL) of a group."""
+    store = group.store
+    if hasattr(store, "root"):  # a local store
+        return Path(store.root) / group.path
+    return as_path(store.fs.unstrip_protocol("/".join(p for p in (store.path, group.path) if p)))
 
 
 def remove_partial_writes(root: Path) -> list[Path]:
@@ -62,7 +66,10 @@ def remove_partial_writes(root: Path) -> list[Path]:
 
     Zarr's local store writes a chunk to such a file and renames it into place, so a finished chunk is never torn;
     a process killed between the two leaves the temporary file, which no reader looks at but which makes a resumed
-    store differ from an uninterrupted one. Only called before resuming, when no writer is running."""
+    store differ from an uninterrupted one. Only called before resuming, when no writer is running. Object storage
+    has no such files (an object is written whole by one PUT)."""
+    if is_url(root):
+        return []
     stray = sorted(Path(root).rglob("*.partial"))
     for f in stray:
         f.unlink()
@@ -77,10 +84,16 @@ def hashed_arrays(sections: Iterable[str]) -> tuple[list[str], list[str]]:
 
 def file_size(root: Path, name: str, shard: int) -> int:
     """Bytes of shard ``shard``'s file of array ``name``; 0 when there is no file."""
-    try:
-        return os.stat(root / shard_key(SPECS[name], shard)).st_size
-    except FileNotFoundError:
-        return 0
+    return location.file_size(root / shard_key(SPECS[name], shard))
+
+
+def size_lookup(root: Path) -> Callable[[str, int], int]:
+    """``file_size`` for many shard files: a stat each in a local folder, one listing of a remote store (a request
+    per object would be a round trip each)."""
+    if not is_url(root):
+        return lambda name, shard: file_size(root, name, shard)
+    sizes = location.sizes_under(root)
+    return lambda name, shard: sizes.get(shard_key(SPECS[name], shard), 0)
 
 
 def read_record(group: zarr.Group, key: str) -> dict | None:
@@ -144,6 +157,7 @@ def check_files(root: Path, index: Mapping, names: Iterable[str], n_frames: int,
     """Every shard file of the arrays ``names`` against ``index``: present when it had content, with the recorded
     size. A file rewritten to the same size passes (only ``content_problem`` finds it)."""
     problems = []
+    size_of = size_lookup(root)
     expected_shards = n_shards(n_frames, shard_frames)
     for name in names:
         spec = SPECS[name]
@@ -157,7 +171,7 @@ def check_files(root: Path, index: Mapping, names: Iterable[str], n_frames: int,
                                                         f"has {want}", ""))
             continue
         for i, (size, _) in enumerate(entries):
-            found = file_size(root, name, i)
+            found = size_of(name, i)
             if found == size:
                 continue
             if not found:
@@ -189,11 +203,12 @@ def damaged_shards(group: zarr.Group) -> dict[int, FileProblem]:
     root = store_root(group)
     per_shard, _ = hashed_arrays(group.attrs[ATTR.sections])
     n, k = group[DONE].shape[0], int(group.attrs[ATTR.shard_frames])
+    size_of = size_lookup(root)
     found: dict[int, FileProblem] = {}
     for i in range(n_shards(n, k)):
         record = read_record(group, str(i))
         for name in per_shard if record else []:
-            if name in record and file_size(root, name, i) != record[name][0]:
+            if name in record and size_of(name, i) != record[name][0]:
                 found[i] = FileProblem(name, i, frames_text(i, n, k), "does not match its hash record (deleted or "
                                        "altered)", shard_key(SPECS[name], i))
                 break

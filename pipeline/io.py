@@ -17,7 +17,13 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file. On object
+    storage (a URL path) one PUT writes the object whole."""
+    from hipnet.pipeline.location import as_path, is_url
+
+    if is_url(path):
+        as_path(path).write_bytes(data)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -9,6 +9,11 @@ naming the running one: its host, pid, start time and command. The lock is a fil
 - from another host (a shared filesystem), the holder refreshes the file's modification time every
   ``HEARTBEAT_S`` seconds; a lock not refreshed for ``LEASE_S`` seconds is stale.
 
+On object storage (an ``s3://`` output) the lock is an object created with a conditional PUT (``If-None-Match:
+*``: only one of several contenders succeeds), refreshed by rewriting it, and judged stale the same way. Taking a
+stale lock over there deletes it and creates a new one; two contenders doing that at the same moment are told
+apart by the conditional create (one fails and reads the other's fresh lock).
+
 The lock is re-entrant within a process (nested calls for the stores of one run share it) and released on exit.
 """
 
@@ -26,10 +31,13 @@ from pathlib import Path
 
 import psutil
 
+from hipnet.pipeline import location
+from hipnet.pipeline.location import as_path, is_url
+
 LOCK_NAME = ".hipnet-writer.lock"
 HEARTBEAT_S = 30.0
 LEASE_S = 300.0
-_held: dict[Path, int] = {}  # lock file -> nesting depth, in this process
+_held: dict[str, int] = {}  # lock file -> nesting depth, in this process
 _guard = threading.Lock()
 
 
@@ -58,7 +66,7 @@ def _stale(path: Path, info: dict) -> str | None:
         if abs(started - float(info.get("pid_started", started))) > 1.0:
             return "its pid belongs to another process now"
         return None
-    age = time.time() - path.stat().st_mtime
+    age = time.time() - location.modified(path)
     return f"not refreshed for {age:.0f} s (lease {LEASE_S:.0f} s)" if age > LEASE_S else None
 
 
@@ -72,13 +80,7 @@ def _read(path: Path) -> dict | None:
 
 
 def _create(path: Path, info: dict) -> bool:
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f)
-    return True
+    return location.create_exclusive(path, json.dumps(info).encode())
 
 
 def _acquire(path: Path) -> None:
@@ -92,7 +94,7 @@ def _acquire(path: Path) -> None:
             continue  # released meanwhile
         try:
             why = _stale(path, info) if info else (
-                "unreadable and old" if time.time() - path.stat().st_mtime > LEASE_S else None)
+                "unreadable and old" if time.time() - location.modified(path) > LEASE_S else None)
         except FileNotFoundError:
             continue  # released while it was being looked at
         if why is None:
@@ -102,6 +104,9 @@ def _acquire(path: Path) -> None:
         # changed since it was read is another contender's fresh one
         if _read(path) != info:
             continue
+        if is_url(path):
+            location.remove(path)
+            continue
         with contextlib.suppress(FileNotFoundError):
             os.replace(path, path.with_name(f"{path.name}.stale.{os.getpid()}"))
             path.with_name(f"{path.name}.stale.{os.getpid()}").unlink()
@@ -110,7 +115,7 @@ def _acquire(path: Path) -> None:
 
 def holder(folder: Path) -> str | None:
     """The run holding ``folder``'s writer lock (pid, host, start, command), or None when no live run does."""
-    path = Path(folder) / LOCK_NAME
+    path = as_path(folder) / LOCK_NAME
     info = _read(path)
     if not info:
         return None
@@ -124,21 +129,22 @@ def holder(folder: Path) -> str | None:
 def writer_lock(folder: Path) -> Iterator[Path]:
     """Hold ``folder``'s writer lock for the block (created with the folder when missing); ``LockedError`` when a
     live run holds it."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / LOCK_NAME).resolve()
+    folder = as_path(folder)
+    location.make_folder(folder)
+    path = folder / LOCK_NAME if is_url(folder) else (folder / LOCK_NAME).resolve()
+    key = str(path)
     with _guard:
-        depth = _held.get(path, 0)
+        depth = _held.get(key, 0)
         if depth == 0:
             _acquire(path)
-        _held[path] = depth + 1
+        _held[key] = depth + 1
     stop = threading.Event()
     beat = None
     if depth == 0:
         def heartbeat() -> None:
             while not stop.wait(HEARTBEAT_S):
                 with contextlib.suppress(OSError):
-                    os.utime(path)
+                    location.touch(path)
 
         beat = threading.Thread(target=heartbeat, name="hipnet-writer-lock", daemon=True)
         beat.start()
@@ -147,9 +153,9 @@ def writer_lock(folder: Path) -> Iterator[Path]:
     finally:
         stop.set()
         with _guard:
-            _held[path] -= 1
-            if _held[path] == 0:
-                del _held[path]
+            _held[key] -= 1
+            if _held[key] == 0:
+                del _held[key]
                 info = _read(path)
                 if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
-                    path.unlink(missing_ok=True)
+                    location.remove(path)

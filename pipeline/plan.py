@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.pipeline.frames import FrameRef
+from hipnet.pipeline.location import as_path, is_url
 from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.schema import ATTR, CONVENTIONS, OBSERVED_CONVENTIONS, SCHEMA_VERSION, Dims
 from hipnet.pipeline.shards import STAGE_ERRORS, FrameFailure
-from hipnet.pipeline.store import check_identity, create_store, frame_ids, frames_digest, open_group
+from hipnet.pipeline.store import check_identity, create_store, frame_ids, frames_digest, open_group, store_exists
 
 PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "qdldl", "open3d-cpu",
                        "trimesh")
@@ -137,14 +138,15 @@ def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str) 
     that cannot be listed then is recorded (``unlisted``) and fails every run until ``--exclude-failed``. On a rerun
     the store's rows keep their places: a sequence that cannot be listed now keeps its rows (done ones stay done,
     the others fail with the reason); any other change of the frame list is refused."""
-    path = Path(out) / f"{split}.zarr"
-    recover_swap(path)
+    path = as_path(out) / f"{split}.zarr"
+    if not is_url(path):  # a store on object storage is never swapped (``pipeline.run``)
+        recover_swap(path)
     if reader.observed and cfg.geodesics != "per-frame":
         raise ValueError(f"{reader.root}: {cfg.geodesics} labels need a rest mesh of a fixed topology; observed frames "
                          "(point clouds, raw scans, depth images) are labelled per frame: use --geodesics per-frame")
     listing = reader.list_frames()
     sections = cfg.sections(split, reader.observed)
-    exists = (path / "zarr.json").exists()
+    exists = store_exists(path)
     old = dict(open_group(path).attrs) if exists else {}
     excluded = list(old.get(ATTR.excluded, []))
     gone = {e["key"] for e in excluded}

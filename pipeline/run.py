@@ -20,6 +20,7 @@ import numpy as np
 
 from hipnet.pipeline.failures import write_report
 from hipnet.pipeline.integrity import damaged_shards, remove_partial_writes, store_root
+from hipnet.pipeline.location import as_path, is_url
 from hipnet.pipeline.lock import writer_lock
 from hipnet.pipeline.observations import observation_notes
 from hipnet.pipeline.plan import (
@@ -169,8 +170,14 @@ def preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: st
     reasons in the store's ``excluded`` attr, rebuild the store without their rows (finished frames are copied,
     not recomputed) and mark it complete.
 
-    The run holds ``out``'s writer lock (``pipeline.lock``): a second run on the same folder is refused."""
-    with writer_lock(Path(out)):
+    The run holds ``out``'s writer lock (``pipeline.lock``): a second run on the same folder is refused. ``out`` may
+    be a URL (``s3://bucket/prefix``): the store is then written in place on object storage (``pipeline.store``),
+    where ``exclude_failed`` is refused (it swaps a rebuilt store in by renaming, which object storage lacks)."""
+    out = as_path(out)
+    if exclude_failed and is_url(out):
+        raise ValueError(f"{out}: --exclude-failed rebuilds the store and renames it into place, which object "
+                         "storage cannot do; run it with a local --out and upload the finished store")
+    with writer_lock(out):
         return _preprocess_split(reader, out, cfg, split, workers, scheduler, progress, on_start, exclude_failed)
 
 
@@ -273,7 +280,8 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
     mask records finished shards. At the end the config's mode is updated and the store marked complete again.
     The run holds the writer lock of the store's folder (``pipeline.lock``).
     """
-    with writer_lock(Path(path).parent):
+    path = as_path(path)
+    with writer_lock(path.parent):
         return _relabel_store(reader, path, mode, workers, scheduler, progress, on_start)
 
 
@@ -282,7 +290,7 @@ def _relabel_store(reader: Reader, path: Path, mode: str, workers: int, schedule
     from dask import delayed
 
     group = open_group(path, mode="r+")
-    remove_partial_writes(Path(path))
+    remove_partial_writes(path)
     attrs = dict(group.attrs)
     if attrs.get(ATTR.depth_sensor):
         raise ValueError(f"{path}: a store of rendered depth frames is relabelled by building it again "

@@ -114,9 +114,12 @@ def _index(fd: int, path: Path, n: int) -> np.ndarray:
     return np.frombuffer(raw[:-4], dtype="<u8").reshape(n, 2)
 
 
-def read_frames(folder: Path, frames: slice, points: slice = slice(None)) -> np.ndarray | None:
+def read_frames(folder: Path, frames: slice, points: slice = slice(None), absent_is_fill: bool = True
+                ) -> np.ndarray | None:
     """Frames ``frames`` (and points ``points`` along the second axis) of the array stored in ``folder``, exactly as
-    zarr reads them; None when the array's layout or the selection is not one this reader handles."""
+    zarr reads them; None when the array's layout or the selection is not one this reader handles. An absent shard
+    file is the fill value (zarr writes none for a shard that is all fill) unless ``absent_is_fill`` is False
+    (a cache, where an absent file was evicted): then FileNotFoundError."""
     lay = layout(folder)
     if lay is None or not isinstance(frames, slice) or not isinstance(points, slice):
         return None
@@ -145,6 +148,8 @@ def read_frames(folder: Path, frames: slice, points: slice = slice(None)) -> np.
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
+            if not absent_is_fill:
+                raise
             out[a - f0:b - f0] = lay.fill
             continue
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -133,7 +132,7 @@ def preprocess_shard(reader: Reader, store_path: str, shard: int, refs: Sequence
     the store ``donor`` (default: this store and the shard's own rows; the old store on a rebuild) where that row is
     done. Rows in ``unlistable`` (their sequence cannot be listed now) fail with that reason; the others are
     computed."""
-    group = open_group(Path(store_path), mode="r+")
+    group = open_group(store_path, mode="r+")
     if donor is None:
         donor = store_path
         start = shard * int(group.attrs[ATTR.shard_frames])
@@ -142,7 +141,7 @@ def preprocess_shard(reader: Reader, store_path: str, shard: int, refs: Sequence
     dims = store_dims(group)
     names = [s.name for s in specs_for(sections) if s.per_frame and not s.name.startswith("frame/") and s.name != "done"]
     blocks = {name: np.zeros((len(refs), *dims.shape(SPECS[name])[1:]), dtype=SPECS[name].dtype) for name in names}
-    source = group if donor == store_path else open_group(Path(donor))
+    source = group if donor == store_path else open_group(donor)
     rows = np.asarray(donor_rows, dtype=np.int64)
     have = rows >= 0
     done = np.zeros(len(refs), dtype=bool)
@@ -168,7 +167,7 @@ def preprocess_shard(reader: Reader, store_path: str, shard: int, refs: Sequence
 def relabel_shard(reader: Reader, store_path: str, shard: int, refs: Sequence[FrameRef],
                   cfg: PreprocessConfig) -> ShardResult:
     """Recompute ``surface/labels`` (and ``eval/near_labels``) of one shard in mode ``cfg.geodesics``."""
-    group = open_group(Path(store_path), mode="r+")
+    group = open_group(store_path, mode="r+")
     n = group[DONE].shape[0]
     sl = shard_slice(shard, n, int(group.attrs[ATTR.shard_frames]))
     points = read_array(group, "surface/points", sl)  # as a reader sees them (decoded, in a quantised store)

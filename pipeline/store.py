@@ -18,15 +18,18 @@ Every frame's content is a pure function of its seed, so rewriting a shard gives
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from hipnet.pipeline.cache import ShardCache
 from hipnet.pipeline.integrity import (
     check_files,
     collect_index,
@@ -35,6 +38,7 @@ from hipnet.pipeline.integrity import (
     record_static,
     store_root,
 )
+from hipnet.pipeline.location import as_path, is_url, remove_tree, sizes_under
 from hipnet.pipeline.quantise import decode_normals, decode_points, point_error_bound
 from hipnet.pipeline.schema import (
     ATTR,
@@ -81,19 +85,24 @@ def create_store(
     ``skeleton``, ``frames_sha`` ...); ``ids`` the ``frame/subject``, ``frame/sequence``, ``frame/index`` columns,
     written at creation with the arrays that are not frame-major (and their hash record).
     """
-    path = Path(path)
+    path = as_path(path)
     attrs = {ATTR.schema_version: SCHEMA_VERSION, ATTR.sections: list(sections), ATTR.shard_frames: shard_frames,
              ATTR.dims: asdict(dims), **attrs}
     if "quantised" in sections:
         attrs.setdefault(ATTR.quantisation, dict(QUANTISATION))
-    if path.exists():
+    if store_exists(path):
         group = open_group(path, mode="r+")
         check_identity(path, dict(group.attrs), attrs)
         return group
-    tmp = path.with_name(f".{path.name}.creating")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    group = zarr.open_group(tmp, mode="w", zarr_format=3)
+    # a local store is built in a temporary folder and renamed into place; an object store has no rename, so it is
+    # built in place and its root attributes, which make it a store (``store_exists``), are written last
+    remote = is_url(path)
+    target = path if remote else path.with_name(f".{path.name}.creating")
+    if remote and (path / "zarr.json").exists():
+        remove_tree(path)  # a creation that was interrupted before its attributes
+    elif not remote and target.exists():
+        shutil.rmtree(target)
+    group = zarr.open_group(str(target), mode="w", zarr_format=3)
     for spec in specs_for(sections):
         chunks, shards = layout(spec, dims, shard_frames, sections)
         group.create_array(
@@ -105,10 +114,24 @@ def create_store(
     group["subject/rest_joints"][:] = np.asarray(rest_joints, dtype=np.float32)
     if "mesh" in sections:
         group["mesh/faces"][:] = np.asarray(faces, dtype=np.int32)
-    group.attrs.update(attrs)
+    group.attrs.update({**attrs, ATTR.schema_version: None} if remote else attrs)
     record_static(group)
-    tmp.rename(path)
+    if remote:
+        group.attrs[ATTR.schema_version] = SCHEMA_VERSION  # the root metadata, rewritten after everything else
+    else:
+        target.rename(path)
     return open_group(path, mode="r+")
+
+
+def store_exists(path: Path) -> bool:
+    """Whether a store (made whole by ``create_store``) is at ``path``: its root ``zarr.json``; on object storage,
+    one that carries the schema version (written last at creation)."""
+    path = as_path(path)
+    if not (path / "zarr.json").exists():
+        return False
+    if not is_url(path):
+        return True
+    return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get(ATTR.schema_version) is not None
 
 
 def check_identity(path: Path, old: Mapping, attrs: Mapping) -> None:
@@ -123,10 +146,11 @@ def check_identity(path: Path, old: Mapping, attrs: Mapping) -> None:
 
 
 def open_group(path: Path, mode: str = "r") -> zarr.Group:
-    path = Path(path)
+    """The root group of the store at ``path`` (a local folder or a URL)."""
+    path = as_path(path)
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"{path} is not a Zarr store (no zarr.json)")
-    return zarr.open_group(path, mode=mode, zarr_format=3)
+    return zarr.open_group(str(path) if is_url(path) else path, mode=mode, zarr_format=3)
 
 
 def store_dims(group: zarr.Group) -> Dims:
@@ -219,26 +243,35 @@ def mark_complete(group: zarr.Group) -> bool:
     return True
 
 
+ReadFrames = Callable[[str, slice, slice], np.ndarray | None]  # (array, frames, points) -> values, or None: zarr
+
+
 def read_array(group: zarr.Group, name: str, frames: slice | int | np.ndarray = slice(None),
-               points: slice = slice(None)) -> np.ndarray:
+               points: slice = slice(None), reader: ReadFrames | None = None) -> np.ndarray:
     """Array ``name`` of ``frames`` (and of the surface ``points`` along S, for the surface arrays) as a reader
-    wants it: decoded to float32 where the store holds it as 16-bit codes (``schema.DECODED_FROM``)."""
+    wants it: decoded to float32 where the store holds it as 16-bit codes (``schema.DECODED_FROM``). ``reader``:
+    reads frames of a stored array from shard files (a remote store's cache); a local store's own files by
+    default."""
     names = stored_names(name, group.attrs[ATTR.sections])
     if names == (name,):
-        return _stored(group, name, frames, points)
+        return _stored(group, name, frames, points, reader)
     if name == "surface/normals":
-        return decode_normals(_stored(group, names[0], frames, points))
-    return decode_points(_stored(group, names[0], frames, points), _stored(group, names[1], frames))
+        return decode_normals(_stored(group, names[0], frames, points, reader))
+    return decode_points(_stored(group, names[0], frames, points, reader),
+                         _stored(group, names[1], frames, reader=reader))
 
 
-def _stored(group: zarr.Group, name: str, frames: slice | int | np.ndarray, points: slice = slice(None)) -> np.ndarray:
+def _stored(group: zarr.Group, name: str, frames: slice | int | np.ndarray, points: slice = slice(None),
+            reader: ReadFrames | None = None) -> np.ndarray:
     """Stored array ``name`` of ``frames`` (and ``points``): straight from the shard files where
     ``shardread.read_frames`` handles the layout and selection (several times faster for many small chunks),
     through zarr otherwise."""
     one = isinstance(frames, int | np.integer) and not isinstance(frames, bool) and frames >= 0
-    if isinstance(group.store, LocalStore) and (one or isinstance(frames, slice)):
-        folder = Path(group.store.root) / group.path / name
-        out = read_frames(folder, slice(frames, frames + 1) if one else frames, points)
+    if reader is None and isinstance(group.store, LocalStore):
+        def reader(name: str, frames: slice, points: slice) -> np.ndarray | None:
+            return read_frames(Path(group.store.root) / group.path / name, frames, points)
+    if reader is not None and (one or isinstance(frames, slice)):
+        out = reader(name, slice(frames, frames + 1) if one else frames, points)
         if out is not None and (not one or len(out)):
             return np.asarray(out[0]) if one else out
     return np.asarray(group[name][(frames, points) if points != slice(None) else frames])
@@ -257,8 +290,19 @@ class Store:
     """Read side of a store: attrs, name tables and whole-shard reads, opened through ``Store.open``, which checks
     the store before anyone reads it."""
 
-    path: Path
-    group: zarr.Group
+    path: Path  # a local folder, or a URL (``upath.UPath``) of a store on object storage
+    _group: zarr.Group
+    cache: ShardCache | None = None  # a remote store's local mirror of its shard files (``pipeline.cache``)
+    _pid: int = field(default_factory=os.getpid)
+
+    @property
+    def group(self) -> zarr.Group:
+        """The store's root group; a remote store's is reopened in a forked process (a DataLoader worker): fsspec
+        filesystems and their connections do not survive a fork."""
+        if self._pid != os.getpid() and is_url(self.path):
+            self.path = as_path(str(self.path))  # a filesystem object of this process
+            self._group, self._pid = open_group(self.path), os.getpid()
+        return self._group
 
     @classmethod
     def open(cls, path: Path, arrays: Sequence[str] | None = None, allow_incomplete: bool = False) -> Store:
@@ -272,7 +316,7 @@ class Store:
         by ``hipnet-data validate``, which hashes the content). A store written before shard indexes existed
         opens without the file check.
         """
-        path = Path(path)
+        path = as_path(path)
         group = open_group(path)
         version = group.attrs.get(ATTR.schema_version)
         if version != SCHEMA_VERSION:
@@ -304,6 +348,8 @@ class Store:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise ValueError(f"{path}: {problems[0]}{more}; the store is damaged: `hipnet-data validate` "
                                  "lists every problem, rebuilding the store repairs it")
+            if is_url(path):
+                store.cache = ShardCache(str(path), index, store.n_frames, store.shard_frames)
         return store
 
     def _check_arrays(self, names: Sequence[str]) -> None:
@@ -377,7 +423,22 @@ class Store:
 
     def read(self, name: str, frames: slice | int | np.ndarray = slice(None)) -> np.ndarray:
         """Array ``name`` of ``frames``; a quantised store's surface points and normals decoded to float32."""
-        return read_array(self.group, name, frames)
+        return read_array(self.group, name, frames, reader=self._read_frames)
+
+    def _read_frames(self, name: str, frames: slice, points: slice) -> np.ndarray | None:
+        """How ``read_array`` reads ``name``: from the store's own shard files, through a remote store's cache (the
+        arrays of its shard index), or None (through zarr)."""
+        if self.cache is not None:
+            return self.cache.read(name, frames, points) if name in self.cache.index["arrays"] else None
+        return read_frames(self.path / name, frames, points) if not is_url(self.path) else None
+
+    def prefetch(self, shards: Sequence[int], names: Sequence[str]) -> None:
+        """Start fetching the shard files of ``shards`` of the arrays ``names`` into a remote store's cache, in the
+        background (nothing to do for a local store)."""
+        if self.cache is None:
+            return
+        stored = [n for asked in names for n in stored_names(asked, self.sections) if n in self.cache.index["arrays"]]
+        self.cache.prefetch([(n, i) for i in shards for n in stored])
 
     def read_shard(self, i: int, names: Sequence[str]) -> dict[str, np.ndarray]:
         sl = self.shard_slice(i)
@@ -396,7 +457,7 @@ class Store:
             parts.append(slice(0, start + count - n))
         out = {}
         for name in names:
-            blocks = [read_array(self.group, name, frames, p) for p in parts]
+            blocks = [read_array(self.group, name, frames, p, self._read_frames) for p in parts]
             out[name] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
         return out
 
@@ -411,4 +472,4 @@ class Store:
         return f"{self.subjects[s]}/{self.sequences[q]}/{k}"
 
     def bytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return sum(sizes_under(self.path).values())

@@ -24,7 +24,9 @@ from hipnet.pipeline.schema import (
     SCHEMA_VERSION,
     SPECS,
     array_problem,
+    frames_text,
     n_shards,
+    shard_key,
     shard_slice,
     specs_for,
 )
@@ -194,7 +196,12 @@ def _shards(rep: Report, arrays: dict, attrs: dict, index, damaged: set, done: n
         for name, arr in arrays.items():
             if not SPECS[name].per_frame or (name, s) in damaged:
                 continue
-            whole = np.asarray(arr[sl])
+            try:
+                whole = np.asarray(arr[sl])
+            except (RuntimeError, ValueError) as e:  # a codec that cannot decode the shard's bytes
+                rep.add_file(FileProblem(name, s, frames_text(s, n, shard_frames), f"does not decode ({e})",
+                                         shard_key(SPECS[name], s)))
+                continue
             p = content_problem(index, name, s, whole, n, shard_frames) if index is not None else None
             if p:
                 rep.add_file(p)

@@ -18,6 +18,7 @@ import torch
 from hipnet.model.checkpoint import CKPT, load_checkpoint, model_from_checkpoint
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.trainlog import LOG
+from hipnet.pipeline.location import as_path
 from hipnet.pipeline.schema import SPECS
 from hipnet.pipeline.store import Store, open_group
 from hipnet.viz.scene import VIEW_ARRAYS, SequenceIndex, read_log
@@ -109,7 +110,7 @@ def load_sources(paths: Sequence[Path], device: str = "cpu", training_stores: bo
     from hipnet.model.api import pretrained_models, resolve_checkpoint
 
     out = Sources()
-    for path in map(Path, paths):
+    for path in map(as_path, paths):
         if not path.exists() and str(path) in pretrained_models():  # a bundled model by name (anny)
             path = resolve_checkpoint(str(path))
         if not path.exists():
@@ -127,10 +128,10 @@ def load_sources(paths: Sequence[Path], device: str = "cpu", training_stores: bo
     if training_stores and not out.stores:
         for run in out.runs:
             for p in (run.ckpt or {}).get("stores", []):
-                if Path(p).exists() and all(s.path != Path(p) for s in out.stores):
+                if as_path(p).exists() and all(str(s.path) != str(as_path(p)) for s in out.stores):
                     try:
-                        out.stores.append(open_view_store(Path(p)))
+                        out.stores.append(open_view_store(as_path(p)))
                         out.notes.append(f"showing {p}, a store {run.name} was trained on")
                     except Exception as e:  # noqa: BLE001 - as above
-                        out.problems.append(_one_line(Path(p), e))
+                        out.problems.append(_one_line(as_path(p), e))
     return out
