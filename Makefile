@@ -174,6 +174,11 @@ VIEWER_ARGS ?=
 bench-viewer: setup
 	$(BIN)/python bench/viewer.py $(VIEWER_ARGS)
 
+# Loader frames/s from a store on a local S3 server (moto) through the shard cache, cold and warm, against local
+# disk, and the all-of-AMASS estimate: bench/results/s3.json (about 3 minutes on 2 cores).
+bench-s3: setup
+	$(BIN)/python bench/s3.py
+
 # GPU: `make gpu-prepare` here (wheels for Python 3.12 and small stores into .gpu/), then `make gpu-check` on the
 # GPU machine with .gpu carried along (it needs no `make setup`: it uses that machine's torch).
 gpu-prepare: setup

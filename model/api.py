@@ -33,6 +33,7 @@ from hipnet.model.config import TrainConfig
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh
 from hipnet.model.query import sdf_in_chunks
+from hipnet.pipeline.location import as_path
 from hipnet.pipeline.store import Store
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -159,7 +160,7 @@ def load(name_or_path: str | Path = "anny", device: str = "cpu") -> Model:
 def open_store(path: str | Path, arrays: Sequence[str] | None = None) -> Store:
     """A store written by ``hipnet-data preprocess``, checked before it is read (complete, every shard file
     present): ``store.read("pose/joint_transforms", i)``, ``store.subjects``, ``store.frame_key(i)``, ..."""
-    return Store.open(Path(path), arrays)
+    return Store.open(as_path(path), arrays)
 
 
 class FrameDataset(Dataset):

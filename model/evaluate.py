@@ -20,7 +20,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from hipnet.model.data import finite, read_finite
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import SDF, Mesh, extract_mesh
 from hipnet.model.query import CHUNK, model_sdf
+from hipnet.pipeline.location import as_path, is_url
 from hipnet.pipeline.stages.surface import sample_surface
 from hipnet.pipeline.store import Store
 
@@ -149,7 +150,7 @@ class Evaluation:
 def store_labels(paths: Sequence[Path]) -> list[str]:
     """A distinct short name per store for frame keys and mesh files: the file stem (``test``), with its parent
     folders (``anny_test``) where two stores share a stem, and the position in the list as a last resort."""
-    paths = [Path(p) for p in paths]
+    paths = [PurePosixPath(as_path(p).path) if is_url(p) else Path(p) for p in paths]  # a URL's bucket/key
     for depth in range(1, 4):
         labels = ["_".join([*p.parent.parts[len(p.parent.parts) - depth + 1 :], p.stem]) for p in paths]
         if len(set(labels)) == len(labels):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hipnet.model.data import DataError, nonfinite_text, read_finite
+from hipnet.pipeline.location import as_path
 from hipnet.pipeline.store import Store
 
 Opener = Callable[[Path], Store]
@@ -31,7 +32,7 @@ def split_spec(spec: str) -> tuple[Path, str]:
     if ":" not in spec:
         raise ValueError(f"{spec!r}: expected STORE:FRAME or STORE:SUBJECT/SEQUENCE[/INDEX]")
     path, _, what = spec.rpartition(":")
-    return Path(path), what
+    return as_path(path), what
 
 
 def frame_of(spec: str, open_store: Opener = Store.open) -> tuple[Store, int]:
@@ -64,7 +65,7 @@ def motion_of(spec: str, open_store: Opener = Store.open) -> tuple[Store, list[i
 
 def default_pose(ckpt: Mapping) -> str:
     """``STORE:0`` for the checkpoint's first training store, when it is still where training found it."""
-    first = Path(ckpt["stores"][0])
+    first = as_path(ckpt["stores"][0])
     if not first.exists():
         raise ValueError(f"the checkpoint's training store {first} is not here; name a pose with --pose STORE:FRAME")
     return f"{first}:0"
@@ -74,7 +75,7 @@ def pose_of(spec: str | None, ckpt: Mapping, open_store: Opener = Store.open) ->
     """(joint transforms (J, 4, 4), a label) of the pose ``spec`` names; with None, the first training frame when
     its store is here, else the checkpoint's first example pose (bundled models carry some)."""
     examples = ckpt.get("examples") or {}
-    if spec is None and examples.get("poses") and not Path(ckpt["stores"][0]).exists():
+    if spec is None and examples.get("poses") and not as_path(ckpt["stores"][0]).exists():
         return np.asarray(examples["poses"][0], dtype=np.float32), f"example {examples['pose_keys'][0]}"
     store, i = frame_of(spec or default_pose(ckpt), open_store)
     return read_finite(store, "pose/joint_transforms", i), store.frame_key(i)
@@ -85,7 +86,7 @@ def rest_joints_of(ckpt: Mapping, name: str, extra: Iterable[Store] = (),
     """Subject ``name``'s rest joints (J, 3) from the ``extra`` stores or the checkpoint's training stores that
     are still here, the first that has the subject, else from the checkpoint's examples (bundled models); None if
     none has it."""
-    training = (open_store(Path(p)) for p in ckpt["stores"] if Path(p).exists())
+    training = (open_store(as_path(p)) for p in ckpt["stores"] if as_path(p).exists())
     for store in itertools.chain(extra, training):
         if name in store.subjects:
             rest = store.read("subject/rest_joints", store.subjects.index(name))

@@ -183,6 +183,22 @@ def test_training_streams_from_s3_with_the_loss_of_a_local_run_and_a_warm_cache_
     assert len(rows[0]) == 8 and rows[0] == rows[1]
     assert torch.load(tmp_path / "s3" / "ckpt.pt", weights_only=False)["stores"] == [url]
 
+    from click.testing import CliRunner
+
+    from hipnet.cli.eval import main as eval_main
+    from hipnet.viz.sources import load_sources
+
+    scored = {}
+    for name, where in (("local", str(local_store)), ("s3", url)):
+        result = CliRunner().invoke(eval_main, ["--checkpoint", str(tmp_path / "s3" / "ckpt.pt"), "--shards", where,
+                                                "--mesh-frames", "0", "--max-frames", "4", "--out",
+                                                str(tmp_path / f"eval_{name}")])
+        assert result.exit_code == 0, (result.output, __import__("traceback").format_exception(*result.exc_info))
+        scored[name] = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())
+    assert scored["s3"]["summary"] == scored["local"]["summary"] and scored["s3"]["summary"]["frames"] == 4
+    sources = load_sources([as_path(url)], training_stores=False)
+    assert not sources.problems and sources.stores[0].store.n_frames == 24
+
     store = Store.open(url)
     stream = FrameStream([url], points_per_frame=64, eikonal_per_frame=32, frames_per_step=3, seed=1)
     stream.stores.stores[0].cache.downloaded = 0
@@ -193,6 +209,24 @@ def test_training_streams_from_s3_with_the_loss_of_a_local_run_and_a_warm_cache_
     local = Store.open(local_store)
     for name in ("surface/points", "surface/labels", "pose/joint_transforms", "eval/uniform_occupancy"):
         assert np.array_equal(store.read(name), local.read(name)), name
+
+
+def test_geodesics_relabel_a_store_on_s3_in_place_like_a_local_one(s3, local_store, tmp_path):
+    """``hipnet-data geodesics --store s3://...``: the labels recomputed per frame in place on the server, the
+    store complete again with the bytes of the same relabelling of a local copy."""
+    import shutil
+
+    from hipnet.pipeline.run import relabel_store
+
+    copy = tmp_path / "copy" / "test.zarr"
+    shutil.copytree(local_store, copy)
+    s3.put(str(local_store), "hipnet/relabel/test.zarr", recursive=True)
+    reader = AnnyReader(Path(Store.open(local_store).attrs["source"]["root"]), ("test",))
+    assert relabel_store(reader, copy, "per-frame").complete
+    data("geodesics", "--store", "s3://hipnet/relabel/test.zarr", "--mode", "per-frame", "--workers", "1")
+    a, b = local_files(copy), remote_files("s3://hipnet/relabel/test.zarr")
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+    assert Store.open("s3://hipnet/relabel/test.zarr").attrs["config"]["geodesics"] == "per-frame"
 
 
 def test_the_cache_stays_within_its_limit_and_refetches_what_it_evicted(s3, local_store, tmp_path):
@@ -234,3 +268,23 @@ def test_a_store_altered_on_the_server_is_refused_on_open_and_by_the_cache(s3, l
     assert not list(store.cache.mirror.rglob("surface/points/c/2/0/0"))  # never placed in the cache
     out = data("validate", "s3://hipnet/flipped/test.zarr", check=False)
     assert out.returncode != 0 and "surface/points shard 2" in out.stderr, out.stdout + out.stderr
+
+
+def test_the_writer_lock_on_s3_refuses_a_live_holder_elsewhere_and_takes_over_an_expired_one(s3, monkeypatch):
+    """A lock object written by a run on another host is honoured while its lease runs and taken over once it has
+    not been refreshed for ``LEASE_S``; the lock is created with a conditional PUT, so only one of two creators
+    wins."""
+    from hipnet.pipeline import lock
+    from hipnet.pipeline.location import create_exclusive
+
+    other = {"pid": 1, "host": "elsewhere", "started": time.time(), "command": "hipnet-data preprocess"}
+    s3.pipe_file(f"hipnet/locked/{lock.LOCK_NAME}", json.dumps(other).encode())
+    with pytest.raises(lock.LockedError, match="another run is writing here: pid 1 on elsewhere"):
+        with lock.writer_lock("s3://hipnet/locked"):
+            pass
+    monkeypatch.setattr(lock, "LEASE_S", 0.0)  # the lease has run out
+    with lock.writer_lock("s3://hipnet/locked"):
+        mine = json.loads(s3.cat_file(f"hipnet/locked/{lock.LOCK_NAME}"))
+        assert mine["pid"] == os.getpid() and mine["host"] == socket.gethostname()
+        assert not create_exclusive(as_path(f"s3://hipnet/locked/{lock.LOCK_NAME}"), b"{}")
+    assert not s3.exists(f"hipnet/locked/{lock.LOCK_NAME}")
