@@ -295,7 +295,7 @@ class FrameStream(IterableDataset):
 
     def _window(self, store: Store, ref: ShardRef) -> tuple[int, int] | None:
         """(first sample, count) of the shard's surface window this epoch, whole chunks; None: whole frames."""
-        n, chunk = store.dims.S, store.group["surface/labels"].chunks[1]
+        n, chunk = store.dims.S, store.array("surface/labels").chunks[1]
         need = max(self.points_per_frame, self.sdf_points if self.sdf_targets else 0)
         k = window_chunks(n, chunk, need) if self.windowed and store.quantised else -(-n // chunk)
         n_chunks = -(-n // chunk)

@@ -191,7 +191,7 @@ def evaluate_store(store: Store, sdf_of: Callable[[int], SDF], frames: Sequence[
     if "eval" not in store.sections:
         raise ValueError(f"{store.path}: no evaluation points (a training store?); preprocess an evaluation split")
     faces = store.read("mesh/faces")
-    per_frame = store.group["eval/uniform_points"].shape[1] + store.group["eval/near_points"].shape[1]
+    per_frame = store.array("eval/uniform_points").shape[1] + store.array("eval/near_points").shape[1]
     result = Evaluation()
     mesh_set = set(mesh_frames)
     for i in frames:

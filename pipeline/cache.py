@@ -7,8 +7,10 @@ decoded, its content hashed and compared with the store's shard index (``pipelin
 into the mirror (a rename): the mirror never holds a file that does not match the index. A store rebuilt on the
 server has other hashes and gets another mirror folder (the folder name includes a digest of the shard index).
 
-The cache is bounded (``HIPNET_CACHE_BYTES``, default 20 GiB): after each download, the least recently used shard
-files of every mirror are deleted until the cache fits. ``prefetch`` downloads shard files in background threads
+The cache is bounded (``HIPNET_CACHE_BYTES``, default 20 GiB): when a process's count of the cache's bytes (its
+last walk of the cache plus its own downloads since) passes the limit, and every ``WALK_EVERY`` downloads, the
+least recently used shard files of every mirror are deleted until the cache fits. Several processes filling one
+cache at once can pass the limit by what the others downloaded since their last walks. ``prefetch`` downloads shard files in background threads
 while the reader works on earlier ones, so a reader that prefetches a few shards ahead never waits on the network
 once its shards are cached (``bench/s3.py`` measures cold and warm reads). Several processes (the DataLoader's
 workers) may share a mirror: every placement is an atomic rename of a verified file, and a file deleted while it
@@ -33,6 +35,7 @@ from hipnet.pipeline.schema import SPECS, content_hash, frames_text, shard_key
 
 DEFAULT_BYTES = 20 * 2**30
 PREFETCH_THREADS = 4
+WALK_EVERY = 64  # downloads between two walks of the cache when this process's own count is within the limit
 
 
 def cache_root() -> Path:
@@ -69,6 +72,8 @@ class ShardCache:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.downloaded = 0  # bytes this process fetched from the server
+        self._estimate: int | None = None  # the cache's bytes as of the last walk, plus this process's downloads
+        self._since_walk = 0
 
     @property
     def remote(self) -> Path:
@@ -203,7 +208,13 @@ class ShardCache:
             import shutil
 
             shutil.rmtree(stage, ignore_errors=True)
-        self.trim()
+        self._since_walk += 1
+        if self._estimate is not None:
+            self._estimate += size
+        # walking the cache costs a stat per file: done when this process's count says the limit may be passed,
+        # and every WALK_EVERY downloads to count what other processes added
+        if self._estimate is None or self._estimate > self.limit or self._since_walk >= WALK_EVERY:
+            self.trim()
 
     # ------------------------------------------------------------------------------------------------ bounding
 
@@ -227,6 +238,7 @@ class ShardCache:
                 break
             f.unlink(missing_ok=True)
             total -= s
+        self._estimate, self._since_walk = total, 0
 
     def bytes(self) -> int:
         return sum(f.stat().st_size for f in self.mirror.rglob("*") if f.is_file()) if self.mirror.exists() else 0

@@ -294,6 +294,7 @@ class Store:
     _group: zarr.Group
     cache: ShardCache | None = None  # a remote store's local mirror of its shard files (``pipeline.cache``)
     _pid: int = field(default_factory=os.getpid)
+    _arrays: dict = field(default_factory=dict)
 
     @property
     def group(self) -> zarr.Group:
@@ -301,8 +302,15 @@ class Store:
         filesystems and their connections do not survive a fork."""
         if self._pid != os.getpid() and is_url(self.path):
             self.path = as_path(str(self.path))  # a filesystem object of this process
-            self._group, self._pid = open_group(self.path), os.getpid()
+            self._group, self._pid, self._arrays = open_group(self.path), os.getpid(), {}
         return self._group
+
+    def array(self, name: str) -> zarr.Array:
+        """The zarr array ``name``, opened once (its metadata is a request each time on object storage)."""
+        group = self.group
+        if name not in self._arrays:
+            self._arrays[name] = group[name]
+        return self._arrays[name]
 
     @classmethod
     def open(cls, path: Path, arrays: Sequence[str] | None = None, allow_incomplete: bool = False) -> Store:
@@ -366,7 +374,7 @@ class Store:
                 raise ValueError(f"{self.path}: no array {name} (section {spec.section}; the store has sections "
                                  f"{', '.join(self.sections)})")
             try:
-                arr = self.group[name]
+                arr = self.array(name)
             except KeyError:
                 raise ValueError(f"{self.path}: array {name} is missing") from None
             problem = array_problem(spec, arr.dtype, arr.shape, dims)
@@ -388,7 +396,7 @@ class Store:
 
     @property
     def n_frames(self) -> int:
-        return self.group[DONE].shape[0]
+        return self.array(DONE).shape[0]
 
     @property
     def shard_frames(self) -> int:
@@ -468,7 +476,7 @@ class Store:
         return [f"{subjects[a]}/{sequences[b]}/{c}" for a, b, c in zip(s.tolist(), q.tolist(), k.tolist(), strict=True)]
 
     def frame_key(self, i: int) -> str:
-        s, q, k = (int(self.group[n][i]) for n in ("frame/subject", "frame/sequence", "frame/index"))
+        s, q, k = (int(self.read(n, i)) for n in ("frame/subject", "frame/sequence", "frame/index"))
         return f"{self.subjects[s]}/{self.sequences[q]}/{k}"
 
     def bytes_on_disk(self) -> int:
