@@ -10,9 +10,11 @@ server has other hashes and gets another mirror folder (the folder name includes
 The cache is bounded (``HIPNET_CACHE_BYTES``, default 20 GiB): when a process's count of the cache's bytes (its
 last walk of the cache plus its own downloads since) passes the limit, and every ``WALK_EVERY`` downloads, the
 least recently used shard files of every mirror are deleted until the cache fits. Several processes filling one
-cache at once can pass the limit by what the others downloaded since their last walks. ``prefetch`` downloads shard files in background threads
-while the reader works on earlier ones, so a reader that prefetches a few shards ahead never waits on the network
-once its shards are cached (``bench/s3.py`` measures cold and warm reads). Several processes (the DataLoader's
+cache at once can pass the limit by what the others downloaded since their last walks.
+
+``prefetch`` downloads shard files in background threads while the reader works on earlier ones, so a reader that
+prefetches a few shards ahead never waits on the network once its shards are cached (``bench/s3.py`` measures cold
+and warm reads). Several processes (the DataLoader's
 workers) may share a mirror: every placement is an atomic rename of a verified file, and a file deleted while it
 is being read stays readable to the reader that opened it.
 """
