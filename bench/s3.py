@@ -10,6 +10,9 @@ preset's sampling:
                                                                        [warm cache >= the trainer's consumption]
 - bytes downloaded per frame.
 
+Each DataLoader worker reopens a remote store after the fork (fsspec's connections do not survive one): a fixed
+cost of a few requests per worker and epoch, which a short epoch shows.
+
 The server is on the same machine, so "cold" has no network latency or bandwidth limit: it measures the cache's own
 work (download through s3fs, hash check, placement), not a real network. For a real bucket the cold rate is
 bounded by the bandwidth (bytes per frame above); prefetching hides the latency.
