@@ -177,7 +177,7 @@ def precision_error(ckpt: Path, data: Path, device: str, points: int) -> dict:
     def sdf_and_grad(mode):
         xr = x.clone().requires_grad_(True)
         with precision.matmul_precision(mode, device), precision.autocast(mode, device):
-            sdf, _ = model(xr, jt, subject)
+            sdf = model(xr, jt, subject).sdf
         sdf = sdf.float()
         (grad,) = torch.autograd.grad(sdf.sum(), xr)
         return sdf.detach(), grad.float()

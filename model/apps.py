@@ -53,7 +53,7 @@ class Fit:
 
 def surface_loss(model: HIPNet, points: torch.Tensor, joint_transforms: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     """mean |F(x)| over observed surface points (P, 3) for one frame."""
-    sdf, _ = model(points[None], joint_transforms[None], code=code[None])
+    sdf = model(points[None], joint_transforms[None], code=code[None]).sdf
     return sdf.abs().mean()
 
 

@@ -10,9 +10,11 @@
   layer starts at zero, so the whole model starts as the sphere too.
 
 The joints of one tree depth run together: their weights are stacked (J, in, out) and applied with batched matrix
-products; there is no Python loop over networks. Per-frame conditioning (phi, beta) enters the first and the skip
-layer as one projection per frame, broadcast over that frame's points. ``naive_forward`` evaluates the same
-parameters joint by joint, as the reference the tests and the benchmark compare against.
+products; there is no Python loop over networks. The arithmetic is ``model/functional.py``'s pure functions; this
+module holds the parameters and the one loop over the skeleton's levels (``HIPNet._parts``). Per-frame
+conditioning (phi, beta) enters the first and the skip layer as one projection per frame, broadcast over that
+frame's points. ``naive_forward`` evaluates the same parameters joint by joint, as the reference the tests and the
+benchmark compare against.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from hipnet.model.config import ModelConfig
+from hipnet.model.functional import (
+    SDFOutput,
+    joint_points,
+    joint_points_jacobian,
+    softmin_union,
+    softmin_weights,
+    stacked_mlp,
+)
 from hipnet.pipeline.skeleton import Skeleton
 
 
@@ -90,54 +100,16 @@ class StackedMLP(nn.Module):
         self.w_point[-1].mul_(scale.view(-1, 1, 1))
         self.bias[-1].mul_(scale.view(-1, 1)).add_(shift.view(-1, 1))
 
+    def run(self, idx: torch.Tensor, xp: torch.Tensor, cond: torch.Tensor | None,
+            dxp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``functional.stacked_mlp`` with this stack's parameters: the MLPs ``idx`` (k,) on point inputs ``xp``
+        (k, F, P, d_point) with per-frame ``cond`` (F, d_cond), and the derivatives along ``dxp`` when given."""
+        w_cond = {int(key): w for key, w in self.w_cond.items()}
+        return stacked_mlp(list(self.w_point), list(self.bias), w_cond, idx, xp, cond, self.skip, self.beta, dxp)
+
     def forward(self, idx: torch.Tensor, xp: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Run the MLPs ``idx`` (k,) on point inputs ``xp`` (k, F, P, d_point) with per-frame ``cond`` (F, d_cond).
-        Returns (k, F, P)."""
-        k, nf, npts, _ = xp.shape
-        inp = xp.reshape(k, nf * npts, -1)
-        h = inp
-        for layer in range(self.layers):
-            if layer == self.skip:
-                h = torch.cat([h, inp], dim=-1) / math.sqrt(2)
-            y = torch.bmm(h, self.w_point[layer][idx]) + self.bias[layer][idx].unsqueeze(1)
-            key = str(layer)
-            if cond is not None and key in self.w_cond:
-                c = torch.matmul(cond.unsqueeze(0), self.w_cond[key][idx])  # (k, F, out)
-                y = (y.view(k, nf, npts, -1) + c.unsqueeze(2)).view(k, nf * npts, -1)
-            h = y if layer == self.layers - 1 else F.softplus(y, beta=self.beta)
-        return h.view(k, nf, npts)
-
-    def forward_with_gradient(self, idx: torch.Tensor, xp: torch.Tensor, dxp: torch.Tensor,
-                              cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``forward`` and, by forward-mode differentiation, the output's derivative along 3 directions: ``dxp``
-        (k, F, P, 3, d_point) holds the derivative of the point input along each direction (the rows of the
-        Jacobian of the input with respect to the query point). Returns (k, F, P) and (k, F, P, 3).
-
-        The tangents go through the same stacked matmuls (conditioning is per frame, so it has no tangent) and
-        softplus' derivative is sigmoid(beta y); a loss on the result is differentiated once, instead of the
-        double backward that autograd's ``create_graph`` gradient needs."""
-        k, nf, npts, _ = xp.shape
-        inp = xp.reshape(k, nf * npts, -1)
-        dinp = dxp.reshape(k, nf * npts * 3, -1)
-        h, dh = inp, dinp
-        for layer in range(self.layers):
-            if layer == self.skip:
-                h = torch.cat([h, inp], dim=-1) / math.sqrt(2)
-                dh = torch.cat([dh, dinp], dim=-1) / math.sqrt(2)
-            w = self.w_point[layer][idx]
-            y = torch.bmm(h, w) + self.bias[layer][idx].unsqueeze(1)
-            dy = torch.bmm(dh, w)
-            key = str(layer)
-            if cond is not None and key in self.w_cond:
-                c = torch.matmul(cond.unsqueeze(0), self.w_cond[key][idx])  # (k, F, out)
-                y = (y.view(k, nf, npts, -1) + c.unsqueeze(2)).view(k, nf * npts, -1)
-            if layer == self.layers - 1:
-                h, dh = y, dy
-            else:
-                h = F.softplus(y, beta=self.beta)
-                slope = torch.sigmoid(self.beta * y)  # softplus'(y)
-                dh = (dy.view(k, nf * npts, 3, -1) * slope.unsqueeze(2)).view(k, nf * npts * 3, -1)
-        return h.view(k, nf, npts), dh.view(k, nf, npts, 3)
+        """The MLPs ``idx`` on ``xp`` (see ``run``): (k, F, P)."""
+        return self.run(idx, xp, cond)[0]
 
 
 class HIPNet(nn.Module):
@@ -196,20 +168,7 @@ class HIPNet(nn.Module):
 
     def point_inputs(self, x: torch.Tensor, joint_transforms: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The query point each sub-network ``idx`` sees: x (canonical), or x in its joint's frame (option)."""
-        if not self.cfg.local_frames:
-            return x.unsqueeze(0).expand(len(idx), *x.shape)
-        t = joint_transforms[:, idx]  # F, k, 4, 4
-        rot, trans = t[..., :3, :3], t[..., :3, 3]
-        local = torch.einsum("fkji,fpj->kfpi", rot, x) - torch.einsum("fkji,fkj->kfi", rot, trans).unsqueeze(2)
-        return local
-
-    def point_jacobian(self, x: torch.Tensor, joint_transforms: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """d(point input)/dx of the sub-networks ``idx``: (k, F, 3, 3), row a = the derivative along axis a; the
-        identity in canonical coordinates, R^T (row a = R[a, :]) in joint frames."""
-        nf = x.shape[0]
-        if not self.cfg.local_frames:
-            return torch.eye(3, dtype=x.dtype, device=x.device).expand(len(idx), nf, 3, 3)
-        return joint_transforms[:, idx, :3, :3].transpose(0, 1)  # k, F, 3, 3: row a of R = d(R^T x)/dx_a
+        return joint_points(x, joint_transforms, idx, self.cfg.local_frames)
 
     def _softmin_offset(self, j: int) -> float:
         """log J with ``softmin_offset`` (then the soft-min equals F where all parts equal F, and lies up to
@@ -224,8 +183,7 @@ class HIPNet(nn.Module):
         for layer in self.agg_hidden:
             h = F.softplus(layer(h), beta=self.cfg.softplus_beta)
         if self.cfg.aggregation == "softmin":  # smooth union; equals F when every part equals F
-            tau = self.cfg.softmin_tau
-            base = -tau * (torch.logsumexp(-parts / tau, dim=-1) - self._softmin_offset(parts.shape[-1]))
+            base = softmin_union(parts, self.cfg.softmin_tau, self._softmin_offset(parts.shape[-1]))
         else:
             base = parts @ self.agg_mean
         return base + self.agg_out(h).squeeze(-1)
@@ -245,9 +203,8 @@ class HIPNet(nn.Module):
             h, dh = F.softplus(y, beta=beta), dy * torch.sigmoid(beta * y).unsqueeze(2)
         out, dout = self.agg_out(h).squeeze(-1), (dh @ self.agg_out.weight.T).squeeze(-1)
         if self.cfg.aggregation == "softmin":
-            tau = self.cfg.softmin_tau
-            base = -tau * (torch.logsumexp(-parts / tau, dim=-1) - self._softmin_offset(j))
-            weights = torch.softmax(-parts / tau, dim=-1)  # d base / d part_k
+            base = softmin_union(parts, self.cfg.softmin_tau, self._softmin_offset(j))
+            weights = softmin_weights(parts, self.cfg.softmin_tau)  # d base / d part_k
         else:
             base = parts @ self.agg_mean
             weights = self.agg_mean.expand(nf, npts, j)
@@ -257,68 +214,62 @@ class HIPNet(nn.Module):
     # ------------------------------------------------------------------------------------------ forward
 
     def forward(self, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None,
-                code: torch.Tensor | None = None, phi: torch.Tensor | None = None, gradients: bool = False):
+                code: torch.Tensor | None = None, phi: torch.Tensor | None = None,
+                gradients: bool = False) -> SDFOutput:
         """SDF of query points ``x`` (F, P, 3) for frames with canonical ``joint_transforms`` (F, J, 4, 4) and
         subject ids (F,) or subject codes (F, code_dim); ``phi`` (F, pose_dim) replaces the encoding of the joint
-        transforms (which then only place the joint frames, with ``local_frames``). Returns (sdf (F, P), part
-        SDFs (F, P, J)); with ``gradients``, ``forward_with_gradient``'s four tensors (through ``forward``, so a
-        DDP wrapper sees the call)."""
-        if gradients:
-            if code is not None or phi is not None:
-                raise ValueError("gradients=True takes subject ids, not codes or phi")
-            return self.forward_with_gradient(x, joint_transforms, subject)
+        transforms (which then only place the joint frames, with ``local_frames``). Returns an ``SDFOutput``: the
+        SDF (F, P) and the part SDFs (F, P, J); with ``gradients``, also dF/dx (F, P, 3) and dF_k/dx (F, P, 3, J) by
+        forward-mode differentiation, equal to autograd's (tests, float64), so that a loss on them needs one
+        backward instead of a double backward (``TrainConfig.gradients``)."""
+        if gradients and (code is not None or phi is not None):
+            raise ValueError("gradients=True takes subject ids, not codes or phi")
         cond = self.condition(joint_transforms, subject, code, phi)
-        nf, npts, _ = x.shape
-        outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
-        zeros = x.new_zeros(1, nf, npts, 1)
-        start = 0
-        for joints, parents in zip(self.levels, self.level_parents, strict=True):
-            idx = self.level_order[start : start + len(joints)]
-            start += len(joints)
-            xp = self.point_inputs(x, joint_transforms, idx)
-            if parents[0] < 0 or not self.cfg.hierarchical:  # the root level (or a flat model): no parent output
-                parent = zeros.expand(len(joints), nf, npts, 1)
-            else:
-                parent = torch.stack([outs[p] for p in parents]).unsqueeze(-1)
-            y = self.subnets(idx, torch.cat([xp, parent], dim=-1), cond)
-            for k, j in enumerate(joints):
-                outs[j] = y[k]
-        parts = torch.stack(outs, dim=-1)  # F, P, J
-        return self.aggregate(parts, cond), parts
+        parts, dparts = self._parts(x, joint_transforms, cond, gradients)
+        if not gradients:
+            return SDFOutput(self.aggregate(parts, cond), parts)
+        sdf, grad = self.aggregate_with_gradient(parts, dparts, cond)
+        return SDFOutput(sdf, parts, grad, dparts)
 
     def forward_with_gradient(self, x: torch.Tensor, joint_transforms: torch.Tensor,
-                              subject: torch.Tensor | None = None):
-        """``forward`` plus the spatial gradients, by forward-mode differentiation level by level: returns (sdf
-        (F, P), parts (F, P, J), grad (F, P, 3) = dF/dx, part_grads (F, P, 3, J) = dF_k/dx). Equal to autograd's
-        ``grad`` of ``forward`` (tests, float64); the losses then need one backward instead of a double backward
-        (``TrainConfig.gradients``)."""
-        cond = self.condition(joint_transforms, subject)
+                              subject: torch.Tensor | None = None) -> SDFOutput:
+        """``forward(..., gradients=True)``."""
+        return self.forward(x, joint_transforms, subject, gradients=True)
+
+    def _parts(self, x: torch.Tensor, joint_transforms: torch.Tensor, cond: torch.Tensor,
+               tangents: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The part SDFs (F, P, J), level by level along the skeleton (each joint's sub-network sees its parent's
+        output), and with ``tangents`` their derivatives (F, P, 3, J) carried alongside."""
         nf, npts, _ = x.shape
+        local = self.cfg.local_frames
         outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
         douts: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
         start = 0
         for joints, parents in zip(self.levels, self.level_parents, strict=True):
             idx = self.level_order[start : start + len(joints)]
             start += len(joints)
-            xp = self.point_inputs(x, joint_transforms, idx)
-            jac = self.point_jacobian(x, joint_transforms, idx)  # k, F, 3, 3
-            dxp = jac.unsqueeze(2).expand(len(joints), nf, npts, 3, 3)
-            if parents[0] < 0 or not self.cfg.hierarchical:
-                parent = x.new_zeros(len(joints), nf, npts, 1)
-                dparent = x.new_zeros(len(joints), nf, npts, 3, 1)
-            else:
-                parent = torch.stack([outs[p] for p in parents]).unsqueeze(-1)
-                dparent = torch.stack([douts[p] for p in parents]).unsqueeze(-1)
-            y, dy = self.subnets.forward_with_gradient(idx, torch.cat([xp, parent], dim=-1),
-                                                       torch.cat([dxp, dparent], dim=-1), cond)
-            for k, j in enumerate(joints):
-                outs[j], douts[j] = y[k], dy[k]
-        parts, dparts = torch.stack(outs, dim=-1), torch.stack(douts, dim=-1)  # F, P, J and F, P, 3, J
-        sdf, grad = self.aggregate_with_gradient(parts, dparts, cond)
-        return sdf, parts, grad, dparts
+            k = len(joints)
+            xp = joint_points(x, joint_transforms, idx, local)
+            root = parents[0] < 0 or not self.cfg.hierarchical  # the root level (or a flat model): no parent output
+            parent = x.new_zeros(1, nf, npts, 1).expand(k, nf, npts, 1) if root else \
+                torch.stack([outs[p] for p in parents]).unsqueeze(-1)
+            dxp = None
+            if tangents:
+                jac = joint_points_jacobian(x, joint_transforms, idx, local).unsqueeze(2).expand(k, nf, npts, 3, 3)
+                dparent = x.new_zeros(k, nf, npts, 3, 1) if root else \
+                    torch.stack([douts[p] for p in parents]).unsqueeze(-1)
+                dxp = torch.cat([jac, dparent], dim=-1)
+            y, dy = self.subnets.run(idx, torch.cat([xp, parent], dim=-1), cond, dxp)
+            for i, j in enumerate(joints):
+                outs[j] = y[i]
+                if tangents:
+                    douts[j] = dy[i]
+        parts = torch.stack(outs, dim=-1)  # F, P, J
+        return parts, torch.stack(douts, dim=-1) if tangents else None  # F, P, 3, J
 
 
-def naive_forward(model: HIPNet, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None):
+def naive_forward(model: HIPNet, x: torch.Tensor, joint_transforms: torch.Tensor,
+                  subject: torch.Tensor | None = None) -> SDFOutput:
     """Reference evaluation of the same parameters: one joint at a time, in skeleton order, plain matmuls."""
     m, cfg = model.subnets, model.cfg
     cond = model.condition(joint_transforms, subject)
@@ -339,4 +290,4 @@ def naive_forward(model: HIPNet, x: torch.Tensor, joint_transforms: torch.Tensor
             h = y if layer == m.layers - 1 else F.softplus(y, beta=cfg.softplus_beta)
         outs.append(h.squeeze(-1))
     parts = torch.stack(outs, dim=-1)
-    return model.aggregate(parts, cond), parts
+    return SDFOutput(model.aggregate(parts, cond), parts)

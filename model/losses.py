@@ -74,18 +74,18 @@ def hipnet_loss(model: HIPNet, batch: Batch, lambda_eikonal: float = 0.1, lambda
     """Total loss and its terms (detached 0-d tensors, for logging). ``forward`` defaults to ``model`` (tests pass
     the naive one). ``lambda_sdf > 0`` adds lambda_sdf * mean |F(x) - d(x)| over the eikonal points,
     d = ``batch.eikonal_sdf``. ``gradients``: how dF/dx and dF_k/dx are obtained: "autograd" (a
-    ``create_graph`` gradient, so the step is a double backward) or "forward" (``HIPNet.forward_with_gradient``:
+    ``create_graph`` gradient, so the step is a double backward) or "forward" (``HIPNet.forward(gradients=True)``:
     the same values, one backward)."""
     forward = forward or model
     n_surface = batch.points.shape[1]
     x = torch.cat([batch.points, batch.eikonal], dim=1)
     if gradients == "forward":
-        sdf, parts, grad, part_grads = forward(x, batch.joint_transforms, batch.subject, gradients=True)
-        sdf, parts, grad = sdf.float(), parts.float(), grad.float()
+        out = forward(x, batch.joint_transforms, batch.subject, gradients=True)
+        sdf, parts, grad, part_grads = out.sdf.float(), out.parts.float(), out.grad.float(), out.part_grads
     else:
         x = x.requires_grad_(True)
-        sdf, parts = forward(x, batch.joint_transforms, batch.subject)
-        sdf, parts = sdf.float(), parts.float()
+        out = forward(x, batch.joint_transforms, batch.subject)
+        sdf, parts = out.sdf.float(), out.parts.float()
         grad = gradient(sdf, x).float()
     g_surface, g_eik = grad[:, :n_surface], grad[:, n_surface:]
     surface = sdf[:, :n_surface].abs().mean()

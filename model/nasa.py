@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hipnet.model.functional import SDFOutput
 from hipnet.pipeline.skeleton import Skeleton
 
 
@@ -94,12 +95,13 @@ class NASA(nn.Module):
         return torch.logsumexp(k * logits, dim=-1) / k
 
     def forward(self, x: torch.Tensor, joint_transforms: torch.Tensor, subject: torch.Tensor | None = None,
-                code: torch.Tensor | None = None, phi: torch.Tensor | None = None):
-        """(0.5 - occupancy (F, P), part logits (F, P, J)): the same call and the same sign as HIPNet's SDF."""
+                code: torch.Tensor | None = None, phi: torch.Tensor | None = None) -> SDFOutput:
+        """``SDFOutput(0.5 - occupancy (F, P), part logits (F, P, J))``: the same call, result and sign as HIPNet's
+        SDF."""
         if phi is not None:
             raise ValueError("NASA has no learnt pose space: interpolate joint transforms instead")
         logits = self.part_logits(x, joint_transforms, subject, code)
-        return 0.5 - torch.sigmoid(self.blend(logits)), logits
+        return SDFOutput(0.5 - torch.sigmoid(self.blend(logits)), logits)
 
 
 @dataclass

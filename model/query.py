@@ -30,7 +30,7 @@ def sdf_in_chunks(model: HIPNet, points: np.ndarray, joint_transforms: np.ndarra
     with torch.no_grad():
         for s in range(0, len(points), chunk):
             x = torch.as_tensor(points[s : s + chunk], dtype=torch.float32, device=device)[None]
-            out[s : s + chunk] = model(x, jt, code=code, phi=phi)[0][0].float().cpu().numpy()
+            out[s : s + chunk] = model(x, jt, code=code, phi=phi).sdf[0].float().cpu().numpy()
     return out
 
 

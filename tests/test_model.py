@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hipnet.model.config import PRESETS, ModelConfig, load_config
+from hipnet.model.functional import SDFOutput
 from hipnet.model.hipnet import HIPNet, naive_forward
 from hipnet.model.losses import Batch, hipnet_loss
 from hipnet.pipeline.skeleton import SMPL22, Skeleton
@@ -36,8 +37,8 @@ def test_batched_network_equals_the_naive_per_joint_loop(local_frames, aggregati
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     x = (torch.rand(3, 50, 3, generator=gen) - 0.5).requires_grad_(True)
     jt, subj = random_pose(3, 22, gen), torch.tensor([0, 5, 2])
-    a, pa = model(x, jt, subj)
-    b, pb = naive_forward(model, x, jt, subj)
+    a, pa = model(x, jt, subj)[:2]
+    b, pb = naive_forward(model, x, jt, subj)[:2]
     torch.testing.assert_close(pa, pb, atol=1e-5, rtol=0)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     ga = torch.autograd.grad(a.sum(), x, retain_graph=True)[0]
@@ -57,7 +58,7 @@ def test_geometric_initialisation_is_a_sphere_sdf():
     radius = torch.rand(1, 2000, 1, generator=gen) * 0.8 + 0.1
     x = direction * radius
     with torch.no_grad():
-        sdf, parts = model(x, random_pose(1, 22, gen), torch.tensor([2]))
+        sdf, parts = model(x, random_pose(1, 22, gen), torch.tensor([2]))[:2]
     exact = radius.squeeze(-1) - cfg.sphere_radius
     err = (sdf - exact).abs()
     r = radius.reshape(-1).double()
@@ -69,7 +70,7 @@ def test_geometric_initialisation_is_a_sphere_sdf():
     assert abs(slope.item() - 1) < 0.1 and abs(intercept.item() + cfg.sphere_radius) < 0.05
     # and it does not depend on pose or subject (their weights start at zero)
     with torch.no_grad():
-        again, _ = model(x, random_pose(1, 22, gen), torch.tensor([0]))
+        again = model(x, random_pose(1, 22, gen), torch.tensor([0])).sdf
     torch.testing.assert_close(again, sdf)
 
 
@@ -81,7 +82,7 @@ def test_gradients_match_finite_differences():
             p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.05)
     x = (torch.rand(2, 20, 3, generator=gen, dtype=torch.float64) - 0.5).requires_grad_(True)
     jt, subj = random_pose(2, 22, gen).double(), torch.tensor([1, 2])
-    sdf, _ = model(x, jt, subj)
+    sdf = model(x, jt, subj).sdf
     grad = torch.autograd.grad(sdf.sum(), x)[0]
     eps = 1e-6
     fd = torch.zeros_like(x)
@@ -133,7 +134,7 @@ def test_a_tiny_model_overfits_a_capsule():
     assert last < first / 10
     with torch.no_grad():
         probe = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 0.3], [0.0, 0.44, 0.0], [0.0, 0.6, 0.0]]])
-        sdf, _ = model(probe, batch.joint_transforms, None)
+        sdf = model(probe, batch.joint_transforms, None).sdf
     exact = torch.tensor([-0.15, 0.15, -0.01, 0.15])
     assert (sdf[0, 1:] - exact[1:]).abs().max() < 0.03, sdf  # outside and near the surface: a distance
     assert sdf[0, 0] < -0.05, sdf  # deep inside only the eikonal term constrains it: inside, not exact
@@ -145,7 +146,7 @@ def test_loss_terms_are_zero_for_the_exact_sdf():
     class Sphere(torch.nn.Module):
         def forward(self, x, jt, subject):
             d = x.norm(dim=-1) - 0.3
-            return d, d.unsqueeze(-1)
+            return SDFOutput(d, d.unsqueeze(-1))
 
     gen = torch.Generator().manual_seed(0)
     n = torch.nn.functional.normalize(torch.randn(2, 100, 3, generator=gen), dim=-1)
@@ -191,7 +192,7 @@ def test_distance_term_measures_the_offset_from_the_targets():
 
         def forward(self, x, jt, subject):
             d = x.norm(dim=-1) - self.r
-            return d, d.unsqueeze(-1)
+            return SDFOutput(d, d.unsqueeze(-1))
 
     nt = torch.as_tensor(n[:100], dtype=torch.float32).expand(2, 100, 3)
     batch = Batch(0.3 * nt, nt, torch.zeros(2, 100, dtype=torch.long), torch.as_tensor(queries),
@@ -230,7 +231,7 @@ def test_a_distance_band_drops_the_wrong_signs_of_a_partial_observation():
     class Sphere(torch.nn.Module):
         def forward(self, x, jt, subject):
             d = x.norm(dim=-1) - 0.3
-            return d, d.unsqueeze(-1)
+            return SDFOutput(d, d.unsqueeze(-1))
 
     nt = torch.as_tensor(n[:100], dtype=torch.float32)[None]
     batch = Batch(0.3 * nt, nt, torch.zeros(1, 100, dtype=torch.long), torch.as_tensor(q)[None],
@@ -290,7 +291,7 @@ def test_forward_mode_gradients_equal_autograd_in_float64(local_frames, aggregat
             p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.05)
     jt, subj = random_pose(2, 22, gen).double(), torch.tensor([1, 3])
     x = (torch.rand(2, 40, 3, generator=gen, dtype=torch.float64) - 0.5).requires_grad_(True)
-    sdf, parts = model(x, jt, subj)
+    sdf, parts = model(x, jt, subj)[:2]
     sdf_f, parts_f, grad_f, part_grads_f = model(x.detach(), jt, subj, gradients=True)
     torch.testing.assert_close(sdf_f, sdf, atol=1e-10, rtol=0)
     torch.testing.assert_close(parts_f, parts, atol=1e-10, rtol=0)
@@ -329,7 +330,7 @@ def test_softmin_base_lies_where_its_option_says(offset):
     model = HIPNet(SMPL22, 2, cfg)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        sdf, parts = model(torch.rand(2, 300, 3, generator=gen) - 0.5, random_pose(2, 22, gen), torch.tensor([0, 1]))
+        sdf, parts = model(torch.rand(2, 300, 3, generator=gen) - 0.5, random_pose(2, 22, gen), torch.tensor([0, 1]))[:2]
     low, bound = parts.min(-1).values, cfg.softmin_tau * math.log(22)
     gap = sdf - low
     if offset:

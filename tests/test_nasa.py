@@ -55,7 +55,7 @@ def test_nasa_matches_a_per_bone_reference():
     x, jt, subject = torch.randn(2, 50, 3) * 0.4, random_pose(2), torch.tensor([0, 2])
     torch.testing.assert_close(model.part_logits(x, jt, subject), reference_logits(model, x, jt, subject),
                                rtol=1e-4, atol=1e-5)
-    sdf, logits = model(x, jt, subject)
+    sdf, logits = model(x, jt, subject)[:2]
     blended = torch.logsumexp(5.0 * logits, -1) / 5.0
     torch.testing.assert_close(sdf, 0.5 - torch.sigmoid(blended))
 
