@@ -18,8 +18,8 @@ are never saved. A frame the loader refuses (``DataError``) stops the run with a
 so far (one process; under DDP the last periodic checkpoint is the one kept).
 
 A schedule fitted to the time (``fit(max_seconds=..., fit_schedule=True)``, ``hipnet-train --max-minutes M
---fit-schedule``): the run times its steps ``PROBE_STEPS`` after it starts (the first ones fill the shuffle buffer),
-then shortens its plan (``cfg.steps`` at most) to the steps the rest of the time holds at that rate, less
+--fit-schedule``): the run times its steps ``callbacks.PROBE_STEPS`` after it starts (the first ones fill the shuffle
+buffer), then shortens its plan (``cfg.steps`` at most) to the steps the rest of the time holds at that rate, less
 ``TIME_MARGIN``, so the cosine decay reaches ``lr_final`` when the time runs out instead of being cut off on a slow
 machine; on a fast one a larger ``--steps`` lets it use the whole time. Before the plan is fitted the schedule is
 the configured one (at step 40 of 1,000 the two differ by under 0.3%). The plan is kept in the checkpoint
@@ -44,6 +44,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from hipnet.model import precision
+from hipnet.model.callbacks import Callback, FitSchedule, PeriodicCheckpoint, Progress, StepLog, StopAt
 from hipnet.model.checkpoint import (
     CKPT,
     build_model,
@@ -57,8 +58,6 @@ from hipnet.model.data import DataError, FrameStream, expand_shards
 from hipnet.model.losses import Batch, LossFn, loss_for
 from hipnet.model.trainlog import TrainLog
 
-#: steps after the start of ``fit`` between which a fitted schedule times the steps (the first fill the buffer)
-PROBE_STEPS = (10, 40)
 #: share of the remaining time a fitted schedule plans steps for (the rest absorbs a slower stretch later on)
 TIME_MARGIN = 0.97
 
@@ -275,7 +274,8 @@ class Trainer:
     def _done(self) -> bool:
         return self.epoch >= self.cfg.epochs if self.limit is None else self.step >= self.limit
 
-    def _out_of_time(self, started: float, max_seconds: float | None) -> bool:
+    def out_of_time(self, started: float, max_seconds: float | None) -> bool:
+        """Whether ``max_seconds`` have passed since ``started`` (every rank's verdict the same under DDP)."""
         if max_seconds is None:
             return False
         over = time.monotonic() - started > max_seconds  # a host clock: no device sync
@@ -312,42 +312,6 @@ class Trainer:
                             pin_memory=self.device.startswith("cuda"))
         return loader, steps_this_epoch
 
-    def _after_step(self, log: TrainLog | None, started: float, max_seconds: float | None,
-                    stop_at_step: int | None) -> bool:
-        """The progress bar, a periodic checkpoint; whether to stop here (``stop_at_step`` or out of time)."""
-        if log is not None:
-            log.advance()
-        if self.step % self.cfg.checkpoint_every == 0:
-            self.save()
-        if (stop_at_step is not None and self.step >= stop_at_step) or self._out_of_time(started, max_seconds):
-            self.limit = self.step  # stop here; the checkpoint below keeps the place
-            return True
-        return False
-
-    def _probe(self, steps: int, probe_start: float | None, started: float, max_seconds: float,
-               log: TrainLog | None) -> tuple[bool, float | None]:
-        """A schedule fitted to the time, at step ``steps`` of this run (one of ``PROBE_STEPS``): the clock starts
-        at the first, the plan is fitted at the second. Returns (still probing, the probe's start)."""
-        now = time.monotonic()
-        if steps == PROBE_STEPS[0]:
-            return True, now
-        planned = self.fit_plan((now - probe_start) / (PROBE_STEPS[1] - PROBE_STEPS[0]), max_seconds - (now - started))
-        if log is not None:
-            log.replan(planned)
-        return False, probe_start
-
-    def _log_step(self, log: TrainLog | None, terms: dict[str, torch.Tensor], points: int, since: float,
-                  started: float) -> tuple[float, float]:
-        """A logging step: the terms read (the one sync), the throughput of ``points`` query points since
-        ``since``, the row written, the finiteness flags checked. Returns (points/s, now)."""
-        values = {k: float(v) for k, v in terms.items()}
-        now = time.monotonic()
-        rate = points * self.world / max(now - since, 1e-9)
-        if log is not None:
-            log.write(self.step, self.epoch, values, rate, now - started)
-        self.check_finite()  # the flags are ready: the floats above waited for the step
-        return rate, now
-
     def _bad_frame(self, e: DataError) -> DataError:
         """A frame the loader refused: the steps trained so far saved (one process), the error saying where."""
         if self.world == 1 and self.step > (self.saved_step or 0):
@@ -372,58 +336,62 @@ class Trainer:
         """Train until ``cfg.steps`` (or ``cfg.epochs``) are done, checkpoint every ``checkpoint_every`` steps and at
         the end. ``stop_at_step`` interrupts at that step (the schedule still planned for the whole run);
         ``max_seconds`` stops early at a step boundary. Both leave a checkpoint that ``--resume`` continues.
-        ``fit_schedule`` (with ``max_seconds``) fits the plan to the time (module docstring)."""
+        ``fit_schedule`` (with ``max_seconds``) fits the plan to the time (module docstring). What happens between
+        steps is ``model/callbacks.py``'s, in this order: the fitted schedule, the log, the progress bar, the
+        periodic checkpoint, the stop conditions."""
         self.check_fit_schedule(max_seconds, fit_schedule)
         log = TrainLog(self.out, planned=self.planned, initial_step=self.step,
                        progress=progress) if self.rank == 0 else None
         started = time.monotonic()
-        start_step, probe_start = self.step, None
-        probing = fit_schedule and not self.fitted
-        mark_time, mark_points = started, 0  # throughput since the last logging step
+        step_log = StepLog(log, started)
+        callbacks: list[Callback] = [step_log, Progress(log), PeriodicCheckpoint(),
+                                     StopAt(started, max_seconds, stop_at_step)]
+        if fit_schedule and not self.fitted:
+            callbacks.insert(0, FitSchedule(log, started, self.step, max_seconds))
         terms: dict[str, torch.Tensor] = {}
-        rate = 0.0
-        # torch reports a dead loader worker from a SIGCHLD handler, which raises wherever the main thread is: maybe
-        # inside a step, between its optimiser update and the step count; then the state is not a step's state
-        mid_step = False
         try:
-            try:
-                while not self._done():
-                    loader, steps_this_epoch = self._epoch_loader()
-                    for raw in loader:
-                        if self.consumed >= steps_this_epoch or self._done():
-                            break
-                        batch = Batch.from_dict(raw).to(self.device)
-                        mid_step = True
-                        terms = self.train_step(batch)
-                        self.step += 1
-                        self.consumed += 1
-                        mid_step = False
-                        if probing and self.step - start_step in PROBE_STEPS:
-                            float(terms["total"])  # wait for the step (a device sync, twice a run)
-                            probing, probe_start = self._probe(self.step - start_step, probe_start, started,
-                                                               max_seconds, log)
-                        mark_points += batch.points.shape[0] * (batch.points.shape[1] + batch.eikonal.shape[1])
-                        if self.step % self.cfg.log_every == 0 or self.step == 1:
-                            rate, mark_time = self._log_step(log, terms, mark_points, mark_time, started)
-                            mark_points = 0
-                        if self._after_step(log, started, max_seconds, stop_at_step):
-                            break
-                    if self.consumed < steps_this_epoch:
-                        break  # stopped mid-epoch: the checkpoint keeps the epoch and what was consumed
-                    self.epoch += 1
-                    self.consumed = 0
-            except DataError as e:
-                raise self._bad_frame(e) from None
-            except (RuntimeError, ConnectionError, EOFError) as e:
-                died = self._worker_death(e, mid_step)
-                if died is None:
-                    raise
-                raise died from None
+            terms = self._loop(callbacks)
             self.save()
         finally:
             if log is not None:
                 log.close()
         last = float(terms["total"]) if "total" in terms else float("nan")
-        if mark_points:  # steps since the last logging step: their throughput (after the sync above)
-            rate = mark_points * self.world / max(time.monotonic() - mark_time, 1e-9)
-        return Run(self.out, self.step, self.epoch, last, rate)
+        return Run(self.out, self.step, self.epoch, last, step_log.final_rate(self.world))
+
+    def _loop(self, callbacks: Sequence[Callback]) -> dict[str, torch.Tensor]:
+        """The epochs and their steps, each followed by the callbacks, until the plan is done or one stops the run;
+        a frame the loader refuses or a dead loader worker become their one-line errors. Returns the last step's
+        terms."""
+        terms: dict[str, torch.Tensor] = {}
+        # torch reports a dead loader worker from a SIGCHLD handler, which raises wherever the main thread is: maybe
+        # inside a step, between its optimiser update and the step count; then the state is not a step's state
+        mid_step = False
+        try:
+            while not self._done():
+                loader, steps_this_epoch = self._epoch_loader()
+                for raw in loader:
+                    if self.consumed >= steps_this_epoch or self._done():
+                        break
+                    batch = Batch.from_dict(raw).to(self.device)
+                    mid_step = True
+                    terms = self.train_step(batch)
+                    self.step += 1
+                    self.consumed += 1
+                    mid_step = False
+                    stop = False
+                    for callback in callbacks:
+                        stop |= callback.on_step(self, batch, terms)
+                    if stop:
+                        break
+                if self.consumed < steps_this_epoch:
+                    break  # stopped mid-epoch: the checkpoint keeps the epoch and what was consumed
+                self.epoch += 1
+                self.consumed = 0
+        except DataError as e:
+            raise self._bad_frame(e) from None
+        except (RuntimeError, ConnectionError, EOFError) as e:
+            died = self._worker_death(e, mid_step)
+            if died is None:
+                raise
+            raise died from None
+        return terms

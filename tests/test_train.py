@@ -262,17 +262,21 @@ class StepClock:
 def fitted_run(train_stores, out, cfg, monkeypatch, resume=False, stop_at_step=None):
     from types import SimpleNamespace
 
+    from hipnet.model import callbacks as callbacks_module
     from hipnet.model import trainer as trainer_module
 
     t = trainer_module.Trainer(train_stores[:1], cfg, out)
     t.setup(resume=resume)
-    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(monotonic=StepClock(t, 0.5).monotonic))
+    clock = SimpleNamespace(monotonic=StepClock(t, 0.5).monotonic)
+    monkeypatch.setattr(trainer_module, "time", clock)
+    monkeypatch.setattr(callbacks_module, "time", clock)
     return t, t.fit(progress=False, max_seconds=30.0, stop_at_step=stop_at_step, fit_schedule=True)
 
 
 def test_a_schedule_fitted_to_the_time_ends_its_decay_with_it_and_resumes_on_the_same_plan(train_stores, tmp_path,
                                                                                             monkeypatch):
-    from hipnet.model.trainer import PROBE_STEPS, TIME_MARGIN, lr_factor
+    from hipnet.model.callbacks import PROBE_STEPS
+    from hipnet.model.trainer import TIME_MARGIN, lr_factor
 
     cfg = replace(tiny_config(steps=1000, lr=1e-3, lr_schedule="cosine"), checkpoint_every=25)
     # 0.5 s a step, 30 s: timed over steps 10-40 (20 s gone), the 10 s left hold 19 steps at a margin of 0.97
