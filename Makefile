@@ -70,7 +70,7 @@ fuzz: setup
 # The documentation site (mkdocs-material; the API reference from the docstrings) into site/, strict: a broken link or
 # reference fails. The experiment pages and the README's results table are regenerated from bench/results first.
 docs: setup
-	$(BIN)/python bench/pages.py
+	$(BIN)/python -m bench.pages
 	@mkdir -p build/docs_pkg/hipnet && for d in pipeline model cli viz data_manifests; do \
 		ln -sfn "$$PWD/$$d" build/docs_pkg/hipnet/$$d; done && ln -sfn "$$PWD/api/__init__.py" build/docs_pkg/hipnet/
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
@@ -95,8 +95,8 @@ demo: setup
 		TRAIN_ARGS="--fit-schedule --steps $(DEMO_MAX_STEPS)"
 	$(MAKE) --no-print-directory eval DATASET=anny EVAL_STORE=$(DEMO_TEST)/test.zarr EVAL_ARGS="$(DEMO_EVAL_ARGS)"
 	$(BIN)/hipnet-data inspect $(DATA)/processed/anny/train.zarr --frame 100 --png $(DATA)/demo/labels.png
-	$(BIN)/python bench/demo_result.py --run $(RUN) --started $(DATA)/demo/.started $(if $(DEMO_NOTE),--note "$(DEMO_NOTE)",)
-	$(BIN)/python bench/pages.py
+	$(BIN)/python -m bench.demo_result --run $(RUN) --started $(DATA)/demo/.started $(if $(DEMO_NOTE),--note "$(DEMO_NOTE)",)
+	$(BIN)/python -m bench.pages
 	@echo "demo: $(DATA)/demo/anny_grid.png, $(DATA)/demo/labels.png, stores $(DATA)/processed/anny/train.zarr and" \
 		"$(DEMO_TEST)/test.zarr, run in $(RUN)"
 	@echo "demo: report $(RUN)/eval/report.md; $$(( ($$(date +%s) - $$(cat $(DATA)/demo/.started)) / 60 )) min" \
@@ -118,7 +118,7 @@ pretrained: setup
 		--out $(PRETRAINED_RUN)/eval $(DEMO_EVAL_ARGS)
 	$(BIN)/python -m hipnet.model.export --run $(PRETRAINED_RUN) --name anny --test-store $(DEMO_TEST)/test.zarr \
 		--command "make pretrained PRETRAINED_STEPS=$(PRETRAINED_STEPS)"
-	$(BIN)/python bench/pages.py
+	$(BIN)/python -m bench.pages
 
 # Train on the preprocessed training store; continues the run in $(RUN) when it has a checkpoint.
 train: setup
@@ -144,7 +144,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
-	for b in generate preprocess heat_solvers loader train; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in generate preprocess heat_solvers loader train; do $(BIN)/python -m bench.$$b || exit 1; done
 
 # `make preprocess DATASET=anny` end to end with this checkout and with the code before issue 16 (a git worktree),
 # on the same generated data: bench/results/preprocess_e2e.json (about 15 minutes on 2 cores).
@@ -155,29 +155,29 @@ bench-e2e: setup
 # stores and budget; resumable (a rerun skips finished variants). ACCURACY_ARGS="--only fast,nasa" picks variants.
 ACCURACY_ARGS ?=
 bench-accuracy: setup
-	$(BIN)/python bench/accuracy.py $(ACCURACY_ARGS)
+	$(BIN)/python -m bench.accuracy $(ACCURACY_ARGS)
 
 # Held-out motion family: train the harness's fast variant without pose family $(FAMILY), score it on that family
 # and on the other families' test sequences (bench/results/family_holdout.json).
 FAMILY ?= sit
 bench-families: setup
-	$(BIN)/python bench/family_holdout.py --family $(FAMILY)
+	$(BIN)/python -m bench.family_holdout --family $(FAMILY)
 
 # The training mix: the fast preset on random key poses alone, with the pose families, with the DeepMimic clips
 # (fetched with pip on first use; research use only), each scored on all three: bench/results/motion_mix.json.
 bench-mix: setup
-	$(BIN)/python bench/motion_mix.py
+	$(BIN)/python -m bench.motion_mix
 
 # The viewer's mesh update time (interactive and refined resolution) for a checkpoint on store frames:
 # bench/results/viewer.json. VIEWER_ARGS="--checkpoint RUN/ckpt.pt --store TEST.zarr" (default: the demo's).
 VIEWER_ARGS ?=
 bench-viewer: setup
-	$(BIN)/python bench/viewer.py $(VIEWER_ARGS)
+	$(BIN)/python -m bench.viewer $(VIEWER_ARGS)
 
 # Loader frames/s from a store on a local S3 server (moto) through the shard cache, cold and warm, against local
 # disk, and the all-of-AMASS estimate: bench/results/s3.json (about 3 minutes on 2 cores).
 bench-s3: setup
-	$(BIN)/python bench/s3.py
+	$(BIN)/python -m bench.s3
 
 # GPU: `make gpu-prepare` here (wheels for Python 3.12 and small stores into .gpu/), then `make gpu-check` on the
 # GPU machine with .gpu carried along (it needs no `make setup`: it uses that machine's torch).

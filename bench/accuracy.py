@@ -56,8 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # bench/_results.py (this script is run as a file, not imported)
-from _accuracy_report import (  # noqa: E402
+from bench._accuracy_report import (
     load_results,
     merge,
     observations_table,
@@ -67,9 +66,8 @@ from _accuracy_report import (  # noqa: E402
     table,
     write_page,
 )
-from _results import commit, machine  # noqa: E402
-
-from hipnet.model.config import PRESETS, TrainConfig  # noqa: E402
+from bench._results import commit, machine
+from hipnet.model.config import PRESETS, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

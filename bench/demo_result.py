@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _results import RESULTS, commit, write_result
+from bench._results import RESULTS, commit, write_result
 
 
 def main() -> None:

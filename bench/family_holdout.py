@@ -8,8 +8,8 @@ measured) is trained on ``train`` with the harness's budget, then scored by the 
 test sets; the drop is in-family minus F.
 Writes bench/results/family_holdout.json (one entry per held-out family; rerunning skips finished families).
 
-    python bench/family_holdout.py --family sit            # about 25 CPU minutes on 2 cores (stores + training)
-    python bench/family_holdout.py --quick                 # tiny data, a test of the plumbing
+    python -m bench.family_holdout --family sit            # about 25 CPU minutes on 2 cores (stores + training)
+    python -m bench.family_holdout --quick                 # tiny data, a test of the plumbing
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import accuracy as harness  # noqa: E402
-from _accuracy_report import save_results  # noqa: E402
-from _results import commit, machine  # noqa: E402
+from bench import accuracy as harness
+from bench._accuracy_report import save_results
+from bench._results import commit, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _results import write_result
 
+from bench._results import write_result
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest, pose_sequence
 from hipnet.pipeline.embedded.motions import random_motion

@@ -30,14 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # bench/_results.py (run as a file)
-from _results import machine  # noqa: E402
-
-from hipnet.model import precision  # noqa: E402
-from hipnet.model.config import PRESETS  # noqa: E402
-from hipnet.model.hipnet import HIPNet, naive_forward  # noqa: E402
-from hipnet.model.losses import Batch, hipnet_loss  # noqa: E402
-from hipnet.pipeline.skeleton import SMPL22  # noqa: E402
+from bench._results import machine
+from hipnet.model import precision
+from hipnet.model.config import PRESETS
+from hipnet.model.hipnet import HIPNet, naive_forward
+from hipnet.model.losses import Batch, hipnet_loss
+from hipnet.pipeline.skeleton import SMPL22
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("fp32", "tf32", "bf16")

@@ -10,4 +10,4 @@ G="$PWD/.gpu"
 PY="${PYTHON:-python3}"
 "$PY" -m pip install -q --no-index --no-deps --disable-pip-version-check --target "$G/site" --upgrade "$G"/wheels/*.whl
 export PYTHONPATH="$G/site" HIPNET_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-"$PY" bench/gpu_check.py --data "$G/data" --out "${OUT:-bench/results}/gpu.json" "$@"
+"$PY" -m bench.gpu_check --data "$G/data" --out "${OUT:-bench/results}/gpu.json" "$@"

@@ -15,5 +15,5 @@ pins=$(.venv/bin/python -c "import importlib.metadata as m; print(' '.join(f'{p}
     -d .gpu/wheels $pins
 rm -f .gpu/wheels/hipnet_toolkit-*.whl
 .venv/bin/python -m build --wheel --no-isolation --outdir .gpu/wheels . > /dev/null
-.venv/bin/python bench/gpu_prepare.py --out .gpu/data
+.venv/bin/python -m bench.gpu_prepare --out .gpu/data
 du -sh .gpu/wheels .gpu/data

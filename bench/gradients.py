@@ -24,9 +24,9 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from _results import write_result
 from gpu_check import random_batch
 
+from bench._results import write_result
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.losses import loss_for

@@ -7,7 +7,7 @@ the machine's load hits both), the ratio, the label agreement on the vertices an
 the flips per pose, and the intrinsic Delaunay step alone against libigl's ``intrinsic_delaunay_triangulation`` on
 the same lengths, the pipeline solver's time per step (``pose_heat_step_ms_per_frame``), and a multi-source Dijkstra
 on the intrinsic edges as the cheap alternative (its time and vertex-label agreement).
-``python bench/heat_solvers.py [--frames 24]``.
+``python -m bench.heat_solvers [--frames 24]``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import igl
 import numpy as np
-from _results import write_result
 
+from bench._results import write_result
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
 from hipnet.pipeline.process import SubjectGeometry

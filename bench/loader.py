@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _results import write_result
 
+from bench._results import write_result
 from hipnet.model.checkpoint import build_model
 from hipnet.model.config import PRESETS
 from hipnet.model.data import SDF_POINTS, FrameStream, oriented_distance

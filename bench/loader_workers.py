@@ -8,7 +8,7 @@ threads overlaps the batch making (about a quarter of a step's CPU time) or figh
 alike; the training wall time at the last logged step of each (``log.csv``), the per-pair ratio and the mean.
 Writes bench/results/loader_workers.json.
 
-    python bench/loader_workers.py --store data/processed/anny/train.zarr     # after make demo; about 12 minutes
+    python -m bench.loader_workers --store data/processed/anny/train.zarr     # after make demo; about 12 minutes
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _results import commit, write_result
+from bench._results import commit, write_result
 
 LOSS_COLUMNS = ("total", "surface", "eikonal", "normal", "sdf", "sub_surface", "sub_normal")
 

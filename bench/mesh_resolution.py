@@ -5,7 +5,7 @@ protocols") meshes at 256^3. This scores the same frames at each resolution, and
 the Chamfer-L1 between two independent samplings (100k points each) of the ground-truth mesh, which no model can
 go below. Each run is an entry of bench/results/mesh_resolution.json (keyed by --label; other entries are kept).
 
-    python bench/mesh_resolution.py --label demo --checkpoint runs/anny_fast/ckpt.pt \\
+    python -m bench.mesh_resolution --label demo --checkpoint runs/anny_fast/ckpt.pt \\
         --store data/processed/anny_demo/test.zarr --mesh-frames 2              # the demo's meshed frames
 """
 
@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import commit, machine
+
+from bench._results import commit, machine
 
 
 def chamfer_by_resolution(store, sdf_of, frames, resolutions, chamfer_points=100_000) -> dict:

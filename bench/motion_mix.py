@@ -15,8 +15,8 @@ model trained on: the default held-out poses (the harness's test store), the fam
 subject) and the clips' test sequences (4 per subject). Equal steps, so a mix spreads the same 8,000 frame visits
 over more poses. Writes bench/results/motion_mix.json (rerunning skips the finished models).
 
-    python bench/motion_mix.py                 # about 30 CPU minutes on 2 cores (data, stores, 3 trainings, 9 scores)
-    python bench/motion_mix.py --quick --clips DIR   # tiny data, a test of the plumbing (DIR: clips in the format)
+    python -m bench.motion_mix                 # about 30 CPU minutes on 2 cores (data, stores, 3 trainings, 9 scores)
+    python -m bench.motion_mix --quick --clips DIR   # tiny data, a test of the plumbing (DIR: clips in the format)
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import accuracy as harness  # noqa: E402
-from _accuracy_report import save_results  # noqa: E402
-from _results import commit, machine  # noqa: E402
+from bench import accuracy as harness
+from bench._accuracy_report import save_results
+from bench._results import commit, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXES = ("families", "deepmimic")

@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from _results import write_result
 
+from bench._results import write_result
 from hipnet.pipeline import process, shards, store
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_result
+from bench._results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "fdf310d"  # the last commit before the faster preprocessing stages (3ac6d07)

@@ -33,9 +33,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _results import RESULTS, commit, write_result
-from loader import trainer_rate
 
+from bench._results import RESULTS, commit, write_result
+from bench.loader import trainer_rate
 from hipnet.model.config import PRESETS
 from hipnet.model.data import FrameStream
 from hipnet.pipeline.embedded.body import AnnyBody
@@ -151,7 +151,7 @@ def main() -> None:
     trainer_fps = trainer["frames_per_s"]
     result = {
         "commit": commit(),
-        "command": "make bench-s3 (python bench/s3.py)",
+        "command": "make bench-s3 (python -m bench.s3)",
         "server": "moto ThreadedMotoServer on 127.0.0.1 (no network latency or bandwidth limit)",
         "store": {"frames": n_frames, "bytes": store_bytes, "bytes_per_frame": store_bytes / n_frames,
                   "layout": "quantised, per-template labels, shards of 16 frames"},

@@ -15,16 +15,15 @@ F < 0 against the exact occupancy on points uniform in the bbox (grown 5% of its
 surface (N(0, 0.03)), mean |F - SDF| on the near points, and the same against two trivial baselines (the initial
 sphere; the pose-agnostic "mean shape", inside where most training poses are inside).
 
-    .venv/bin/python bench/toy_articulation.py            # all variants: table, bench/results/toy_articulation.json,
+    .venv/bin/python -m bench.toy_articulation            # all variants: table, bench/results/toy_articulation.json,
                                                           # docs/toy_articulation.png
-    .venv/bin/python bench/toy_articulation.py --only paper,all3 --steps 300 --no-write
+    .venv/bin/python -m bench.toy_articulation --only paper,all3 --steps 300 --no-write
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,12 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hipnet.model.config import PRESETS, ModelConfig
-from hipnet.model.hipnet import HIPNet
-from hipnet.model.losses import hipnet_loss
-
-sys.path.insert(0, str(Path(__file__).parent))  # bench/_toy_geometry.py (this script is run as a file)
-from _toy_geometry import (  # noqa: E402
+from bench._toy_geometry import (
     SKELETON,
     EvalSet,
     ToyData,
@@ -48,6 +42,9 @@ from _toy_geometry import (  # noqa: E402
     score,
     toy_sdf,
 )
+from hipnet.model.config import PRESETS, ModelConfig
+from hipnet.model.hipnet import HIPNet
+from hipnet.model.losses import hipnet_loss
 
 # ------------------------------------------------------------------------------------------------ variants
 
@@ -307,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{p['upper_arm']:7.3f} {p['forearm']:7.3f} {err}")
     if args.no_write:
         return 0
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _results import write_result
+    from bench._results import write_result
 
     write_result("toy_articulation", {
         "toy": {"skeleton": SKELETON.to_attrs(), "train_poses": len(train.poses), "test_poses": len(test.poses),

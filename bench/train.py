@@ -11,9 +11,9 @@ Targets: batched >= 3x naive on GPU; ``paper`` on one H100 >= 250,000 surface po
 from __future__ import annotations
 
 import torch
-from _results import write_result
 from gpu_check import random_batch, step_rate
 
+from bench._results import write_result
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet
 from hipnet.pipeline.skeleton import SMPL22

@@ -8,7 +8,7 @@ functions, in the order the viewer runs them, at the interactive and the refined
 with other work the times are longer than on an idle one, so the CPU time of each update (all threads) is recorded
 too. Writes bench/results/viewer.json.
 
-    python bench/viewer.py --checkpoint runs/anny_fast/ckpt.pt --store data/processed/anny_demo/test.zarr
+    python -m bench.viewer --checkpoint runs/anny_fast/ckpt.pt --store data/processed/anny_demo/test.zarr
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _results import write_result
 
+from bench._results import write_result
 from hipnet.model.checkpoint import load_checkpoint, model_from_checkpoint
 from hipnet.viz.posing import COARSE, FINE, START, model_surface
 from hipnet.viz.scene import SceneOptions, error_colors, frame_scene, read_frame, surface_distance
@@ -73,7 +73,7 @@ def main() -> None:
                       "cpu_median_s": round(float(np.median([r[kind]["cpu_s"] for r in rows])), 3)}
                for kind in ("interactive", "refined")}
     write_result("viewer", {
-        "command": "python bench/viewer.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+        "command": "python -m bench.viewer " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
         "checkpoint": str(args.checkpoint), "step": ck["step"], "model": ck["config"]["model"],
         "store": str(args.store), "frames": frames, "start_resolution": START,
         "mesh_update": summary, "frame_read": _stats(reads), "frame_scene": _stats(scenes),

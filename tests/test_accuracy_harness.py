@@ -200,7 +200,7 @@ def front_only_depth_store(stores: Path, sensor) -> None:
 
 def test_merge_adds_the_missing_runs_of_the_same_budget_only():
     rep = harness()  # puts bench/ on the path
-    from _accuracy_report import merge
+    from bench._accuracy_report import merge
 
     def run(name, seed, u):
         return {"name": name, "seed": seed, "uniform_miou": u, "near_miou": u}
@@ -219,7 +219,7 @@ def test_merge_adds_the_missing_runs_of_the_same_budget_only():
 
 def test_a_run_on_its_own_budget_says_its_steps_in_the_table():
     harness()  # puts bench/ on the path
-    from _accuracy_report import table
+    from bench._accuracy_report import table
 
     def run(name, steps):
         return {"name": name, "group": "g", "seed": 0, "steps": steps, "uniform_miou": 90.0, "near_miou": 85.0,

@@ -16,7 +16,7 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 def test_generated_pages_match_the_results_files():
     stale = [str(p.relative_to(ROOT)) for p, text in load_bench("pages").rendered().items()
              if not p.exists() or p.read_text() != text]
-    assert not stale, f"out of date (run `python bench/pages.py`): {stale}"
+    assert not stale, f"out of date (run `python -m bench.pages`): {stale}"
 
 
 def test_the_demo_page_shows_every_demo_run():

@@ -19,7 +19,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def geometry(toy):
-    return sys.modules["_toy_geometry"]  # imported by the script: the toy's shape, samples and poses
+    return sys.modules["bench._toy_geometry"]  # imported by the script: the toy's shape, samples and poses
 
 
 def test_toy_sdf_matches_brute_force_distance(toy, geometry):
