@@ -1,4 +1,4 @@
-"""Streaming training data over one or more stores (DESIGN.md section 7).
+"""Streaming training data over one or more stores (docs/architecture.md section 7).
 
 - The shard order of an epoch is a pure function of (seed, epoch): a permutation of every shard of every store.
 - Shard ``i`` of that order goes to rank ``i % world``; a rank's shards go to its loader workers the same way.
@@ -9,7 +9,7 @@
   logical one so the DataLoader's turn starts where the interrupted run stopped: the rest of the epoch is exactly
   the uninterrupted one.
 - Each frame's point subsample and eikonal points come from a generator seeded by (seed, epoch, store, frame).
-- Limitation: DESIGN.md asks for a sample order independent of the number of ranks and workers; this loader's is
+- Limitation: docs/architecture.md asks for a sample order independent of the number of ranks and workers; this loader's is
   not. Shards are dealt round robin to ranks and then to workers, and each worker shuffles within its own buffer,
   so the order is a function of (seed, epoch, world, workers), and ``--resume`` refuses another world size or
   worker count. An elastic order would need canonical partitions in the manner of mosaicml-streaming (the sample

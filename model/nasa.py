@@ -1,7 +1,7 @@
 """NASA, the deformable model "D" (seed 003, section 4.3): the baseline HIPNet was published against, here so both
 train on the same stores and are scored by the same evaluation code.
 
-For every bone b (one per skeleton joint; the joint transform ``B_b = [G_b | J_b]`` of DESIGN.md section 3):
+For every bone b (one per skeleton joint; the joint transform ``B_b = [G_b | J_b]`` of docs/architecture.md section 3):
 
 - the query in the bone's frame, ``B_b^-1 x = G_b^T (x - J_b)``;
 - the part-specific pose, ``Pi_b [{B_c^-1 t_0}_c]``: the model origin t_0 (the canonical pelvis, 0) seen from every

@@ -7,7 +7,7 @@ do no harm); SMPL v1.0 ``.pkl`` files are read with ``pipeline.safepickle`` (no 
 
 Posing (``BodyModel.pose``) is smplx's own math: the steps of ``smplx.lbs.lbs`` (blend shapes, joint regression,
 pose correctives, ``batch_rigid_transform``, skinning) with the kinematic chain run once, its transforms both
-skinning the vertices and returned in the convention of DESIGN.md section 3: ``[G_j | J_j]`` with G_j the global
+skinning the vertices and returned in the convention of docs/architecture.md section 3: ``[G_j | J_j]`` with G_j the global
 rotation relative to the rest orientation and J_j the posed joint.
 """
 

@@ -1,4 +1,4 @@
-"""Checks at the boundary (DESIGN.md section 3): what the stages assume of every array a reader returns and of
+"""Checks at the boundary (docs/architecture.md section 3): what the stages assume of every array a reader returns and of
 every array a stage returns. Errors are one-line ValueErrors naming where, the array and what is wrong."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Frame: what every reader yields (DESIGN.md section 3).
+"""The Frame: what every reader yields (docs/architecture.md section 3).
 
 Geometry stays float64 from the reader to the store, which casts at write (``pipeline.process`` gives the arrays in
 the store's dtypes); faces are int32. Frame and Subject hold their arrays in these dtypes whatever they are given,

@@ -1,4 +1,4 @@
-"""Shard hashes (DESIGN.md section 4): a store proves it is whole.
+"""Shard hashes (docs/architecture.md section 4): a store proves it is whole.
 
 Each shard task records, per array, its shard file's size and a hash of the shard's content (``schema.content_hash``
 of the array values, independent of codecs) in the store's ``hashes/<shard>`` group, before it marks its frames

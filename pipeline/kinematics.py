@@ -1,6 +1,6 @@
 """Forward kinematics and linear blend skinning in the SMPL convention (numpy, float64 inside).
 
-Conventions (DESIGN.md section 3): every joint's rest orientation is the identity, local rotations compose
+Conventions (docs/architecture.md section 3): every joint's rest orientation is the identity, local rotations compose
 down the tree, ``G_j = G_parent(j) @ R_j`` and ``J_j = G_parent(j) @ (J_rest_j - J_rest_parent(j)) + J_parent(j)``
 (smplx ``batch_rigid_transform``). A global translation ``t`` is added to every posed joint.
 """

@@ -1,4 +1,4 @@
-"""One frame through the stages of DESIGN.md section 5: the arrays a store holds for it.
+"""One frame through the stages of docs/architecture.md section 5: the arrays a store holds for it.
 
 ``process_frame`` is a pure function of (frame, subject geometry, config): every random draw comes from a generator
 seeded by ``SeedSequence([seed, crc32(dataset/subject/sequence/index)])`` and the surface samples are drawn first,

@@ -1,4 +1,4 @@
-"""Manifest -> frames -> stages -> store, in parallel with dask (DESIGN.md section 6).
+"""Manifest -> frames -> stages -> store, in parallel with dask (docs/architecture.md section 6).
 
 The driver side: plan a split's store (``pipeline/plan.py``: create it, or reconcile a rerun with what is
 there), hand one task per shard (``pipeline/shards.py``: load the shard's frames, run the stages, write the shard

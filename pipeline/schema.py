@@ -1,4 +1,4 @@
-"""The store contract (DESIGN.md section 4): array names, dtypes, shapes, chunking, root attributes, the shard
+"""The store contract (docs/architecture.md section 4): array names, dtypes, shapes, chunking, root attributes, the shard
 index, SCHEMA_VERSION. ``python -m hipnet.pipeline.schema --markdown`` prints the tables of docs/guides/pipeline.md.
 
 This is the only place the layout of a store is written down in code. The writer (``pipeline.store``), the
@@ -312,7 +312,7 @@ ROOT_ATTRS: tuple[AttrSpec, ...] = (
 REQUIRED_ATTRS = tuple(a.name for a in ROOT_ATTRS if a.required)
 IDENTITY_ATTRS = tuple(a.name for a in ROOT_ATTRS if a.identity)
 
-#: Conventions every store states in its root attributes (DESIGN.md sections 3 and 5).
+#: Conventions every store states in its root attributes (docs/architecture.md sections 3 and 5).
 CONVENTIONS = {
     ATTR.units: "metres",
     ATTR.up_axis: "+Y",

@@ -1,4 +1,4 @@
-"""One shard task, run in a worker process (DESIGN.md section 6): load the shard's frames through the reader, run
+"""One shard task, run in a worker process (docs/architecture.md section 6): load the shard's frames through the reader, run
 ``process_frame`` (or ``relabel_frame``) on each and write the shard with one slice assignment per array. A frame
 that cannot be read or processed becomes a ``FrameFailure`` naming its source file and reason; the other frames of
 the shard are written and the shard stays not-done. ``pipeline/run.py`` plans the tasks and drives them.

@@ -1,4 +1,4 @@
-"""Zarr v3 stores of DESIGN.md section 4: creation, shard-aligned writes, completion, and reading.
+"""Zarr v3 stores of docs/architecture.md section 4: creation, shard-aligned writes, completion, and reading.
 
 Write protocol (what makes a run resumable and a killed run harmless):
 

@@ -1,5 +1,5 @@
 """Generic reader: a three-joint creature written in the documented folder format, Z up and in centimetres, comes
-back Y up in metres with the joint transforms of DESIGN.md section 3, and goes through the pipeline into a valid
+back Y up in metres with the joint transforms of docs/architecture.md section 3, and goes through the pipeline into a valid
 store that carries its own skeleton."""
 
 from __future__ import annotations

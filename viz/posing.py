@@ -84,7 +84,7 @@ def model_surface(model: HIPNet, joint_transforms: np.ndarray, code: torch.Tenso
 
 
 def rest_from_pose(joint_transforms: np.ndarray, parents) -> np.ndarray:
-    """(J, 3) rest joints whose bones a pose has: rest_j - rest_p = G_p^T (J_j - J_p) (the convention of DESIGN.md
+    """(J, 3) rest joints whose bones a pose has: rest_j - rest_p = G_p^T (J_j - J_p) (the convention of docs/architecture.md
     section 3), the root at the pose's root."""
     g = np.asarray(joint_transforms, dtype=np.float64)[:, :3, :3]
     pos = np.asarray(joint_transforms, dtype=np.float64)[:, :3, 3]

@@ -16,7 +16,7 @@ where present) or a raw scan mesh (open, noisy, in several pieces), in ``meshes/
 point-cloud path (``pipeline.stages.pointcloud``): per-frame proxies, point-cloud heat labels, PCA normals where
 the input has none. A dataset's subjects are all meshes or all observations.
 
-``joint_transforms[t, j] = [G_j | J_j]`` as in DESIGN.md section 3 (G_j global rotation relative to the rest
+``joint_transforms[t, j] = [G_j | J_j]`` as in docs/architecture.md section 3 (G_j global rotation relative to the rest
 orientation, identity in the rest pose; J_j the posed joint position). ``up: z`` turns everything to Y up
 (x' = (x, z, -y); rotations ``G' = R G R^T`` since the rest pose turns too); ``scale`` multiplies lengths.
 """

@@ -1,4 +1,4 @@
-"""Canonicalisation (DESIGN.md section 3, seed 000 section 3.2): pelvis to the origin, heading removed.
+"""Canonicalisation (docs/architecture.md section 3, seed 000 section 3.2): pelvis to the origin, heading removed.
 
 Pure function of (vertices, joint_transforms). The heading is the rotation about +Y of the pelvis frame; it is read
 from whichever pelvis axis (forward +Z or lateral +X) lies closer to the ground plane, so it stays defined when the
