@@ -15,10 +15,13 @@ from typing import NoReturn
 import click
 import numpy as np
 
+from hipnet.cli.params import config_options
+from hipnet.model.config import FitConfig
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 CHECKPOINT = click.option("--checkpoint", required=True,
                           help="RUN/ckpt.pt written by hipnet-train, or a bundled pretrained model's name (anny).")
-RESOLUTION = click.option("--resolution", default=128, show_default=True, help="Final marching-cubes resolution.")
+RESOLUTION = config_options(FitConfig, ("resolution",))
 DEVICE = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 
 
@@ -54,8 +57,7 @@ def _fail(e: Exception) -> NoReturn:
 @click.option("--frame", default=None, help="With --store: frame index or SUBJECT/SEQUENCE/INDEX.")
 @click.option("--n-points", default=10_000, show_default=True, help="Points to fit to (0: the mean code only).")
 @click.option("--front-only", is_flag=True, help="Only points a camera in front of the body sees (ray casting).")
-@click.option("--iters", default=100, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
+@config_options(FitConfig, ("iters", "lr"))
 @click.option("--protocol", type=click.Choice(["figure6"]), default=None,
               help="figure6: on the first frame of each subject of --store, fit from 0, 1k, 5k, 10k and 1k front-only "
                    "points; write a table and a picture row per subject like the paper's figure 6.")

@@ -13,7 +13,11 @@ import click
 from hipnet.cli.data_anny import anny_cmd, preview_cmd
 from hipnet.cli.data_manifest import BODY_MODELS_HELP, DATASET_HELP, manifest_group, open_dataset
 from hipnet.cli.families import families_cmd
-from hipnet.cli.params import OUTPUT, STORE
+from hipnet.cli.params import OUTPUT, STORE, config_options, pick
+from hipnet.pipeline.config import PreprocessConfig
+from hipnet.pipeline.stages.depth import DepthSensor
+
+POINTS = {"surface_points": "--points"}  # PreprocessConfig's fields whose option has another name
 
 if TYPE_CHECKING:
     from hipnet.pipeline.readers.base import Reader
@@ -107,33 +111,14 @@ def _warn_counts(reader: Reader, root: Path) -> None:
 @click.option("--out", type=OUTPUT, required=True,
               help="Folder for the stores (<split>.zarr): a path, or a URL on object storage (s3://bucket/prefix).")
 @click.option("--splits", default=None, help=_SPLITS_HELP)
-@click.option("--points", default=25_000, show_default=True, help="Surface samples per frame.")
-@click.option("--eval-points", default=100_000, show_default=True,
-              help="Uniform and near-surface evaluation points per frame (each), for evaluation splits.")
-@click.option("--near-sigma", default=0.03, show_default=True, help="Std (m) of near-surface evaluation points.")
-@click.option("--geodesics", type=click.Choice(["per-frame", "per-template"]), default="per-frame", show_default=True,
-              help="per-frame: heat geodesics on every posed mesh (the paper). per-template: once per subject in "
-                   "the rest pose, reused (faster).")
-@click.option("--snarf", is_flag=True, help="Also store SNARF's evaluation points (cube 1.1x extent, near sigma 0.01).")
-@click.option("--eval-on-train", is_flag=True, help="Evaluation points and meshes for the training split too.")
-@click.option("--shard-frames", default=32, show_default=True, help="Frames per shard (unit of writing and shuffling).")
-@click.option("--seed", default=0, show_default=True, help="Seed of all sampling (per frame: seed + frame name).")
-@click.option("--quantise", is_flag=True,
-              help="Store surface points as 16-bit codes over each frame's box and normals as two 16-bit octahedral "
-                   "codes (about half the bytes per training frame; the error bounds are in the store's "
-                   "`quantisation` attribute). Readers decode them.")
-@click.option("--frame-every", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Keep frames 0, k, 2k, ... of each sequence (after the dataset's own frame selection); recorded "
-                   "in the store's config. `make demo` builds its test store with 16: the frames it scores.")
+@config_options(PreprocessConfig, flags=POINTS)
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (1: run in this process).")
 @click.option("--scheduler", default=None, help="Address of a dask.distributed scheduler (tcp://host:port) to use "
                                                 "instead of local processes.")
 @click.option("--exclude-failed", is_flag=True,
               help="Finish the stores without what fails (frames, and sequences whose files cannot be listed): each "
                    "is recorded with its reason in the store's `excluded` attribute; finished frames are kept.")
-def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points, near_sigma, geodesics, snarf,
-                   eval_on_train, shard_frames, seed, quantise, frame_every, workers, scheduler,
-                   exclude_failed) -> None:
+def preprocess_cmd(dataset, root, body_models, out, splits, workers, scheduler, exclude_failed, **options) -> None:
     """Turn a raw dataset into one sharded Zarr store per split: canonical-frame joint transforms, oriented surface
     points with geodesic joint labels, and (for evaluation splits) evaluation points with occupancy and meshes.
 
@@ -143,11 +128,8 @@ def preprocess_cmd(dataset, root, body_models, out, splits, points, eval_points,
     code is 1. Rerun after fixing the files, or with --exclude-failed to finish without them.
     """
     from hipnet.pipeline.manifest import SPLITS
-    from hipnet.pipeline.process import PreprocessConfig
 
-    cfg = PreprocessConfig(surface_points=points, eval_points=eval_points, near_sigma=near_sigma, geodesics=geodesics,
-                           snarf=snarf, eval_on_train=eval_on_train, shard_frames=shard_frames, seed=seed,
-                           quantise=quantise, frame_every=frame_every)
+    cfg = _config(PreprocessConfig, options, flags=POINTS)
     chosen = tuple(splits.split(",")) if splits else SPLITS
     with _writing(out):
         ok, attempted, empty, t0 = _preprocess_splits(dataset, root, body_models, out, splits, chosen, cfg, workers,
@@ -202,18 +184,19 @@ def _preprocess_splits(dataset, root, body_models, out, splits, chosen, cfg, wor
     return ok, attempted, empty, t0
 
 
-def _sensor_options(fn):
-    """One option per field of ``DepthSensor`` (``--fov-y-deg``, ..., ``--sensor-seed``), with the field's help and
-    default (the dataclass holds the defaults; an option not given is not passed)."""
+def _config(cls, options: dict, prefix: str = "", flags: dict[str, str] | None = None):
+    """``cls`` from a command's parameters (``params.pick``); a value it refuses is a usage error naming the
+    option (``flags``: the options not named ``--field-name``)."""
+    import re
     from dataclasses import fields
 
-    from hipnet.pipeline.stages.depth import DepthSensor
-
-    for f in reversed(fields(DepthSensor)):
-        flag = "--sensor-seed" if f.name == "seed" else f"--{f.name.replace('_', '-')}"
-        fn = click.option(flag, f"sensor_{f.name}", type=type(f.default), default=None,
-                          help=f"{f.metadata['help']} [default: {f.default}]")(fn)
-    return fn
+    try:
+        return cls(**pick(cls, options, prefix))
+    except ValueError as e:
+        text = str(e)
+        for f in fields(cls):
+            text = re.sub(rf"\b{f.name}\b", (flags or {}).get(f.name) or "--" + f.name.replace("_", "-"), text)
+        raise click.UsageError(text) from None
 
 
 @main.command("depth")
@@ -227,17 +210,15 @@ def _sensor_options(fn):
 @click.option("--splits", default="train", show_default=True, help="With --dataset: comma-separated splits.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the stores (<split>.zarr).")
 @click.option("--front-only", is_flag=True, help="One camera, in front of the body (the same as --views 1).")
-@_sensor_options
-@click.option("--points", default=25_000, show_default=True, help="Surface samples per frame, drawn from the depth "
-                                                                  "points.")
-@click.option("--shard-frames", default=32, show_default=True, help="Frames per shard.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the sampling (the sensor has --sensor-seed).")
+@config_options(DepthSensor, flags={"seed": "--sensor-seed"}, prefix="sensor_",
+                with_defaults=False)
+@config_options(PreprocessConfig, ("surface_points", "shard_frames", "seed"), flags=POINTS)
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (1: run in this process).")
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://host:port).")
 @click.option("--exclude-failed", is_flag=True, help="Finish the stores without the frames that fail (recorded in "
                                                      "their `excluded` attribute).")
-def depth_cmd(store, dataset, root, body_models, splits, out, front_only, points, shard_frames, seed, workers,
-              scheduler, exclude_failed, **sensor_fields) -> None:
+def depth_cmd(store, dataset, root, body_models, splits, out, front_only, workers, scheduler, exclude_failed,
+              **options) -> None:
     """Training stores from simulated depth sensors: render each mesh frame with K virtual depth cameras (open3d
     ray casting; the sensor model of pipeline/stages/depth.py: depth-dependent noise, dropouts at grazing angles
     and depth discontinuities, quantisation), back-project to points with normals from the depth image, and label
@@ -247,20 +228,18 @@ def depth_cmd(store, dataset, root, body_models, splits, out, front_only, points
     Resumable like preprocess; a frame that fails is named with its file and reason, and the exit code is 1.
     """
     from hipnet.pipeline.depth import build_depth_store
-    from hipnet.pipeline.process import PreprocessConfig
-    from hipnet.pipeline.stages.depth import DepthSensor
 
     if (store is None) == (dataset is None):
         raise click.UsageError("give either --store or --dataset with --root")
     if dataset is not None and root is None:
         raise click.UsageError("--dataset needs --root")
-    chosen = {k.removeprefix("sensor_"): v for k, v in sensor_fields.items() if v is not None}
+    chosen = pick(DepthSensor, options, "sensor_", given_only=True)
     if front_only:
         if chosen.get("views", 1) != 1:
             raise click.UsageError("--front-only is one view; drop --views")
         chosen["views"] = 1
-    sensor = DepthSensor(**chosen)
-    cfg = PreprocessConfig(surface_points=points, shard_frames=shard_frames, seed=seed)
+    sensor = _config(DepthSensor, {f"sensor_{k}": v for k, v in chosen.items()}, "sensor_")
+    cfg = _config(PreprocessConfig, options, flags=POINTS)
     sources = [store] if store is not None else [open_dataset(dataset, root, (split,), body_models)
                                                  for split in splits.split(",")]
     ok = True

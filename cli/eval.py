@@ -9,25 +9,19 @@ from pathlib import Path
 
 import click
 
+from hipnet.cli.params import config_options, pick
+from hipnet.model.config import EvalConfig
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
               help="RUN/ckpt.pt written by hipnet-train.")
 @click.option("--shards", multiple=True, required=True, help="Evaluation store(s) (test.zarr); globs allowed.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder (default: RUN/eval).")
-@click.option("--stride", default=1, show_default=True, help="Score every k-th frame.")
-@click.option("--max-frames", type=int, default=None, help="At most this many frames per store, spread evenly.")
-@click.option("--mesh-frames", default=4, show_default=True,
-              help="Frames per store to extract meshes for (Chamfer-L1, normal consistency, pictures, PLY files).")
-@click.option("--resolution", default=256, show_default=True, help="Final marching-cubes resolution.")
-@click.option("--chamfer-points", default=100_000, show_default=True, help="Points sampled on each mesh.")
-@click.option("--unknown-subjects", type=click.Choice(["error", "mean"]), default="error", show_default=True,
-              help="Subjects the checkpoint was not trained on: refuse, or use the mean code (the paper's 0-point "
-                   "protocol; fit them with hipnet-fit for real numbers).")
+@config_options(EvalConfig)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 @click.option("--batch", default=None, type=int, help="Query points per network call (default: by device).")
-def main(checkpoint, shards, out, stride, max_frames, mesh_frames, resolution, chamfer_points, unknown_subjects,
-         device, batch) -> None:
+def main(checkpoint, shards, out, device, batch, **options) -> None:
     """Evaluate HIPNet as in the paper (section 4.2): uniform and near-surface mIoU, per-joint near-surface IoU
     (table 7), Chamfer-L1 (x1e-4 and mm) and normal consistency from coarse-to-fine marching-cubes meshes, the
     SNARF variant when the store has it; per-subject and per-sequence breakdowns. Writes metrics.json,
@@ -48,6 +42,7 @@ def main(checkpoint, shards, out, stride, max_frames, mesh_frames, resolution, c
     from hipnet.model.report import save_meshes, write_report
     from hipnet.model.train import load_checkpoint, model_from_checkpoint
 
+    cfg = EvalConfig(**pick(EvalConfig, options))
     try:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         batch = batch or (1_048_576 if device.startswith("cuda") else 65_536)
@@ -56,16 +51,16 @@ def main(checkpoint, shards, out, stride, max_frames, mesh_frames, resolution, c
         stores = [open_compatible(ck, checkpoint, path, EVAL_ARRAYS) for path in paths]  # checked before any work
         model = model_from_checkpoint(ck, checkpoint).to(device).eval()
         for store in stores:  # unknown subjects refused before any work too
-            store_codes(model, ck["subjects"], store, unknown_subjects)
+            store_codes(model, ck["subjects"], store, cfg.unknown_subjects)
         out = out or checkpoint.parent / "eval"
         t0 = time.time()
         evaluations = []
         for label, store in zip(store_labels(paths), stores, strict=True):
-            frames = spread_frames(store.n_frames, stride, max_frames)
-            meshed = [frames[k] for k in spread_frames(len(frames), 1, mesh_frames)] if mesh_frames else []
+            frames = spread_frames(store.n_frames, cfg.stride, cfg.max_frames)
+            meshed = [frames[k] for k in spread_frames(len(frames), 1, cfg.mesh_frames)] if cfg.mesh_frames else []
             with tqdm(total=len(frames), desc=f"eval {label}", unit="frame") as bar:
-                ev = evaluate_model(model, ck["subjects"], store, frames, meshed, resolution, chamfer_points, label,
-                                    unknown_subjects, batch, device, progress=bar.update)
+                ev = evaluate_model(model, ck["subjects"], store, frames, meshed, cfg.resolution, cfg.chamfer_points,
+                                    label, cfg.unknown_subjects, batch, device, progress=bar.update)
             save_meshes(out / "meshes", store, ev)
             evaluations.append(ev)
         merged = Evaluation.merge(evaluations)
@@ -73,7 +68,7 @@ def main(checkpoint, shards, out, stride, max_frames, mesh_frames, resolution, c
         provenance = {"checkpoint": str(checkpoint), "step": ck["step"], "config": ck["config"],
                       "schedule": ck.get("schedule"),
                       "stores": [str(p) for p in paths], "schema_version": ck["schema_version"], "versions": versions,
-                      "device": device, "resolution": resolution, "wall_s": round(time.time() - t0, 1),
+                      "device": device, "resolution": cfg.resolution, "wall_s": round(time.time() - t0, 1),
                       "queries": merged.queries}
         summary = write_report(out, merged, stores[0].skeleton.names, provenance)
     except (ValueError, OSError) as e:

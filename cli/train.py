@@ -1,48 +1,24 @@
 """``hipnet-train``: train HIPNet on one or more stores.
 
-The config override options are built from ``TrainConfig``'s fields (``OVERRIDES``): type, choices and help come
-from the field; none has a default of its own (an option left out keeps the preset's value).
+The config override options are built from ``TrainConfig``'s fields (``OVERRIDES``, ``params.config_options``):
+type, choices and help come from the field; none has a default of its own (an option left out keeps the preset's
+value).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import types
-from dataclasses import fields
 from pathlib import Path
-from typing import Literal, get_args, get_origin
 
 import click
 
-from hipnet.model.config import DEFAULT_PRESET, TrainConfig, field_type
+from hipnet.cli.params import config_options
+from hipnet.model.config import DEFAULT_PRESET, TrainConfig
 
 # TrainConfig fields that hipnet-train can override, with the option name when it is not --field-name
 OVERRIDES = {"steps": None, "epochs": None, "points_per_frame": None, "eikonal_per_frame": None,
              "frames_per_step": None, "loader_workers": "--workers", "seed": None, "amp": None}
-
-
-def _click_type(hint):
-    if get_origin(hint) is Literal:
-        return click.Choice(get_args(hint))
-    if get_origin(hint) in (types.UnionType,):  # int | None
-        hint = next(a for a in get_args(hint) if a is not type(None))
-    if hint not in (int, float, str):
-        raise TypeError(f"no command-line type for {hint!r}")
-    return hint
-
-
-def config_options(names: dict[str, str | None]):
-    """Decorator adding one ``--option`` per ``TrainConfig`` field in ``names`` (default None, help from the field)."""
-    docs = {f.name: f.metadata.get("doc", "") for f in fields(TrainConfig)}
-
-    def decorate(fn):
-        for name, flag in reversed(names.items()):
-            fn = click.option(flag or "--" + name.replace("_", "-"), name, type=_click_type(field_type(TrainConfig, name)),
-                              default=None, help=docs[name])(fn)
-        return fn
-
-    return decorate
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -67,7 +43,8 @@ def config_options(names: dict[str, str | None]):
               help="With --max-minutes: time the first steps, then shorten the plan (--steps at most) to what the "
                    "time holds, so the learning-rate decay ends when the time does (kept on --resume).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
-@config_options(OVERRIDES)
+@config_options(TrainConfig, OVERRIDES, flags={k: v for k, v in OVERRIDES.items() if v}, with_defaults=False,
+                note_default=False)
 def main(shards, more_shards, config, out, resume, max_minutes, fit_schedule, device, **overrides) -> None:
     """Train HIPNet on sharded stores written by `hipnet-data preprocess`: per-joint sub-networks along the
     skeleton read from the stores, pose encoder, subject codes (one per subject across all stores), the loss of

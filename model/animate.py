@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hipnet.model.apps import interpolate_phi, interpolate_rotations, posed_mesh, retarget
+from hipnet.model.config import FIT
 from hipnet.model.data import read_finite
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh
@@ -26,7 +27,7 @@ def _tick(progress: Progress) -> None:
 
 
 def retarget_motion(model: HIPNet, store: Store, frames: Sequence[int], code: torch.Tensor,
-                    rest: np.ndarray | None, resolution: int = 128, device: str = "cpu",
+                    rest: np.ndarray | None, resolution: int = FIT.resolution, device: str = "cpu",
                     progress: Progress = None) -> tuple[list[Mesh], list[Mesh]]:
     """(canonical, source-frame) meshes of ``code`` in each of ``frames``' poses, carried onto ``rest`` (J, 3)
     bone lengths (None: the motion's own)."""
@@ -50,7 +51,7 @@ class Inbetweens:
 
 
 def interpolate_keyframes(model: HIPNet, jt_a: np.ndarray, jt_b: np.ndarray, code: torch.Tensor,
-                          rest: np.ndarray | None, t: np.ndarray, resolution: int = 128, device: str = "cpu",
+                          rest: np.ndarray | None, t: np.ndarray, resolution: int = FIT.resolution, device: str = "cpu",
                           progress: Progress = None) -> Inbetweens:
     """In-betweens of two keyframes (J, 4, 4) at ``t`` (0 and 1: the keyframes), both ways. With ``local_frames``
     models the joint frames of the learnt row come from the rotation path."""
@@ -68,7 +69,7 @@ def interpolate_keyframes(model: HIPNet, jt_a: np.ndarray, jt_b: np.ndarray, cod
 
 
 def blend_subjects(model: HIPNet, jt: np.ndarray, codes: tuple[torch.Tensor, torch.Tensor],
-                   rests: tuple[np.ndarray | None, np.ndarray | None], t: np.ndarray, resolution: int = 128,
+                   rests: tuple[np.ndarray | None, np.ndarray | None], t: np.ndarray, resolution: int = FIT.resolution,
                    device: str = "cpu", progress: Progress = None) -> list[Mesh]:
     """Meshes of the codes lerped at ``t`` in pose ``jt``, bone lengths lerped with them when both are known."""
     parents, (a, b) = model.skeleton.parents, codes

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from hipnet.model.apps import code_table, fit_code, posed_mesh
 from hipnet.model.checkpoint import load_checkpoint, model_from_checkpoint
-from hipnet.model.config import TrainConfig
+from hipnet.model.config import FIT, TrainConfig
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh
 from hipnet.model.query import sdf_in_chunks
@@ -136,13 +136,13 @@ class Model:
         return sdf_in_chunks(self.network, x, self._pose(pose), self.code(subject), device=self.device)
 
     def mesh(self, pose: np.ndarray | torch.Tensor, subject: str | int | np.ndarray | torch.Tensor | None = None,
-             resolution: int = 128) -> Mesh:
+             resolution: int = FIT.resolution) -> Mesh:
         """The surface (the zero level set, marching cubes coarse to fine, largest component) for one pose;
         ``resolution`` is 32 or less, or 32 times a power of two (64, 128, 256)."""
         return posed_mesh(self.network, self._pose(pose), self.code(subject), resolution, device=self.device)
 
-    def fit_code(self, points: np.ndarray, pose: np.ndarray | torch.Tensor, iters: int = 100,
-                 lr: float = 1e-3) -> np.ndarray:
+    def fit_code(self, points: np.ndarray, pose: np.ndarray | torch.Tensor, iters: int = FIT.iters,
+                 lr: float = FIT.lr) -> np.ndarray:
         """A code (D,) for a body seen only as surface ``points`` (P, 3) in ``pose``: the network frozen, the code
         optimised from the mean code so the surface passes through the points (the paper's test-time fit)."""
         x = np.asarray(points, dtype=np.float32)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hipnet.model.config import FIT
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh, extract_mesh
 from hipnet.model.query import model_sdf
@@ -57,7 +58,7 @@ def surface_loss(model: HIPNet, points: torch.Tensor, joint_transforms: torch.Te
     return sdf.abs().mean()
 
 
-def fit_code(model: HIPNet, points: np.ndarray, joint_transforms: np.ndarray, iters: int = 100, lr: float = 1e-3,
+def fit_code(model: HIPNet, points: np.ndarray, joint_transforms: np.ndarray, iters: int = FIT.iters, lr: float = FIT.lr,
              init: torch.Tensor | None = None, device: str = "cpu") -> Fit:
     """Optimise a subject code so the frozen network's surface passes through ``points`` (P, 3), canonical frame,
     posed by ``joint_transforms`` (J, 4, 4). Starts from ``init`` (default: the mean training code)."""
@@ -202,7 +203,7 @@ def pose_bounds(joint_transforms: np.ndarray, margin: float = 0.3) -> tuple[np.n
     return pos.min(0) - margin, pos.max(0) + margin
 
 
-def posed_mesh(model: HIPNet, joint_transforms: np.ndarray, code: torch.Tensor | None, resolution: int = 128,
+def posed_mesh(model: HIPNet, joint_transforms: np.ndarray, code: torch.Tensor | None, resolution: int = FIT.resolution,
                phi: torch.Tensor | None = None, device: str = "cpu") -> Mesh:
     """The zero level set for one pose and subject code (coarse-to-fine marching cubes, largest component)."""
     lo, hi = pose_bounds(joint_transforms)

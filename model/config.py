@@ -7,49 +7,28 @@ subject codes, 25k surface + 25k eikonal points per frame, Adam at 1e-4. ``small
 YAML/JSON file may override any field of a preset (``base: small`` picks the preset; ``fast``, the
 ``DEFAULT_PRESET``, when it names none).
 
-Every field of ``TrainConfig`` carries its help text in ``metadata["doc"]``; ``hipnet-train`` builds its override
-options from the fields (type, choices, help) and gives them no default of their own. Closed choices are ``Literal``
+Every field of ``TrainConfig``, ``EvalConfig`` and ``FitConfig`` carries its help text in ``metadata["doc"]``
+(``pipeline.fields``); the commands build their options from the fields (type, choices, help), ``hipnet-train``'s
+overrides with no default of their own (an option left out keeps the preset's value). Closed choices are ``Literal``
 types, checked in ``__post_init__`` against the Literal's arguments. ``parse_overrides`` is the one parser of config
 mappings (files, checkpoints): a misspelt key is a one-line ``ValueError`` naming the key and the source.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Literal
+
+from hipnet.pipeline.fields import check_choices, doc
 
 Aggregation = Literal["mean", "softmin"]
 LrSchedule = Literal["constant", "cosine"]
 # auto: tf32 on CUDA (fp32 tensors, TF32 matmuls), fp32 on CPU; see hipnet.model.precision
 Amp = Literal["auto", "fp32", "tf32", "bf16"]
 Gradients = Literal["autograd", "forward"]
-
-
-def doc(default: Any, text: str) -> Any:
-    """A dataclass field with a default and its help text (``metadata["doc"]``, the CLI's help)."""
-    return field(default=default, metadata={"doc": text})
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
-
-
-def check_choices(obj: Any) -> None:
-    """Raise ``ValueError`` when a ``Literal``-typed field of the dataclass ``obj`` holds a value outside it."""
-    for name, hint in _hints(type(obj)).items():
-        if get_origin(hint) is Literal and getattr(obj, name) not in get_args(hint):
-            raise ValueError(f"{name} must be one of {', '.join(map(repr, get_args(hint)))}, "
-                             f"got {getattr(obj, name)!r}")
-
-
-def field_type(cls: type, name: str) -> Any:
-    """The resolved annotation of field ``name`` of dataclass ``cls`` (``int | None``, a ``Literal``, ...)."""
-    return _hints(cls)[name]
 
 
 @dataclass(frozen=True)
@@ -192,6 +171,36 @@ PRESETS["fast"] = replace(
 PRESETS["long"] = replace(PRESETS["fast"], model=replace(PRESETS["fast"].model, softmin_tau=0.01), steps=6000,
                           checkpoint_every=500, log_every=50)
 
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How ``hipnet-eval`` scores a checkpoint (``model.evaluate``)."""
+
+    stride: int = doc(1, "Score every k-th frame.")
+    max_frames: int | None = doc(None, "At most this many frames per store, spread evenly.")
+    mesh_frames: int = doc(4, "Frames per store to extract meshes for (Chamfer-L1, normal consistency, pictures, PLY "
+                              "files).")
+    resolution: int = doc(256, "Final marching-cubes resolution.")
+    chamfer_points: int = doc(100_000, "Points sampled on each mesh.")
+    unknown_subjects: Literal["error", "mean"] = doc(
+        "error", "Subjects the checkpoint was not trained on: refuse, or use the mean code (the paper's 0-point "
+                 "protocol; fit them with hipnet-fit for real numbers).")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The applications' test-time fit of a subject code and their meshes (``model.apps``, ``hipnet-fit``,
+    ``hipnet-sample``, ``hipnet-animate``)."""
+
+    iters: int = doc(100, "Adam iterations of the code fit (the paper's test-time optimisation).")
+    lr: float = doc(1e-3, "Adam learning rate of the code fit.")
+    resolution: int = doc(128, "Final marching-cubes resolution.")
+
+
+EVAL, FIT = EvalConfig(), FitConfig()  # the defaults, for functions' keyword arguments
 
 # the preset every command and file uses when none is named: the one that learns on a CPU as well as on a GPU
 DEFAULT_PRESET = "fast"

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from hipnet.model.config import EVAL
 from hipnet.model.data import finite, read_finite
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import SDF, Mesh, extract_mesh
@@ -62,7 +63,7 @@ class SurfaceScore:
     normal_consistency: float
 
 
-def surface_metrics(pred: Mesh, gt: Mesh, n: int = 100_000, seed: int = 0) -> SurfaceScore:
+def surface_metrics(pred: Mesh, gt: Mesh, n: int = EVAL.chamfer_points, seed: int = 0) -> SurfaceScore:
     from scipy.spatial import cKDTree
 
     if len(pred.faces) == 0:
@@ -183,17 +184,17 @@ def score_frame(store: Store, i: int, sdf: SDF, label: str | None = None) -> Fra
     return score
 
 
-def evaluate_store(store: Store, sdf_of: Callable[[int], SDF], frames: Sequence[int], mesh_frames: Sequence[int] = (),
-                   resolution: int = 256, chamfer_points: int = 100_000, label: str | None = None,
-                   progress: Callable[[int], None] | None = None) -> Evaluation:
+def evaluate_store(store: Store, sdf_of: Callable[[int], SDF], frames: Sequence[int], meshed: Sequence[int] = (),
+                   resolution: int = EVAL.resolution, chamfer_points: int = EVAL.chamfer_points,
+                   label: str | None = None, progress: Callable[[int], None] | None = None) -> Evaluation:
     """Score ``frames`` of an evaluation store; ``sdf_of(i)`` gives frame i's SDF (canonical frame). Meshes are
-    extracted (coarse-to-fine, bbox of the truth x1.1) for ``mesh_frames``, keyed by frame key."""
+    extracted (coarse-to-fine, bbox of the truth x1.1) for ``meshed``, keyed by frame key."""
     if "eval" not in store.sections:
         raise ValueError(f"{store.path}: no evaluation points (a training store?); preprocess an evaluation split")
     faces = store.read("mesh/faces")
     per_frame = store.array("eval/uniform_points").shape[1] + store.array("eval/near_points").shape[1]
     result = Evaluation()
-    mesh_set = set(mesh_frames)
+    mesh_set = set(meshed)
     for i in frames:
         sdf = sdf_of(i)
         score = score_frame(store, i, sdf, label)
@@ -229,8 +230,9 @@ def store_codes(model: HIPNet, subjects: Sequence[str], store: Store, unknown: s
 
 
 def evaluate_model(model: HIPNet, subjects: Sequence[str], store: Store, frames: Sequence[int],
-                   mesh_frames: Sequence[int] = (), resolution: int = 256, chamfer_points: int = 100_000,
-                   label: str | None = None, unknown: str = "error", chunk: int = CHUNK, device: str = "cpu",
+                   meshed: Sequence[int] = (), resolution: int = EVAL.resolution,
+                   chamfer_points: int = EVAL.chamfer_points, label: str | None = None,
+                   unknown: str = EVAL.unknown_subjects, chunk: int = CHUNK, device: str = "cpu",
                    progress: Callable[[int], None] | None = None) -> Evaluation:
     """``evaluate_store`` for a trained model: each frame with its subject's code (``store_codes``) and pose."""
     codes = store_codes(model, subjects, store, unknown)
@@ -240,7 +242,7 @@ def evaluate_model(model: HIPNet, subjects: Sequence[str], store: Store, frames:
         jt = finite(store, i, "pose/joint_transforms", jts[i])
         return model_sdf(model, jt, codes[int(subject_ids[i])], device, chunk=chunk)
 
-    return evaluate_store(store, sdf_of, frames, mesh_frames, resolution, chamfer_points, label, progress)
+    return evaluate_store(store, sdf_of, frames, meshed, resolution, chamfer_points, label, progress)
 
 
 def spread_frames(n: int, stride: int = 1, limit: int | None = None) -> list[int]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.model.config import FIT
 from hipnet.model.fitting import fit_observation, observe_store
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh, save_mesh
@@ -56,8 +57,8 @@ def figure6_frames(store: Store, per_subject: int = 1) -> list[int]:
     return frames
 
 
-def run_figure6(model: HIPNet, store: Store, per_subject: int = 1, iters: int = 100, lr: float = 1e-3,
-                resolution: int = 128, seed: int = 0, device: str = "cpu",
+def run_figure6(model: HIPNet, store: Store, per_subject: int = 1, iters: int = FIT.iters, lr: float = FIT.lr,
+                resolution: int = FIT.resolution, seed: int = 0, device: str = "cpu",
                 progress: Callable[[int], None] | None = None) -> Figure6:
     """Every setting of ``SETTINGS`` on ``figure6_frames``; ``progress(1)`` after each fit."""
     if "eval" not in store.sections or "mesh" not in store.sections:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hipnet.model.apps import fit_code, front_camera, front_visible, posed_mesh
+from hipnet.model.config import FIT
 from hipnet.model.data import read_finite
 from hipnet.model.evaluate import score_frame
 from hipnet.model.hipnet import HIPNet
@@ -92,7 +93,8 @@ class FitResult:
     report: dict = field(default_factory=dict)  # what fit.json holds
 
 
-def fit_observation(model: HIPNet, obs: Observation, iters: int = 100, lr: float = 1e-3, resolution: int = 128,
+def fit_observation(model: HIPNet, obs: Observation, iters: int = FIT.iters, lr: float = FIT.lr,
+                    resolution: int = FIT.resolution,
                     front_only: bool = False, device: str = "cpu") -> FitResult:
     """Fit a code to ``obs`` (no iterations without points), mesh it, score it when the store has ground truth."""
     t0 = time.time()

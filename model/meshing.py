@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hipnet.model.config import EVAL
 from hipnet.pipeline.components import largest_submesh
 
 SDF = Callable[[np.ndarray], np.ndarray]  # (N, 3) float32 -> (N,) float; chunking is its own business (model/query.py)
@@ -78,7 +79,7 @@ def _near_cells(values: np.ndarray, threshold: float) -> np.ndarray:
     return (m < threshold) | change
 
 
-def coarse_to_fine_grid(sdf: SDF, lo, hi, resolution: int = 256, start: int = 32, margin: float = 1.5) -> Grid:
+def coarse_to_fine_grid(sdf: SDF, lo, hi, resolution: int = EVAL.resolution, start: int = 32, margin: float = 1.5) -> Grid:
     """Node values at ``resolution`` per axis, evaluating the SDF only near the surface (``resolution`` must be
     ``start`` times a power of two)."""
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
@@ -121,7 +122,7 @@ def largest_component(mesh: Mesh) -> Mesh:
     return Mesh(*largest_submesh(mesh.vertices, mesh.faces))
 
 
-def extract_mesh(sdf: SDF, lo, hi, resolution: int = 256, start: int = 32,
+def extract_mesh(sdf: SDF, lo, hi, resolution: int = EVAL.resolution, start: int = 32,
                  keep_largest: bool = True) -> tuple[Mesh, int]:
     """Coarse-to-fine marching cubes; returns (mesh, SDF queries spent)."""
     start = min(start, resolution)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from hipnet.pipeline.checks import require_finite
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.config import GEODESIC_MODES, SNARF_SIGMA, PreprocessConfig  # noqa: F401 - importable here too
+from hipnet.pipeline.frames import Frame, Subject
 from hipnet.pipeline.quantise import chunk_order, decode_points, encode_normals, encode_points, point_box
 from hipnet.pipeline.schema import SPECS
 from hipnet.pipeline.stages.canonical import canonicalise
@@ -36,79 +37,6 @@ from hipnet.pipeline.stages.intrinsic import NonManifoldError
 from hipnet.pipeline.stages.occupancy import occupancy
 from hipnet.pipeline.stages.pointcloud import observe_frame
 from hipnet.pipeline.stages.surface import sample_surface
-
-GEODESIC_MODES = ("per-frame", "per-template")
-SNARF_SIGMA = 0.01
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Everything that decides the content of a store (saved in its attrs; a rerun must match it)."""
-
-    surface_points: int = 25_000
-    eval_points: int = 100_000  # uniform and near-surface, each
-    near_sigma: float = 0.03
-    geodesics: str = "per-frame"
-    snarf: bool = False  # also the SNARF evaluation variant (cube 1.1x largest extent; near sigma 0.01)
-    eval_on_train: bool = False  # evaluation points and meshes for training splits too
-    shard_frames: int = 32
-    seed: int = 0
-    # surface points and normals as 16-bit codes (schema section "quantised", pipeline.quantise): about half the
-    # bytes per training frame, decoded on reading; False keeps float32 points and float16 normals
-    quantise: bool = False
-    # keep every k-th listed frame of each sequence (its positions 0, k, 2k, ...), on top of the dataset's own frame
-    # selection: the demo's test store holds only the frames it scores
-    frame_every: int = 1
-
-    def __post_init__(self) -> None:
-        if self.geodesics not in GEODESIC_MODES:
-            raise ValueError(f"geodesics must be one of {GEODESIC_MODES}, got {self.geodesics!r}")
-        for name, value in (("surface_points", self.surface_points), ("eval_points", self.eval_points),
-                            ("shard_frames", self.shard_frames), ("frame_every", self.frame_every)):
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
-
-    def to_attrs(self) -> dict:
-        """The config as stored in the ``config`` attr; ``quantise`` and ``frame_every`` only when set, so the attrs
-        of a lossless store of every frame (and its identity for reruns) are those written before the options
-        existed."""
-        out = asdict(self)
-        if not self.quantise:
-            del out["quantise"]
-        if self.frame_every == 1:
-            del out["frame_every"]
-        return out
-
-    def select(self, refs: list[FrameRef]) -> list[FrameRef]:
-        """The listed frames this config keeps: positions 0, k, 2k, ... of each sequence's frames (k =
-        ``frame_every``), in the listing's order."""
-        if self.frame_every == 1:
-            return refs
-        seen: dict[tuple[str, str], int] = {}
-        kept = []
-        for r in refs:
-            position = seen.get((r.subject, r.sequence), 0)
-            seen[(r.subject, r.sequence)] = position + 1
-            if position % self.frame_every == 0:
-                kept.append(r)
-        return kept
-
-    @classmethod
-    def from_attrs(cls, attrs: dict) -> PreprocessConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in attrs.items() if k in known})
-
-    def sections(self, split: str, observed: bool = False) -> tuple[str, ...]:
-        """Which store sections a split gets: evaluation points and meshes for evaluation splits; for observed
-        frames (point clouds, raw scans, depth images: no closed surface, no inside) the ``observed`` record
-        instead, whatever the split."""
-        quantised = ["quantised"] if self.quantise else []
-        if observed:
-            return ("train", "observed", *quantised)
-        sections = ["train"]
-        if split != "train" or self.eval_on_train:
-            sections += ["eval", "mesh"] + (["snarf"] if self.snarf else [])
-        return (*sections, *quantised)
 
 
 def frame_rng(seed: int, dataset: str, key: str) -> np.random.Generator:

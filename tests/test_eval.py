@@ -78,7 +78,7 @@ def canonical_centre(store, shift=(0.0, 0.0, 0.0)):
 
 def test_exact_sphere_scores_iou_one_and_chamfer_near_zero(sphere_store):
     exact = ball(canonical_centre(sphere_store))
-    ev = evaluate_store(sphere_store, lambda i: exact, [0], mesh_frames=[0], resolution=128, chamfer_points=50_000)
+    ev = evaluate_store(sphere_store, lambda i: exact, [0], meshed=[0], resolution=128, chamfer_points=50_000)
     s = ev.frames[0]
     # the store's truth is an icosphere (chords inside the sphere): agreement up to its ~1e-3 relative sag
     assert s.uniform_iou > 0.997 and s.near_iou > 0.98 and s.snarf_uniform_iou > 0.997 and s.snarf_near_iou > 0.95

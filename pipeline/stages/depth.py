@@ -29,40 +29,39 @@ than ``edge_jump``; a pixel with no neighbour in a direction is dropped), turned
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
+from hipnet.pipeline.fields import doc
 
 
 @dataclass(frozen=True)
 class DepthSensor:
-    """A rig of virtual depth cameras and its sensor model (module docstring). Field help is the CLI's help."""
+    """A rig of virtual depth cameras and its sensor model (module docstring). Field help is the CLI's help
+    (``pipeline.fields``)."""
 
-    views: int = _f(4, "Cameras evenly spaced in azimuth about the body, the first in front; 1 = the front view only.")
-    rig: str = _f("body", "Where the rig stands: body (it turns with the body, so the first camera always faces its "
+    views: int = doc(4, "Cameras evenly spaced in azimuth about the body, the first in front; 1 = the front view only.")
+    rig: str = doc("body", "Where the rig stands: body (it turns with the body, so the first camera always faces its "
                           "front) or world (fixed in the world, the first camera on the world's +Z side of the pelvis: "
                           "a static sensor, which sees whatever side each frame's heading turns to it).")
-    width: int = _f(640, "Image width (pixels).")
-    height: int = _f(480, "Image height (pixels).")
-    fov_y_deg: float = _f(60.0, "Vertical field of view (degrees).")
-    distance: float = _f(2.5, "Camera distance from the pelvis (m).")
-    elevation_deg: float = _f(0.0, "Camera elevation above the pelvis' horizontal plane (degrees).")
-    noise_a: float = _f(0.0012, "Depth noise sigma(z) = a + b (z - 0.4)^2: a (m).")
-    noise_b: float = _f(0.0019, "Depth noise sigma(z) = a + b (z - 0.4)^2: b (1/m).")
-    noise_clip: float = _f(3.0, "Depth noise truncated at this many sigmas.")
-    quantum: float = _f(0.001, "Depth quantisation step (m).")
-    grazing_start_deg: float = _f(60.0, "Incidence angle where grazing dropouts start (degrees).")
-    grazing_end_deg: float = _f(80.0, "Incidence angle beyond which every pixel drops out (degrees).")
-    edge_jump: float = _f(0.03, "Depth jump to a 4-neighbour (or background) that loses a pixel (m).")
-    dropout: float = _f(0.0, "Independent random dropout rate.")
-    max_depth: float = _f(6.0, "Farthest depth measured (m).")
-    normal_step: int = _f(2, "Pixels to either side that image normals are differenced over.")
-    seed: int = _f(0, "Seed of the sensor noise (per frame: seed + frame name).")
+    width: int = doc(640, "Image width (pixels).")
+    height: int = doc(480, "Image height (pixels).")
+    fov_y_deg: float = doc(60.0, "Vertical field of view (degrees).")
+    distance: float = doc(2.5, "Camera distance from the pelvis (m).")
+    elevation_deg: float = doc(0.0, "Camera elevation above the pelvis' horizontal plane (degrees).")
+    noise_a: float = doc(0.0012, "Depth noise sigma(z) = a + b (z - 0.4)^2: a (m).")
+    noise_b: float = doc(0.0019, "Depth noise sigma(z) = a + b (z - 0.4)^2: b (1/m).")
+    noise_clip: float = doc(3.0, "Depth noise truncated at this many sigmas.")
+    quantum: float = doc(0.001, "Depth quantisation step (m).")
+    grazing_start_deg: float = doc(60.0, "Incidence angle where grazing dropouts start (degrees).")
+    grazing_end_deg: float = doc(80.0, "Incidence angle beyond which every pixel drops out (degrees).")
+    edge_jump: float = doc(0.03, "Depth jump to a 4-neighbour (or background) that loses a pixel (m).")
+    dropout: float = doc(0.0, "Independent random dropout rate.")
+    max_depth: float = doc(6.0, "Farthest depth measured (m).")
+    normal_step: int = doc(2, "Pixels to either side that image normals are differenced over.")
+    seed: int = doc(0, "Seed of the sensor noise (per frame: seed + frame name).")
 
     def __post_init__(self) -> None:
         for name in ("views", "width", "height", "normal_step"):
