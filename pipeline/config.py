@@ -44,15 +44,8 @@ class PreprocessConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
 
     def to_attrs(self) -> dict:
-        """The config as stored in the ``config`` attr; ``quantise`` and ``frame_every`` only when set, so the attrs
-        of a lossless store of every frame (and its identity for reruns) are those written before the options
-        existed."""
-        out = asdict(self)
-        if not self.quantise:
-            del out["quantise"]
-        if self.frame_every == 1:
-            del out["frame_every"]
-        return out
+        """The config as stored in the ``config`` attr: every field."""
+        return asdict(self)
 
     def select(self, refs: list[FrameRef]) -> list[FrameRef]:
         """The listed frames this config keeps: positions 0, k, 2k, ... of each sequence's frames (k =

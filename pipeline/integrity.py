@@ -139,15 +139,22 @@ def record_static(group: zarr.Group) -> dict[str, list]:
 
 def collect_index(group: zarr.Group) -> dict:
     """The ``shard_index`` attribute from the per-shard records: ``{"algorithm": ..., "arrays": {name: [[bytes,
-    hash] per shard]}}``. A record missing (shards written by an older version) is made now from the files."""
+    hash] per shard]}}``. Every shard's record is written with its data (``write_shard``); one missing is a store
+    damaged behind the writer's back (``ValueError``)."""
     per_shard, static = hashed_arrays(group.attrs[ATTR.sections])
     n = n_shards(group[DONE].shape[0], int(group.attrs[ATTR.shard_frames]))
     arrays: dict[str, list] = {name: [] for name in per_shard}
     for i in range(n):
-        record = read_record(group, str(i)) or record_shard(group, i, {})
+        record = read_record(group, str(i))
+        if record is None:
+            raise ValueError(f"{store_root(group)}: shard {i} has no hash record ({HASH_GROUP}/{i}): the store was "
+                             "altered after it was written; rebuild it")
         for name in per_shard:
             arrays[name].append(record[name])
-    record = read_record(group, STATIC_RECORD) or record_static(group)
+    record = read_record(group, STATIC_RECORD)
+    if record is None:
+        raise ValueError(f"{store_root(group)}: no hash record of the arrays written at creation "
+                         f"({HASH_GROUP}/{STATIC_RECORD}); rebuild the store")
     for name in static:
         arrays[name] = [record[name]]
     return {"algorithm": HASH_ALGORITHM, "arrays": dict(sorted(arrays.items()))}

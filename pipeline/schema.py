@@ -21,7 +21,11 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+#: Version 2: every complete store carries its ``dims`` and its ``shard_index`` (the readers have no path for a store
+#: without them); a version-1 store is refused with "rerun preprocess" (``VERSION_HELP``).
+SCHEMA_VERSION = 2
+VERSION_HELP = ("rebuild it with this version: delete it (or choose another --out) and rerun `hipnet-data "
+                "preprocess` with the same arguments")
 
 #: Sections of a store. ``train`` is always written; ``eval`` and ``mesh`` for evaluation splits (or on request);
 #: ``snarf`` only when the SNARF evaluation variant is asked for; ``observed`` (instead of ``eval`` and ``mesh``)
@@ -282,7 +286,7 @@ ROOT_ATTRS: tuple[AttrSpec, ...] = (
     AttrSpec(ATTR.config, "the resolved PreprocessConfig", True, True),
     AttrSpec(ATTR.frames_sha, "sha256 (16 hex digits) of the frame keys in store order", True, True),
     AttrSpec(ATTR.skeleton, "joint names and parents", True, True),
-    AttrSpec(ATTR.dims, "sizes of the dimension symbols F, S, J, P, U, N, V, Fc (absent in older stores)"),
+    AttrSpec(ATTR.dims, "sizes of the dimension symbols F, S, J, P, U, N, V, Fc", True),
     AttrSpec(ATTR.subjects, "subject names; frame/subject indexes them", True),
     AttrSpec(ATTR.sequences, "sequence names; frame/sequence indexes them", True),
     AttrSpec(ATTR.source, "reader name and raw root"),
@@ -304,8 +308,7 @@ ROOT_ATTRS: tuple[AttrSpec, ...] = (
                             "without them (absent when none)"),
     AttrSpec(ATTR.unlisted, "sequences that could not be listed when the frame list was fixed: [{key, reason}]; the "
                             "store is not complete while any remain (absent when none)"),
-    AttrSpec(ATTR.shard_index, "per array, per shard: [file bytes, content hash] (written at completion; absent "
-                               "in older stores)"),
+    AttrSpec(ATTR.shard_index, "per array, per shard: [file bytes, content hash] (written at completion)"),
     AttrSpec(ATTR.complete, "true: every frame done and the shard index written; set last"),
 )
 

@@ -47,6 +47,7 @@ from hipnet.pipeline.schema import (
     QUANTISATION,
     SCHEMA_VERSION,
     SPECS,
+    VERSION_HELP,
     Dims,
     array_problem,
     codec_typesize,
@@ -137,6 +138,10 @@ def store_exists(path: Path) -> bool:
 def check_identity(path: Path, old: Mapping, attrs: Mapping) -> None:
     """Refuse to write ``attrs`` into the store at ``path`` (attributes ``old``) unless the identity attributes
     (``schema.IDENTITY_ATTRS``) match, naming those that differ."""
+    if old.get(ATTR.schema_version) != attrs.get(ATTR.schema_version):
+        raise FileExistsError(f"{path} exists and was written with store schema version "
+                              f"{old.get(ATTR.schema_version)!r}; this code writes version "
+                              f"{attrs.get(ATTR.schema_version)}: {VERSION_HELP}")
     diff = [k for k in IDENTITY_ATTRS if old.get(k) != attrs.get(k)]
     if diff:
         raise FileExistsError(
@@ -154,16 +159,8 @@ def open_group(path: Path, mode: str = "r") -> zarr.Group:
 
 
 def store_dims(group: zarr.Group) -> Dims:
-    """The sizes of a store's dimension symbols: its ``dims`` attr, or for stores written before it, the
-    attributes and the mesh arrays."""
-    attrs = group.attrs
-    if ATTR.dims in attrs:
-        return Dims(**attrs[ATTR.dims])
-    cfg, sections = attrs[ATTR.config], attrs[ATTR.sections]
-    n_eval = cfg["eval_points"] if "eval" in sections else 0
-    v, fc = (group["mesh/vertices"].shape[1], group["mesh/faces"].shape[0]) if "mesh" in sections else (0, 0)
-    return Dims(F=group[DONE].shape[0], S=cfg["surface_points"], J=len(attrs[ATTR.skeleton]["names"]),
-                P=len(attrs[ATTR.subjects]), U=n_eval, N=n_eval, V=v, Fc=fc)
+    """The sizes of a store's dimension symbols: its ``dims`` attr."""
+    return Dims(**group.attrs[ATTR.dims])
 
 
 def done_mask(group: zarr.Group, name: str = DONE) -> np.ndarray:
@@ -320,15 +317,15 @@ class Store:
         Checks: the schema version; that ``arrays`` (default: every array of the store's sections) exist with the
         schema's dtype and the shape the store's dims give. Unless ``allow_incomplete``: the ``complete`` marker,
         the ``done`` mask (all true), and, when the store has a shard index, that every shard file of those arrays
-        is present with its recorded size (a ``stat`` per file; a shard rewritten to the same size is found only
-        by ``hipnet-data validate``, which hashes the content). A store written before shard indexes existed
-        opens without the file check.
+        is present with its recorded size (a ``stat`` per file, or one listing of a remote store; a shard
+        rewritten to the same size is found only by ``hipnet-data validate``, which hashes the content).
         """
         path = as_path(path)
         group = open_group(path)
         version = group.attrs.get(ATTR.schema_version)
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{path}: schema_version {version!r}; this code reads version {SCHEMA_VERSION}")
+            raise ValueError(f"{path}: store schema version {version!r}; this code reads version {SCHEMA_VERSION}: "
+                             f"{VERSION_HELP}")
         store = cls(path, group)
         names = [s.name for s in specs_for(store.sections)] if arrays is None else list(arrays)
         store._check_arrays(names)
@@ -348,16 +345,18 @@ class Store:
                 "preprocess` with the same arguments to redo them"
             )
         index = store.shard_index
-        if index is not None:
-            per_shard, static = hashed_arrays(store.sections)
-            problems = check_files(path, index, [n for n in names if n in per_shard or n in static],
-                                   store.n_frames, store.shard_frames)
-            if problems:
-                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-                raise ValueError(f"{path}: {problems[0]}{more}; the store is damaged: `hipnet-data validate` "
-                                 "lists every problem, rebuilding the store repairs it")
-            if is_url(path):
-                store.cache = ShardCache(str(path), index, store.n_frames, store.shard_frames)
+        if index is None:
+            raise ValueError(f"{path}: marked complete but has no shard index (damaged); rerun `hipnet-data "
+                             "preprocess` with the same arguments to write it")
+        per_shard, static = hashed_arrays(store.sections)
+        problems = check_files(path, index, [n for n in names if n in per_shard or n in static],
+                               store.n_frames, store.shard_frames)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ValueError(f"{path}: {problems[0]}{more}; the store is damaged: `hipnet-data validate` "
+                             "lists every problem, rebuilding the store repairs it")
+        if is_url(path):
+            store.cache = ShardCache(str(path), index, store.n_frames, store.shard_frames)
         return store
 
     def _check_arrays(self, names: Sequence[str]) -> None:
@@ -387,7 +386,7 @@ class Store:
 
     @property
     def shard_index(self) -> dict | None:
-        """The ``shard_index`` attr (``pipeline.integrity``); None for a store written before it existed."""
+        """The ``shard_index`` attr (``pipeline.integrity``); None until the store is complete."""
         return self.group.attrs.get(ATTR.shard_index)
 
     @property

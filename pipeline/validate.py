@@ -23,6 +23,7 @@ from hipnet.pipeline.schema import (
     REQUIRED_ATTRS,
     SCHEMA_VERSION,
     SPECS,
+    VERSION_HELP,
     array_problem,
     frames_text,
     n_shards,
@@ -31,9 +32,6 @@ from hipnet.pipeline.schema import (
     specs_for,
 )
 from hipnet.pipeline.store import store_dims
-
-NO_INDEX = ("no shard index (written by an older version): shard files and hashes not checked; rebuild the store "
-            "to add one")
 
 
 @dataclass
@@ -111,7 +109,7 @@ def validate_store(group, progress: Callable[[int], None] | None = None, max_dis
     index = attrs.get(ATTR.shard_index)
     damaged: set[tuple[str, int | None]] = set()
     if index is None and attrs.get(ATTR.complete):
-        rep.notes.append(NO_INDEX)
+        rep.add("attrs", None, "store is marked complete but has no shard index (damaged): rebuild it")
     if index is not None:
         per_shard, static = hashed_arrays(attrs[ATTR.sections])
         for p in check_files(store_root(group), index, per_shard + static, n, shard_frames):
@@ -134,7 +132,7 @@ def _structure(rep: Report, group, attrs: dict) -> dict | None:
     attributes or an array's presence, dtype or shape is wrong: nothing further can be checked then."""
     version = attrs.get(ATTR.schema_version)
     if version != SCHEMA_VERSION:
-        rep.add("attrs", None, f"schema_version is {version!r}, this code reads {SCHEMA_VERSION}")
+        rep.add("attrs", None, f"schema_version is {version!r}, this code reads {SCHEMA_VERSION}: {VERSION_HELP}")
         return None
     for key in REQUIRED_ATTRS:
         if key not in attrs:

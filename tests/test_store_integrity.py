@@ -1,6 +1,7 @@
 """Stores prove they are whole: the schema's names and tables, the shard index, and what ``Store.open`` and
 ``hipnet-data validate`` (full and ``--quick``) say about a wrong dtype, a deleted shard, a shard altered behind the
-writer's back, a done mask that contradicts ``complete``, and a store written before shard indexes."""
+writer's back, a done mask that contradicts ``complete``, a complete store without its shard index, and a store of
+schema version 1."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from hipnet.pipeline.run import preprocess_split
 from hipnet.pipeline.schema import ATTR, HASH_GROUP, IDENTITY_ATTRS, ROOT_ATTRS, SPECS, markdown, shard_key
 from hipnet.pipeline.schema import main as schema_main
 from hipnet.pipeline.store import Store, open_group
-from hipnet.pipeline.validate import NO_INDEX, validate_store
+from hipnet.pipeline.validate import validate_store
 
 PIPELINE_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "pipeline.md"
 
@@ -136,12 +137,32 @@ def test_a_done_mask_that_contradicts_complete_is_refused(store):
     assert not validate_store(open_group(store), quick=True).ok
 
 
-def test_a_store_written_before_shard_indexes_opens_and_validate_says_so(store):
+def test_a_complete_store_without_its_shard_index_or_hash_records_is_refused(store):
+    """Schema version 2: a complete store always has its shard index and hash records; one without is damaged."""
+    from hipnet.pipeline.integrity import collect_index
+
     g = open_group(store, mode="r+")
-    for key in (ATTR.shard_index, ATTR.dims):
-        del g.attrs[key]
-    del g[HASH_GROUP]
-    s = Store.open(store)
-    assert s.shard_index is None and s.dims.S == 300 and s.dims.V > 0
+    del g.attrs[ATTR.shard_index]
+    with pytest.raises(ValueError, match="marked complete but has no shard index"):
+        Store.open(store)
     result = _validate(store)
-    assert result.exit_code == 0 and f"{store}: {NO_INDEX}" in result.output, result.output
+    assert result.exit_code == 1 and "has no shard index (damaged)" in result.output, result.output
+    del g[f"{HASH_GROUP}/1"]
+    with pytest.raises(ValueError, match=r"shard 1 has no hash record \(hashes/1\)"):
+        collect_index(g)
+
+
+def test_a_version_1_store_is_refused_with_rerun_preprocess(store, tmp_path):
+    """A store written with schema version 1 is refused by every reader and by a rerun into it, each saying how to
+    rebuild it."""
+    g = open_group(store, mode="r+")
+    g.attrs[ATTR.schema_version] = 1
+    with pytest.raises(ValueError, match=r"store schema version 1; this code reads version 2: rebuild it .*rerun "
+                                         r"`hipnet-data preprocess`"):
+        Store.open(store)
+    result = _validate(store)
+    assert result.exit_code == 1 and "schema_version is 1, this code reads 2: rebuild it" in result.output
+    from hipnet.pipeline.store import check_identity
+
+    with pytest.raises(FileExistsError, match="written with store schema version 1; this code writes version 2"):
+        check_identity(store, dict(g.attrs), {**dict(g.attrs), ATTR.schema_version: 2})
