@@ -23,9 +23,11 @@ from pathlib import Path
 
 import torch
 
-from bench import accuracy as harness
-from bench._accuracy_report import save_results
 from bench._results import commit, machine
+from bench.harness.evaluation import Evaluator
+from bench.harness.report import save_results
+from bench.harness.runs import run_hipnet
+from bench.harness.variants import QUICK, VARIANTS, Budget
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="preprocessing worker processes")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    budget = harness.QUICK if args.quick else harness.Budget()
+    budget = QUICK if args.quick else Budget()
     data = args.data or ROOT / "data" / f"family_{args.family}{'_quick' if args.quick else ''}"
     out = args.out or ROOT / "bench" / "results" / "family_holdout.json"
     results = json.loads(out.read_text()) if out.exists() else {"entries": []}
@@ -77,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.time()
     stores = build(data, args.family, args.quick, args.workers)
-    variant = next(v for v in harness.VARIANTS if v.name == "fast-v2")  # the fast preset when this was measured
-    unseen = harness.Evaluator({"test": stores["test"], "heldout": stores["heldout"]}, budget)
-    seen = harness.Evaluator({"test": stores["heldout"], "heldout": stores["heldout"]}, budget)
-    model, names, curve, train_s, config, _ = harness.run_hipnet(variant, 0, budget, stores, data / "runs", unseen)
+    variant = next(v for v in VARIANTS if v.name == "fast-v2")  # the fast preset when this was measured
+    unseen = Evaluator({"test": stores["test"], "heldout": stores["heldout"]}, budget)
+    seen = Evaluator({"test": stores["heldout"], "heldout": stores["heldout"]}, budget)
+    model, names, curve, train_s, config, _ = run_hipnet(variant, 0, budget, stores, data / "runs", unseen)
     model.eval()
     scores = {"held_out_family": unseen.final(model, names), "in_family": seen.final(model, names)}
     drop = {k: scores["in_family"][k] - scores["held_out_family"][k] for k in ("uniform_miou", "near_miou")}

@@ -30,9 +30,12 @@ from pathlib import Path
 
 import torch
 
-from bench import accuracy as harness
-from bench._accuracy_report import save_results
 from bench._results import commit, machine
+from bench.harness.evaluation import Evaluator
+from bench.harness.report import save_results
+from bench.harness.runs import run_hipnet
+from bench.harness.stores import build_stores
+from bench.harness.variants import QUICK, VARIANTS, Budget
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXES = ("families", "deepmimic")
@@ -116,20 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="preprocessing worker processes")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    budget = harness.QUICK if args.quick else harness.Budget()
+    budget = QUICK if args.quick else Budget()
     suffix = "_quick" if args.quick else ""
     data = args.data or ROOT / "data" / f"motion_mix{suffix}"
     out = args.out or ROOT / "bench" / "results" / "motion_mix.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     if results.get("budget") != asdict(budget):
         results = {"budget": asdict(budget), "models": {}}
-    stores = {"random": harness.build_stores(args.harness_data or ROOT / "data" / f"accuracy{suffix}", args.quick,
+    stores = {"random": build_stores(args.harness_data or ROOT / "data" / f"accuracy{suffix}", args.quick,
                                              args.workers)}
     for mix in MIXES:
         stores[mix] = build_mix(data, mix, args.quick, args.clips, args.workers)
-    evaluators = {t: harness.Evaluator({"test": stores[t]["test"], "heldout": stores[t]["test"]}, budget)
+    evaluators = {t: Evaluator({"test": stores[t]["test"], "heldout": stores[t]["test"]}, budget)
                   for t in TEST_SETS}
-    variant = next(v for v in harness.VARIANTS if v.name == "f32-buf256")  # the fast preset when this was measured
+    variant = next(v for v in VARIANTS if v.name == "f32-buf256")  # the fast preset when this was measured
     for model_name, mix in zip(MODELS, ("random", *MIXES), strict=True):
         if model_name in results["models"]:
             print(f"{out}: {model_name} is done")
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         train = stores[mix]
         print(f"{model_name}: training on {n_frames(train['train'])} frames", flush=True)
-        model, names, curve, train_s, config, _ = harness.run_hipnet(
+        model, names, curve, train_s, config, _ = run_hipnet(
             variant, 0, budget, {**stores["random"], "train": train["train"]}, data / "runs" / model_name,
             evaluators["random"])
         model.eval()

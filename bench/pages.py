@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench._accuracy_report import page_block
+from bench.harness.report import page_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -15,7 +15,15 @@ from hipnet.model.config import PRESETS
 
 
 def harness():
-    return load_bench("accuracy")
+    """The harness's names in one namespace: the command (``bench.accuracy``) and its parts (``bench.harness.*``)."""
+    from types import SimpleNamespace
+
+    from bench.harness import evaluation, report, runs, stores, variants
+
+    names = {}
+    for module in (variants, stores, evaluation, runs, report, load_bench("accuracy")):
+        names |= {k: v for k, v in vars(module).items() if not k.startswith("__")}
+    return SimpleNamespace(**names)
 
 
 def test_variant_names_and_ladder_switches():
@@ -200,7 +208,7 @@ def front_only_depth_store(stores: Path, sensor) -> None:
 
 def test_merge_adds_the_missing_runs_of_the_same_budget_only():
     rep = harness()  # puts bench/ on the path
-    from bench._accuracy_report import merge
+    from bench.harness.report import merge
 
     def run(name, seed, u):
         return {"name": name, "seed": seed, "uniform_miou": u, "near_miou": u}
@@ -219,7 +227,7 @@ def test_merge_adds_the_missing_runs_of_the_same_budget_only():
 
 def test_a_run_on_its_own_budget_says_its_steps_in_the_table():
     harness()  # puts bench/ on the path
-    from bench._accuracy_report import table
+    from bench.harness.report import table
 
     def run(name, steps):
         return {"name": name, "group": "g", "seed": 0, "steps": steps, "uniform_miou": 90.0, "near_miou": 85.0,
@@ -241,8 +249,32 @@ def test_a_variant_with_its_own_budget_trains_and_is_recorded_on_it(monkeypatch)
         seen.append(budget)
         raise Stop
 
-    monkeypatch.setattr(acc, "run_hipnet", runner)
+    from bench.harness import runs
+
+    monkeypatch.setattr(runs, "run_hipnet", runner)
     for name in ("long", "fast-v2"):
         with pytest.raises(Stop):
             acc.run_variant(next(v for v in acc.VARIANTS if v.name == name), 0, acc.Budget(), {}, None, None)
     assert [(b.steps, b.eval_every) for b in seen] == [(6000, 500), (250, 50)]
+
+
+def test_the_base_configuration_is_written_out_whole_and_the_presets_do_not_move_it(monkeypatch):
+    """``BASE`` names every field of TrainConfig and ModelConfig (a default that changes later cannot move a row),
+    and the variants' configurations do not depend on the presets."""
+    import ast
+    from dataclasses import fields
+
+    from bench.harness import variants
+    from hipnet.model import config
+
+    call = next(n.value for n in ast.parse(Path(variants.__file__).read_text()).body
+                if isinstance(n, ast.AnnAssign | ast.Assign) and getattr(n, "targets", [None])[0] is not None
+                and getattr(n.targets[0], "id", "") == "BASE")
+    given = {k.arg for k in call.keywords}
+    model = {k.arg for k in next(k.value for k in call.keywords if k.arg == "model").keywords}
+    assert given == {f.name for f in fields(config.TrainConfig)}
+    assert model == {f.name for f in fields(config.ModelConfig)}
+    acc = harness()
+    before = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS}
+    monkeypatch.setitem(config.PRESETS, "fast", config.PRESETS["paper"])
+    assert {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS} == before

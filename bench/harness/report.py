@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.harness.runs import run_model
+from bench.harness.variants import VARIANTS, depth_sensor
+
 
 def load_results(path: Path, budget) -> dict:
     if path.exists():
@@ -189,3 +192,107 @@ def merge(data: dict, other: dict, source: str) -> int:
     data["variants"] += new
     data["spread"] = spread(data)
     return len(new)
+
+
+# --------------------------------------------------------------------------------------------------------- picture
+
+PICTURE_VIEWS = (("front", 30.0), ("back", 210.0))  # yaw about +Y (degrees) of the body towards the viewer
+
+
+def _yaw(points: np.ndarray, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return np.asarray(points, dtype=np.float64) @ np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]).T
+
+
+def _picture_runs(data: dict, data_dir: Path, path: Path) -> list[tuple[dict, tuple]] | None:
+    """The observation runs (seed 0) whose checkpoint is still theirs, with (model, code names); None when no depth
+    run exists or none has its checkpoint (then a note)."""
+    by_name = {v.name: v for v in VARIANTS}
+    runs = [e for e in data["variants"] if e["group"] == "observations" and e["seed"] == 0 and e["name"] in by_name]
+    if not any(by_name[e["name"]].depth_views for e in runs):
+        return None
+    test_path = data_dir / "stores" / "test.zarr"
+    models = {e["name"]: run_model(e, data_dir / "runs") for e in runs} if test_path.exists() else {}
+    rows = [(e, models[e["name"]]) for e in runs if models.get(e["name"]) is not None]
+    if not any(by_name[e["name"]].depth_views for e, _ in rows):
+        print(f"{path}: not drawn, no depth run's checkpoint (or no test store) under {data_dir}", flush=True)
+        return None
+    return rows
+
+
+def _observed(entry: dict, test, i: int, tiny: bool) -> np.ndarray:
+    """What the run of ``entry`` was trained on, for test frame ``i``: that frame's mesh seen by its depth rig, or
+    surface samples."""
+    from hipnet.model.fitting import observed_points
+    from hipnet.pipeline.depth import observe, sensor_rng
+
+    v = next(v for v in VARIANTS if v.name == entry["name"])
+    if not v.depth_views:
+        return observed_points(test, i, 4000, False, seed=0)
+    sensor = depth_sensor(v.depth_views, tiny, v.depth_rig)
+    heading = test.read("pose/world_from_canonical", i)[:3, :3].astype(np.float64)
+    vertices, faces = test.read("mesh/vertices", i), test.read("mesh/faces")
+    return observe(vertices, faces, sensor, sensor_rng(sensor, "picture", test.frame_key(i)), heading).points
+
+
+def _draw_row(axes, r: int, seen: np.ndarray, pred, truth: tuple[np.ndarray, np.ndarray], half: float) -> None:
+    """Row ``r``: observed points, model surface, ground truth, from the front and from the back."""
+    from hipnet.viz.render import draw_mesh
+
+    v_gt, faces = truth
+    centre = v_gt.mean(0)
+    for c, (_, yaw) in enumerate(PICTURE_VIEWS):
+        ax = axes[r, 3 * c]
+        pts = _yaw(seen - centre, yaw)
+        order = np.argsort(pts[:, 2])
+        ax.scatter(pts[order, 0], pts[order, 1], s=float(np.clip(3000 / len(pts), 0.2, 3)), c=pts[order, 2],
+                   cmap="viridis", linewidths=0)
+        for ax, (v, f) in ((axes[r, 3 * c + 1], (pred.vertices, pred.faces)), (axes[r, 3 * c + 2], (v_gt, faces))):
+            if len(f):
+                draw_mesh(ax, _yaw(v - centre, yaw), np.asarray(f))
+        for ax in axes[r, 3 * c: 3 * c + 3]:
+            ax.set_xlim(-half, half)
+            ax.set_ylim(-half, half)
+            ax.set_aspect("equal")
+            ax.axis("off")
+
+
+def depth_picture(data: dict, data_dir: Path, path: Path) -> Path | None:
+    """docs/accuracy_depth.png: one row per observation run (seed 0) with a checkpoint: what it was trained on
+    (its observation of one test frame: full surface samples, or that frame's mesh seen by its depth rig), the
+    model's surface for that frame (marching cubes from the run's checkpoint, the subject's code) and the ground
+    truth, each from the front and the back. Drawn when a depth run exists; None (and a note) otherwise."""
+    from hipnet.model.apps import posed_mesh
+    from hipnet.pipeline.store import Store
+
+    rows = _picture_runs(data, data_dir, path)
+    if rows is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test = Store.open(data_dir / "stores" / "test.zarr")
+    tiny, resolution = data["budget"]["tiny"], data["budget"]["resolution"]
+    i = data.get("eval_set", {}).get("mesh_frames", [0])[0]
+    v_gt, faces = test.read("mesh/vertices", i), test.read("mesh/faces")
+    jt, name = test.read("pose/joint_transforms", i), test.subjects[int(test.read("frame/subject", i))]
+    cols = ["observed (front)", "model (front)", "ground truth (front)", "observed (back)", "model (back)",
+            "ground truth (back)"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.9 * len(cols), 3.2 * len(rows)), squeeze=False)
+    half = np.abs(v_gt - v_gt.mean(0)).max() * 1.1
+    for r, (e, (model, names)) in enumerate(rows):
+        code = model.codes.weight.detach()[names.index(name)] if name in names else model.codes.weight.detach().mean(0)
+        _draw_row(axes, r, _observed(e, test, i, tiny), posed_mesh(model, jt, code, resolution), (v_gt, faces), half)
+        axes[r, 0].text(-0.08, 0.5, f"{e['name']}\n{e['uniform_miou']:.1f}% uniform", transform=axes[r, 0].transAxes,
+                        rotation=90, va="center", ha="right", fontsize=8)
+    for c, label in enumerate(cols):
+        axes[0, c].set_title(label, fontsize=8)
+    fig.suptitle(f"test frame {test.frame_key(i)}: what each run was trained on, its surface, the ground truth",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
