@@ -12,7 +12,7 @@ import torch
 from hipnet.model.data import oriented_distance
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.losses import Batch
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.core.skeleton import Skeleton
 
 SKELETON = Skeleton(("torso", "upper_arm", "forearm"), (-1, 0, 1))
 TORSO = (np.array([0.0, -0.30, 0.0]), np.array([0.0, 0.30, 0.0]), 0.10)  # a, b, radius (rest = posed: root fixed)

@@ -21,7 +21,7 @@ The observation experiment, group "observations": the `fast` preset, budget and 
 test store, full ground truth) trained on `surface` (full mesh surfaces: `fast-full`'s seed-0 run, shared), `depth4`
 (4 depth views about the body), `depth1` (1 view of the body's front) and `depth1-world` (1 static sensor: the rig
 fixed in the world, so each frame is seen from the side its heading turns to it). Their depth stores are built on
-demand from the train store's meshes (`pipeline.depth.build_depth_store`; DATA/stores/depth<K>[-world]_<W>x<H>,
+demand from the train store's meshes (`pipeline.runner.depthstores.build_depth_store`; DATA/stores/depth<K>[-world]_<W>x<H>,
 resumable, deterministic;
 `DepthSensor`'s defaults, a 72 x 96 image in the quick mode). The depth variants train with `sdf_target_band` =
 `SDF_BAND` (3 cm): the oriented-distance target takes its sign from the nearest observed sample, which is wrong

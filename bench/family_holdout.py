@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build(data: Path, family: str, quick: bool, workers: int) -> dict[str, Path]:
     from hipnet.pipeline.embedded.generate import add_families, generate_dataset, hold_out_family, make_anny_manifest
-    from hipnet.pipeline.manifest import load_manifest
-    from hipnet.pipeline.process import PreprocessConfig
     from hipnet.pipeline.readers.anny import AnnyReader
-    from hipnet.pipeline.run import preprocess_split
+    from hipnet.pipeline.runner.driver import preprocess_split
+    from hipnet.pipeline.runner.frame import PreprocessConfig
+    from hipnet.pipeline.sources.manifest import load_manifest
 
     raw = data / "raw"
     if not (raw / "dataset.yaml").exists():
@@ -55,7 +55,7 @@ def build(data: Path, family: str, quick: bool, workers: int) -> dict[str, Path]
 
 
 def frames(stores: dict[str, Path]) -> dict[str, int]:
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     return {k: Store.open(v).n_frames for k, v in stores.items() if k != "raw"}
 

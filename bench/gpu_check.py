@@ -35,7 +35,7 @@ from hipnet.model import precision
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet, naive_forward
 from hipnet.model.losses import Batch, hipnet_loss
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.skeleton import SMPL22
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("fp32", "tf32", "bf16")
@@ -136,7 +136,7 @@ def evaluate(ckpt: Path, data: Path, device: str, tiny: bool) -> dict:
     from hipnet.model.evaluate import evaluate_store
     from hipnet.model.query import model_sdf
     from hipnet.model.train import load_checkpoint, model_from_checkpoint
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     ck = load_checkpoint(ckpt)
     model = model_from_checkpoint(ck).to(device).eval()
@@ -163,7 +163,7 @@ def evaluate(ckpt: Path, data: Path, device: str, tiny: bool) -> dict:
 def precision_error(ckpt: Path, data: Path, device: str, points: int) -> dict:
     """SDF (mm) and input-gradient errors of tf32 and bf16 against fp32, at near-surface points of test frames."""
     from hipnet.model.train import load_checkpoint, model_from_checkpoint
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     model = model_from_checkpoint(load_checkpoint(ckpt)).to(device).eval()
     store = Store.open(data / "test.zarr")

@@ -9,9 +9,9 @@ import argparse
 from pathlib import Path
 
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
-from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from bench._results import write_result
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.losses import loss_for
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.skeleton import SMPL22
 
 # each preset's step: (frames, surface points, eikonal points) per step
 CASES = {k: (PRESETS[k].frames_per_step, PRESETS[k].points_per_frame, PRESETS[k].eikonal_per_frame)

@@ -24,8 +24,8 @@ import numpy as np
 from bench._results import write_result
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
-from hipnet.pipeline.process import SubjectGeometry
 from hipnet.pipeline.readers.anny import AnnyReader
+from hipnet.pipeline.runner.frame import SubjectGeometry
 from hipnet.pipeline.stages.geodesics import sample_labels, vertex_distances
 from hipnet.pipeline.stages.heat import mollified_lengths
 from hipnet.pipeline.stages.surface import sample_surface

@@ -35,11 +35,11 @@ from hipnet.model.data import SDF_POINTS, FrameStream, oriented_distance
 from hipnet.model.losses import Batch, loss_for
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
-from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.stages.canonical import canonicalise
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.store.zarrstore import Store
 
 SDF_COUNTS = (1_000, 2_500, 5_000, 10_000, 15_000, 25_000)
 PAPER_GPU_SURFACE_POINTS_PER_S = 250_000  # the paper trainer's target on one H100 (bench/train.py)
@@ -47,7 +47,7 @@ PAPER_GPU_SURFACE_POINTS_PER_S = 250_000  # the paper trainer's target on one H1
 
 class ReadCounter:
     """Bytes read from the store's files while installed: what the Zarr local store hands out (compressed chunks
-    and shard indexes; not the arrays' metadata) and what the direct shard reader (``pipeline.shardread``) reads
+    and shard indexes; not the arrays' metadata) and what the direct shard reader (``pipeline.store.shardread``) reads
     with ``os.pread``."""
 
     def __init__(self) -> None:
@@ -56,7 +56,7 @@ class ReadCounter:
     def __enter__(self):
         from zarr.storage import LocalStore
 
-        from hipnet.pipeline import shardread
+        from hipnet.pipeline.store import shardread
 
         self.cls, self.get = LocalStore, LocalStore.get
         self.shardread, self.pread = shardread, shardread._pread
@@ -84,8 +84,8 @@ class ReadCounter:
 
 @contextmanager
 def zarr_reads():
-    """Every store read through zarr, as before the direct shard reader (``pipeline.shardread``)."""
-    import hipnet.pipeline.store as store_module
+    """Every store read through zarr, as before the direct shard reader (``pipeline.store.shardread``)."""
+    import hipnet.pipeline.store.zarrstore as store_module
 
     saved = store_module.read_frames
     store_module.read_frames = lambda *args, **kwargs: None
@@ -265,7 +265,7 @@ def main() -> None:
                 "not zarr.json). "
                 "previous: the full-read loader (windowed=False: whole frames, distance targets "
                 "over all 25,000 samples, every read through zarr); current: chunk windows and SDF_POINTS samples, "
-                "frame-major arrays read from the shard files by pipeline.shardread; current_zarr_reads: the same "
+                "frame-major arrays read from the shard files by pipeline.store.shardread; current_zarr_reads: the same "
                 "through zarr (direct_reads_over_zarr_reads). Ratios within one run. "
                 "sdf error: |target - exact signed distance to the mesh| at the fast preset's eikonal points "
                 "(half uniform in the grown box, half near the surface), the exact one by libigl (winding-number "

@@ -49,7 +49,7 @@ MIX_EVAL_POINTS = 20_000  # uniform and near-surface evaluation points per test 
 def base_manifest(quick: bool) -> dict:
     """The harness's manifest (the default dataset; in the quick mode its tiny lowpoly one)."""
     from hipnet.pipeline.embedded.generate import make_anny_manifest
-    from hipnet.pipeline.manifest import load_manifest
+    from hipnet.pipeline.sources.manifest import load_manifest
 
     if quick:
         return make_anny_manifest(seed=0, n_realistic=2, n_heldout=1, extremes=("tall_male", "slim_female"),
@@ -63,7 +63,7 @@ def mix_manifest(base: dict, mix: str, clip_every: int) -> dict:
     sequences (scored from the harness's store) and the held-out subjects are left out."""
     from hipnet.pipeline.embedded.deepmimic import add_deepmimic
     from hipnet.pipeline.embedded.generate import add_families
-    from hipnet.pipeline.manifest import check_split
+    from hipnet.pipeline.sources.manifest import check_split
 
     m = add_families(base) if mix == "families" else add_deepmimic(base, clip_every)
     sequences = [q for q in m["sequences"]
@@ -81,9 +81,9 @@ def build_mix(data: Path, mix: str, quick: bool, clips: Path | None, workers: in
     """The raw mix dataset and its train and test stores (resumable, deterministic)."""
     from hipnet.pipeline.embedded.deepmimic import deepmimic_motion_source
     from hipnet.pipeline.embedded.generate import generate_dataset
-    from hipnet.pipeline.process import PreprocessConfig
     from hipnet.pipeline.readers.anny import AnnyReader
-    from hipnet.pipeline.run import preprocess_split
+    from hipnet.pipeline.runner.driver import preprocess_split
+    from hipnet.pipeline.runner.frame import PreprocessConfig
 
     raw = data / mix / "raw"
     if not (raw / "dataset.yaml").exists():
@@ -100,7 +100,7 @@ def build_mix(data: Path, mix: str, quick: bool, clips: Path | None, workers: in
 
 
 def n_frames(path: Path) -> int:
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     return Store.open(path).n_frames
 

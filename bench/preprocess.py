@@ -32,19 +32,21 @@ from pathlib import Path
 import numpy as np
 
 from bench._results import write_result
-from hipnet.pipeline import process, shards, store
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
-from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, frame_labels, frame_rng
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
+from hipnet.pipeline.runner import frame as process
+from hipnet.pipeline.runner import tasks as shards
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig, SubjectGeometry, frame_labels, frame_rng
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.evalpoints import near_points, uniform_points
 from hipnet.pipeline.stages.geodesics import sample_labels
 from hipnet.pipeline.stages.intrinsic import NonManifoldError
 from hipnet.pipeline.stages.occupancy import fast_winding_occupancy, occupancy
 from hipnet.pipeline.stages.surface import sample_surface, sample_surface_reference
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.store import zarrstore as store
+from hipnet.pipeline.store.zarrstore import Store
 
 # ------------------------------------------------------------------ the previous implementations, for the ratios
 
@@ -138,7 +140,7 @@ def timed(fn):
 def stage_profile(reader: AnnyReader, n: int = 8) -> tuple[dict, dict, dict]:
     """Mean ms per frame of each stage on ``n`` frames (wall and CPU of all threads), current and previous
     implementation interleaved on the same inputs; and the checks that both give the same answers."""
-    from hipnet.pipeline.process import nearest_labels
+    from hipnet.pipeline.runner.frame import nearest_labels
 
     frames = [f for _, f in reader.load(reader.frame_refs()[:n])]
     subj = reader.subject(frames[0].subject)

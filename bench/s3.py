@@ -38,13 +38,13 @@ from bench._results import RESULTS, commit, write_result
 from bench.loader import trainer_rate
 from hipnet.model.config import PRESETS
 from hipnet.model.data import FrameStream
+from hipnet.pipeline.core.location import as_path
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
-from hipnet.pipeline.location import as_path
-from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.store.zarrstore import Store
 
 # AMASS as its paper describes it (Mahmood et al., ICCV 2019, table 1): 11,265 motions, 42.0 hours, 344 subjects.
 # Frames assume the common 120 Hz capture rate (rates vary from 60 to 250 Hz between subsets).

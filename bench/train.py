@@ -16,7 +16,7 @@ from gpu_check import random_batch, step_rate
 from bench._results import write_result
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.skeleton import SMPL22
 
 
 def measure(preset: str, frames: int, points: int, repeats: int = 3) -> dict:

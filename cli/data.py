@@ -14,7 +14,7 @@ from hipnet.cli.data_anny import anny_cmd, preview_cmd
 from hipnet.cli.data_manifest import BODY_MODELS_HELP, DATASET_HELP, manifest_group, open_dataset
 from hipnet.cli.families import families_cmd
 from hipnet.cli.params import OUTPUT, STORE, config_options, pick
-from hipnet.pipeline.config import PreprocessConfig
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.stages.depth import DepthSensor
 
 POINTS = {"surface_points": "--points"}  # PreprocessConfig's fields whose option has another name
@@ -53,8 +53,8 @@ def _run_with_progress(fn, desc: str, **kwargs):
 
     from tqdm import tqdm
 
-    from hipnet.pipeline.lock import LockedError
-    from hipnet.pipeline.store import StoreWriteError
+    from hipnet.pipeline.store.lock import LockedError
+    from hipnet.pipeline.store.zarrstore import StoreWriteError
 
     bars = []
 
@@ -81,7 +81,7 @@ def _run_with_progress(fn, desc: str, **kwargs):
 
 def _report(summary) -> bool:
     """The run's summary line, its notes, and what failed or was left out: each bad file once, then one line."""
-    from hipnet.pipeline.failures import summary_lines
+    from hipnet.pipeline.runner.failures import summary_lines
 
     click.echo(str(summary))
     for note in summary.notes:
@@ -127,7 +127,7 @@ def preprocess_cmd(dataset, root, body_models, out, splits, workers, scheduler, 
     with their file, frame and reason; the run finishes the others, the store is not marked complete and the exit
     code is 1. Rerun after fixing the files, or with --exclude-failed to finish without them.
     """
-    from hipnet.pipeline.manifest import SPLITS
+    from hipnet.pipeline.sources.manifest import SPLITS
 
     cfg = _config(PreprocessConfig, options, flags=POINTS)
     chosen = tuple(splits.split(",")) if splits else SPLITS
@@ -148,7 +148,7 @@ def preprocess_cmd(dataset, root, body_models, out, splits, workers, scheduler, 
 @contextlib.contextmanager
 def _writing(out: Path):
     """Hold ``out``'s writer lock for a whole command (every split), refusing in one line when another run does."""
-    from hipnet.pipeline.lock import LockedError, writer_lock
+    from hipnet.pipeline.store.lock import LockedError, writer_lock
 
     try:
         with writer_lock(out):
@@ -159,7 +159,7 @@ def _writing(out: Path):
 
 def _preprocess_splits(dataset, root, body_models, out, splits, chosen, cfg, workers, scheduler, exclude_failed):
     """Each chosen split into its store; (all complete, splits attempted, why the others were empty, start)."""
-    from hipnet.pipeline.run import preprocess_split
+    from hipnet.pipeline.runner.driver import preprocess_split
 
     ok, attempted, empty = True, 0, []
     t0 = time.time()
@@ -227,7 +227,7 @@ def depth_cmd(store, dataset, root, body_models, splits, out, front_only, worker
 
     Resumable like preprocess; a frame that fails is named with its file and reason, and the exit code is 1.
     """
-    from hipnet.pipeline.depth import build_depth_store
+    from hipnet.pipeline.runner.depthstores import build_depth_store
 
     if (store is None) == (dataset is None):
         raise click.UsageError("give either --store or --dataset with --root")
@@ -268,8 +268,8 @@ def geodesics_cmd(stores, mode, root, body_models, workers, scheduler) -> None:
     The surface samples are redrawn from each frame's seed and checked against the stored points, so labels always
     belong to the stored points. Resumable: an interrupted run continues where it stopped.
     """
-    from hipnet.pipeline.run import relabel_store
-    from hipnet.pipeline.store import open_group
+    from hipnet.pipeline.runner.driver import relabel_store
+    from hipnet.pipeline.store.zarrstore import open_group
 
     ok = True
     for path in stores:
@@ -298,9 +298,9 @@ def validate_cmd(stores, max_disagreement, quick) -> None:
     problem."""
     from tqdm import tqdm
 
-    from hipnet.pipeline.schema import validate
-    from hipnet.pipeline.store import open_group
-    from hipnet.pipeline.validate import problem_lines
+    from hipnet.pipeline.store.schema import validate
+    from hipnet.pipeline.store.validate import problem_lines
+    from hipnet.pipeline.store.zarrstore import open_group
 
     bad = 0
     for path in stores:
@@ -331,7 +331,7 @@ def validate_cmd(stores, max_disagreement, quick) -> None:
               help="Write the frame's surface points coloured by geodesic joint label (front and back).")
 def inspect_cmd(store, frame, png) -> None:
     """Summary of a store (frames, subjects, sequences, shards, arrays, bytes per frame) and a picture of a frame."""
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     s = Store.open(store, allow_incomplete=True)
     a = s.attrs
@@ -368,7 +368,7 @@ def convert_body_model_cmd(src: Path, dst: Path) -> None:
     """Write the arrays of a SMPL/SMPL+H/SMPL-X model file SRC (an official .pkl with chumpy objects, or an .npz)
     to a clean .npz DST, once. The .pkl is read by a restricted unpickler: chumpy arrays and scipy sparse matrices
     become numpy arrays, anything else in the file is refused; chumpy need not be installed."""
-    from hipnet.pipeline.bodymodels import BodyModel, convert_body_model
+    from hipnet.pipeline.sources.bodymodels import BodyModel, convert_body_model
 
     if dst.suffix != ".npz":
         raise click.BadParameter("DST must end in .npz", param_hint="DST")

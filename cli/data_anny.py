@@ -45,7 +45,7 @@ def anny_cmd(out: Path, manifest: str, topology: str | None, motions: str, with_
     from tqdm import tqdm
 
     from hipnet.pipeline.embedded.generate import generate_dataset
-    from hipnet.pipeline.manifest import load_manifest
+    from hipnet.pipeline.sources.manifest import load_manifest
 
     if hold_out_family is not None and not with_families:
         raise click.UsageError("--hold-out-family needs --families")

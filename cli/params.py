@@ -8,7 +8,7 @@ import click
 class StoreLocation(click.ParamType):
     """A store or output location: a local path (checked to exist when ``exists``) or an object-store URL
     (``s3://bucket/prefix``, checked when it is used). Converts to ``pathlib.Path`` or ``upath.UPath``
-    (``pipeline.location.as_path``)."""
+    (``pipeline.core.location.as_path``)."""
 
     name = "PATH|URL"
 
@@ -16,7 +16,7 @@ class StoreLocation(click.ParamType):
         self.exists = exists
 
     def convert(self, value, param, ctx):
-        from hipnet.pipeline.location import as_path, is_url
+        from hipnet.pipeline.core.location import as_path, is_url
 
         if not isinstance(value, str):
             return value
@@ -47,14 +47,14 @@ def _click_type(hint):
 def config_options(cls: type, names=None, *, flags: dict[str, str] | None = None, prefix: str = "",
                    with_defaults: bool = True, note_default: bool = True):
     """Decorator adding one ``--option`` per field of the config dataclass ``cls`` (those in ``names``, default
-    all; ``pipeline.fields``): its type and help from the field, its flag ``--field-name`` unless ``flags`` names
+    all; ``pipeline.core.fields``): its type and help from the field, its flag ``--field-name`` unless ``flags`` names
     another, its parameter ``prefix + field``. ``with_defaults``: the field's default, shown in the help;
     otherwise None, so that the command knows what was given (with ``note_default``, the help still names the
     field's default; without, the option overrides a preset's value). A ``bool`` field is a flag (``--x/--no-x``
     when it defaults to True)."""
     from dataclasses import MISSING, fields
 
-    from hipnet.pipeline.fields import field_type
+    from hipnet.pipeline.core.fields import field_type
 
     chosen = [f for f in fields(cls) if names is None or f.name in names]
     flags = flags or {}

@@ -1,1 +1,1 @@
-"""The dataset manifests (YAML) shipped with the toolkit; ``hipnet.pipeline.manifest.manifest_path`` finds them."""
+"""The dataset manifests (YAML) shipped with the toolkit; ``hipnet.pipeline.sources.manifest.manifest_path`` finds them."""

@@ -33,8 +33,8 @@ from hipnet.model.config import FIT, TrainConfig
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh
 from hipnet.model.query import sdf_in_chunks
-from hipnet.pipeline.location import as_path
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.core.location import as_path
+from hipnet.pipeline.store.zarrstore import Store
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 # what a bundled checkpoint carries besides a run's: a few poses and every subject's rest joints, so that meshes,

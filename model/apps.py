@@ -28,7 +28,7 @@ from hipnet.model.config import FIT
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh, extract_mesh
 from hipnet.model.query import model_sdf
-from hipnet.pipeline.kinematics import forward_kinematics, matrix_to_quaternion, quaternion_to_matrix, slerp
+from hipnet.pipeline.core.kinematics import forward_kinematics, matrix_to_quaternion, quaternion_to_matrix, slerp
 
 # ---------------------------------------------------------------------------------------------------- codes
 

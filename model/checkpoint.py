@@ -20,7 +20,7 @@ import torch
 
 from hipnet.model.config import ModelConfig, TrainConfig
 from hipnet.model.hipnet import HIPNet
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.core.skeleton import Skeleton
 
 CKPT = "ckpt.pt"
 KEYS = ("model", "subjects", "skeleton", "config", "schema_version", "step", "stores")  # what every command reads

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hipnet.pipeline.location import as_path
-from hipnet.pipeline.schema import SPECS
-from hipnet.pipeline.store import Store, open_group
+from hipnet.pipeline.core.location import as_path
+from hipnet.pipeline.store.schema import SPECS
+from hipnet.pipeline.store.zarrstore import Store, open_group
 
 
 def _names(xs) -> str:

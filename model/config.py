@@ -8,7 +8,7 @@ YAML/JSON file may override any field of a preset (``base: small`` picks the pre
 ``DEFAULT_PRESET``, when it names none).
 
 Every field of ``TrainConfig``, ``EvalConfig`` and ``FitConfig`` carries its help text in ``metadata["doc"]``
-(``pipeline.fields``); the commands build their options from the fields (type, choices, help), ``hipnet-train``'s
+(``pipeline.core.fields``); the commands build their options from the fields (type, choices, help), ``hipnet-train``'s
 overrides with no default of their own (an option left out keeps the preset's value). Closed choices are ``Literal``
 types, checked in ``__post_init__`` against the Literal's arguments. ``parse_overrides`` is the one parser of config
 mappings (files, checkpoints): a misspelt key is a one-line ``ValueError`` naming the key and the source.
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
-from hipnet.pipeline.fields import check_choices, doc
+from hipnet.pipeline.core.fields import check_choices, doc
 
 Aggregation = Literal["mean", "softmin"]
 LrSchedule = Literal["constant", "cosine"]

@@ -34,7 +34,8 @@
   ``np.isfinite`` pass over what was just decoded); a frame holding one stops the run with a ``DataError`` naming
   the store and the frame. Raised in a loader worker, it still reaches the user as that one line (``DataError``).
 
-The store layout comes from ``pipeline.schema`` through ``pipeline.store.Store``; nothing here knows file names.
+The store layout comes from ``pipeline.store.schema`` through ``pipeline.store.zarrstore.Store``; nothing here knows
+file names.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hipnet.model.config import TrainConfig
-from hipnet.pipeline.location import as_path, glob_paths
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.core.location import as_path, glob_paths
+from hipnet.pipeline.store.zarrstore import Store
 
 SURFACE_ARRAYS = ("surface/points", "surface/normals", "surface/labels")
 TRAIN_ARRAYS = (*SURFACE_ARRAYS, "pose/joint_transforms", "frame/subject")
@@ -59,7 +60,7 @@ TRAIN_ARRAYS = (*SURFACE_ARRAYS, "pose/joint_transforms", "frame/subject")
 #: 0.9 mm (0.4, 0.5%) with all 25,000 and 4.8 mm (1.3, 1.4%) with 5,000. In a quantised store 10,000 samples are
 #: 4 of a frame's 10 chunks.
 SDF_POINTS = 10_000
-#: Shards a loader worker asks a remote store's cache to fetch ahead of the one it reads (``pipeline.cache``).
+#: Shards a loader worker asks a remote store's cache to fetch ahead of the one it reads (``pipeline.store.cache``).
 PREFETCH_SHARDS = 4
 FINITE_ARRAYS = ("surface/points", "surface/normals", "pose/joint_transforms")  # of TRAIN_ARRAYS, must be finite
 STORE_ARRAYS = (*TRAIN_ARRAYS, "frame/sequence", "frame/index")  # checked on open (the ids name a bad frame)

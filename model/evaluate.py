@@ -29,9 +29,9 @@ from hipnet.model.data import finite, read_finite
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import SDF, Mesh, extract_mesh
 from hipnet.model.query import CHUNK, model_sdf
-from hipnet.pipeline.location import as_path, is_url
+from hipnet.pipeline.core.location import as_path, is_url
 from hipnet.pipeline.stages.surface import sample_surface
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.store.zarrstore import Store
 
 # what hipnet-eval reads from a store (those of the store's sections), checked when the store is opened
 EVAL_ARRAYS = ("frame/subject", "frame/sequence", "frame/index", "pose/joint_transforms", "pose/world_from_canonical",

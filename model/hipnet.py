@@ -34,7 +34,7 @@ from hipnet.model.functional import (
     softmin_weights,
     stacked_mlp,
 )
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.core.skeleton import Skeleton
 
 
 class StackedMLP(nn.Module):

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hipnet.model.config import EVAL
-from hipnet.pipeline.components import largest_submesh
+from hipnet.pipeline.core.components import largest_submesh
 
 SDF = Callable[[np.ndarray], np.ndarray]  # (N, 3) float32 -> (N,) float; chunking is its own business (model/query.py)
 

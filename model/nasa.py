@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hipnet.model.functional import SDFOutput
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.core.skeleton import Skeleton
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
-from hipnet.pipeline.skeleton import Skeleton
 
 SMPL22_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
 HAND = [0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]  # 15 finger joints, 0 = the wrist
@@ -167,7 +167,7 @@ def pickle_with_chumpy(build, protocol: int = 2) -> bytes:
 def write_dfaust_male_model(base: Path):
     """``base/models/basicModel_m_lbs_10_207_0_v1.0.0.pkl`` (a rigid synthetic SMPL v1.0 model, the file name
     DFAUST's male registrations are read with), loaded as a ``BodyModel``."""
-    from hipnet.pipeline.bodymodels import BodyModel
+    from hipnet.pipeline.sources.bodymodels import BodyModel
 
     path = base / "models" / "basicModel_m_lbs_10_207_0_v1.0.0.pkl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,7 +305,7 @@ def write_cape(base: Path, frames: int = 3) -> dict:
 
     import yaml
 
-    from hipnet.pipeline.bodymodels import BodyModel
+    from hipnet.pipeline.sources.bodymodels import BodyModel
 
     models = write_amass_body_models(base / "models", kinds=("smpl",), genders=("male",))
     model = BodyModel.load(models / "smpl" / "male" / "model.npz")

@@ -8,13 +8,13 @@ import pytest
 import trimesh
 
 from conftest import tiny_manifest
+from hipnet.pipeline.core.kinematics import forward_kinematics
+from hipnet.pipeline.core.skeleton import SMPL22
 from hipnet.pipeline.embedded.body import ANNY_TO_SMPL22, close_cavities, induced_parents
 from hipnet.pipeline.embedded.generate import generate_dataset, pose_sequence
 from hipnet.pipeline.embedded.motions import Motion, euler_xyz_to_matrix, joint_limits
-from hipnet.pipeline.kinematics import forward_kinematics
-from hipnet.pipeline.manifest import SPLITS, load_manifest
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.sources.manifest import SPLITS, load_manifest
 
 
 def assert_single_closed_shell(vertices, faces, where):

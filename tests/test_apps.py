@@ -24,8 +24,8 @@ from hipnet.model.apps import (
 )
 from hipnet.model.config import PRESETS
 from hipnet.model.train import load_checkpoint
-from hipnet.pipeline.kinematics import axis_angle_to_matrix, forward_kinematics
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, forward_kinematics
+from hipnet.pipeline.core.skeleton import SMPL22
 
 RADII = BallsReader.RADII
 

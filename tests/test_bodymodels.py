@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from synthetic import body_model_arrays, pickle_with_chumpy, smpl_pkl_bytes, write_amass_body_models
 
 from hipnet.cli.data import main
-from hipnet.pipeline.bodymodels import BodyModel, find_body_model, merge_weights, read_model_arrays
-from hipnet.pipeline.kinematics import axis_angle_to_matrix, forward_kinematics
-from hipnet.pipeline.safepickle import load_pickle
+from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, forward_kinematics
+from hipnet.pipeline.sources.bodymodels import BodyModel, find_body_model, merge_weights, read_model_arrays
+from hipnet.pipeline.sources.safepickle import load_pickle
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +221,7 @@ def test_smplx_identity_count_is_stated_with_its_reason():
 
 
 def test_a_pickle_cannot_give_state_to_the_reconstructor(tmp_path):
-    import hipnet.pipeline.safepickle as safepickle
+    import hipnet.pipeline.sources.safepickle as safepickle
 
     head = b"\x80\x02ccopyreg\n_reconstructor\n"
     x_is_1 = b"}X\x01\x00\x00\x00xK\x01s"  # {"x": 1}
@@ -234,7 +234,7 @@ def test_a_pickle_cannot_give_state_to_the_reconstructor(tmp_path):
 
 
 def test_runaway_pickles_are_refused_naming_the_file(tmp_path, monkeypatch):
-    from hipnet.pipeline.safepickle import SafeUnpickler
+    from hipnet.pipeline.sources.safepickle import SafeUnpickler
 
     deep = tmp_path / "deep.pkl"
     deep.write_bytes(b"\x80\x02" + b"]" * 20_000 + b"a" * 19_999 + b".")  # lists nested 20,000 deep

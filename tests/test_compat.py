@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hipnet.model.compat import check_store_compatible, skeleton_difference
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.skeleton import SMPL22
 
 BASE = SMPL22.to_attrs()
 

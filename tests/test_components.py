@@ -1,9 +1,9 @@
-"""The one connected-components routine (pipeline.components) on meshes whose parts are known by construction."""
+"""The one connected-components routine (pipeline.core.components) on meshes whose parts are known by construction."""
 
 import numpy as np
 import pytest
 
-from hipnet.pipeline.components import (
+from hipnet.pipeline.core.components import (
     connected_components,
     count_components,
     largest_component,

@@ -1,5 +1,5 @@
 """One config mechanism: every command's options for a config's fields are made from the config dataclass
-(``pipeline.fields``, ``cli.params.config_options``), so a default lives in one place. A command that states a
+(``pipeline.core.fields``, ``cli.params.config_options``), so a default lives in one place. A command that states a
 default (or help) of its own for such a field fails here, and so does a function whose keyword default differs."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hipnet.cli.train import OVERRIDES
 from hipnet.cli.train import main as train_main
 from hipnet.model import animate, api, apps, evaluate, figure6, fitting, meshing
 from hipnet.model.config import EvalConfig, FitConfig, TrainConfig
-from hipnet.pipeline.config import PreprocessConfig
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.stages.depth import DepthSensor
 
 # command -> the configs its options come from, with the parameter prefix of each

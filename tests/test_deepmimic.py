@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from hipnet.pipeline.core.skeleton import SMPL22
 from hipnet.pipeline.embedded.deepmimic import CLIPS, deepmimic_manifest, read_clip, retarget
 from hipnet.pipeline.embedded.generate import pose_sequence
-from hipnet.pipeline.manifest import check_split, load_manifest
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.sources.manifest import check_split, load_manifest
 
 IDENTITY_Q = [1.0, 0.0, 0.0, 0.0]
 

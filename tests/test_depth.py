@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from synthetic import BallsReader
 
 from hipnet.cli.data import main
-from hipnet.pipeline.depth import build_depth_store
-from hipnet.pipeline.process import PreprocessConfig
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.schema import validate
+from hipnet.pipeline.runner.depthstores import build_depth_store
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.stages.depth import DepthSensor, apply_sensor, cast, render_depth, rig
-from hipnet.pipeline.store import open_group
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import open_group
 
 R = 0.3
 SENSOR = DepthSensor(views=1, width=128, height=128, distance=1.2)
@@ -56,8 +56,8 @@ def test_depth_points_lie_on_the_sphere_within_the_noise_bound_on_the_visible_ca
 def test_a_world_rig_sees_the_side_each_heading_turns_to_it(sphere):
     """A body rig always sees the canonical front (+Z); a world rig sees the cap facing the world's +Z, which for
     a frame turned by yaw is the canonical direction R^T e_z; with no turn the two rigs see the same."""
-    from hipnet.pipeline.depth import observe
-    from hipnet.pipeline.kinematics import axis_angle_to_matrix
+    from hipnet.pipeline.core.kinematics import axis_angle_to_matrix
+    from hipnet.pipeline.runner.depthstores import observe
 
     mesh, flat = sphere
     bound = SENSOR.noise_clip * SENSOR.sigma(SENSOR.distance) + SENSOR.quantum / 2 + flat

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from hipnet.cli.eval import main as eval_main
 from hipnet.model.evaluate import evaluate_store, iou, joint_ious, surface_metrics
 from hipnet.model.meshing import Mesh, coarse_to_fine_grid, dense_grid, extract_mesh, marching_cubes
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.process import PreprocessConfig
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.schema import SCHEMA_VERSION
-from hipnet.pipeline.skeleton import Skeleton
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.store.schema import SCHEMA_VERSION
+from hipnet.pipeline.store.zarrstore import Store
 
 R = 0.4
 
@@ -276,7 +276,7 @@ def test_two_stores_keep_their_frames_and_meshes_apart(tmp_path, tiny_run):
 
 def _variant(src, dst, edit):
     """A copy of store ``src`` whose skeleton attribute is ``edit(names, parents)``."""
-    from hipnet.pipeline.store import open_group
+    from hipnet.pipeline.store.zarrstore import open_group
 
     shutil.copytree(src, dst)
     group = open_group(dst, mode="r+")

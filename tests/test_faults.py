@@ -22,8 +22,8 @@ from synthetic import (
 )
 
 from hipnet.cli.data import main
-from hipnet.pipeline.schema import validate
-from hipnet.pipeline.store import Store, open_group
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import Store, open_group
 
 FAST = ["--points", "200", "--eval-points", "50", "--geodesics", "per-template", "--workers", "1",
         "--shard-frames", "2"]
@@ -189,7 +189,7 @@ def test_manifest_check_reports_what_preprocess_would_hit_without_raising(tmp_pa
 
 
 def test_a_stage_that_returns_nan_writes_nothing_for_that_frame(tmp_path, models, monkeypatch):
-    import hipnet.pipeline.process as process
+    import hipnet.pipeline.runner.frame as process
 
     real = process.sample_surface
 
@@ -477,8 +477,8 @@ def test_a_subject_whose_shape_cannot_be_read_fails_alone(tmp_path, models):
 
 
 def test_a_long_failure_list_is_cut_between_files_never_inside_one():
-    from hipnet.pipeline.failures import group_failures, summary_lines
-    from hipnet.pipeline.shards import FrameFailure
+    from hipnet.pipeline.runner.failures import group_failures, summary_lines
+    from hipnet.pipeline.runner.tasks import FrameFailure
 
     failures = [FrameFailure(f"s/m{k:02d}/{i}", f"/data/m{k:02d}.npz", f"/data/m{k:02d}.npz: frame {i}: poses has 1 NaN")
                 for k in range(30) for i in range(100)]
@@ -493,7 +493,7 @@ def test_a_long_failure_list_is_cut_between_files_never_inside_one():
 
 
 def test_validate_names_a_problem_once_however_many_shards_have_it():
-    from hipnet.pipeline.validate import Problem, problem_lines
+    from hipnet.pipeline.store.validate import Problem, problem_lines
 
     problems = [Problem("surface/points", 2 * s, "contains NaN or inf (2 frames in this shard)") for s in range(40)]
     problems += [Problem("surface/labels", 3, "label >= 22 joints")]

@@ -26,10 +26,10 @@ from hipnet.cli.train import main as train_main
 from hipnet.model.config import PRESETS
 from hipnet.model.losses import LossResult, loss_for
 from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
-from hipnet.pipeline.process import PreprocessConfig
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.schema import SPECS, shard_key
-from hipnet.pipeline.store import Store, mark_complete, mark_incomplete, open_group, write_shard
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.store.schema import SPECS, shard_key
+from hipnet.pipeline.store.zarrstore import Store, mark_complete, mark_incomplete, open_group, write_shard
 
 RADII = BallsReader.RADII
 TINY_MODEL = dict(hidden=16, layers=4, skip=2, pose_dim=4, pose_hidden=8, code_dim=4, aggregator_hidden=8)

@@ -32,7 +32,7 @@ from synthetic import (
 
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.base import LISTING_ERRORS
-from hipnet.pipeline.shards import STAGE_ERRORS
+from hipnet.pipeline.runner.tasks import STAGE_ERRORS
 
 settings.register_profile("default-fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None,
                           derandomize=True, suppress_health_check=list(HealthCheck), database=None)

@@ -13,7 +13,7 @@ from hipnet.model import precision
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet, naive_forward
 from hipnet.model.losses import Batch, hipnet_loss
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.skeleton import SMPL22
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 import trimesh
 
-from hipnet.pipeline.process import SubjectGeometry, frame_labels
 from hipnet.pipeline.readers.anny import AnnyReader
+from hipnet.pipeline.runner.frame import SubjectGeometry, frame_labels
 from hipnet.pipeline.stages.geodesics import sample_labels, vertex_distances
 from hipnet.pipeline.stages.heat import POISSON_SHIFT, PoseHeat, intrinsic_layout, mollified_lengths
 from hipnet.pipeline.stages.intrinsic import NonManifoldError, Triangulation, corner_cotangents
@@ -131,7 +131,7 @@ def test_labels_agree_with_the_robust_solver_on_full_resolution_anny_frames(tiny
 
 
 def test_a_non_manifold_subject_falls_back_to_the_robust_solver_with_the_same_labels():
-    from hipnet.pipeline.frames import Subject
+    from hipnet.pipeline.core.frames import Subject
 
     v, f = jittered_sphere(0, subdivisions=2, jitter=0.0)
     fin = np.array([[f[0, 0], f[0, 1], len(v)]])  # a third face on an edge: not a manifold, still one component

@@ -3,7 +3,7 @@ import smplx.lbs
 import torch
 from scipy.spatial.transform import Rotation
 
-from hipnet.pipeline.kinematics import (
+from hipnet.pipeline.core.kinematics import (
     axis_angle_to_matrix,
     forward_kinematics,
     linear_blend_skinning,
@@ -11,7 +11,7 @@ from hipnet.pipeline.kinematics import (
     quaternion_to_matrix,
     slerp,
 )
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.skeleton import SMPL22
 
 
 def test_axis_angle_matches_scipy():

@@ -17,7 +17,15 @@ FOLDERS = {"api": "hipnet", "pipeline": "hipnet.pipeline", "model": "hipnet.mode
 #: lowest first; a module's layer is the first whose prefixes match it (the longest prefix wins).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("hipnet.data_manifests",)),
-    ("pipeline", ("hipnet.pipeline",)),
+    # the pipeline follows the data: its vocabulary, the sources, the pure stages, the store, the readers that
+    # turn sources into frames, the runner that writes stores, and the embedded dataset built on all of them
+    ("pipeline.core", ("hipnet.pipeline", "hipnet.pipeline.core")),
+    ("pipeline.sources", ("hipnet.pipeline.sources",)),
+    ("pipeline.stages", ("hipnet.pipeline.stages",)),
+    ("pipeline.store", ("hipnet.pipeline.store",)),
+    ("pipeline.readers", ("hipnet.pipeline.readers",)),
+    ("pipeline.runner", ("hipnet.pipeline.runner",)),
+    ("pipeline.embedded", ("hipnet.pipeline.embedded",)),
     ("pictures", ("hipnet.viz", "hipnet.viz.render", "hipnet.viz.scene")),
     ("model", ("hipnet.model",)),
     ("viewer", ("hipnet.viz.viewer", "hipnet.viz.panels", "hipnet.viz.posing", "hipnet.viz.sources")),
@@ -72,14 +80,16 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
 
 def test_every_import_points_down_the_layers():
     edges = {name: imports(path) for name, path in modules().items()}
-    assert {"hipnet", "hipnet.pipeline.store", "hipnet.model.hipnet", "hipnet.viz.viewer", "hipnet.cli.train"} <= set(edges)
+    assert {"hipnet", "hipnet.pipeline.store.zarrstore", "hipnet.model.hipnet", "hipnet.viz.viewer",
+            "hipnet.cli.train"} <= set(edges)
     assert violations(edges) == []
 
 
 def test_the_check_finds_an_import_that_points_up():
-    assert violations({"hipnet.pipeline.store": {"hipnet.model.data"},
+    assert violations({"hipnet.pipeline.store.zarrstore": {"hipnet.model.data", "hipnet.pipeline.runner.driver"},
                        "hipnet.model.report": {"hipnet.viz.render"},
                        "hipnet.model.apps": {"hipnet.viz.viewer"}}) == [
         "hipnet.model.apps (model) imports hipnet.viz.viewer (viewer)",
-        "hipnet.pipeline.store (pipeline) imports hipnet.model.data (model)",
+        "hipnet.pipeline.store.zarrstore (pipeline.store) imports hipnet.model.data (model)",
+        "hipnet.pipeline.store.zarrstore (pipeline.store) imports hipnet.pipeline.runner.driver (pipeline.runner)",
     ]

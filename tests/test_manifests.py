@@ -1,4 +1,4 @@
-"""The published splits as manifests: the committed YAML files are what pipeline.published writes, load, follow the
+"""The published splits as manifests: the committed YAML files are what pipeline.sources.published writes, load, follow the
 protocols (counts, held-out motions), resolve to their readers; make preprocess passes the body models."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hipnet.pipeline.manifest import load_manifest, manifest_path
-from hipnet.pipeline.published import MANIFESTS, SNARF_MOTIONS, manifest_text
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.amass import AmassReader
 from hipnet.pipeline.readers.cape import CapeReader
-from hipnet.pipeline.selection import split_names
+from hipnet.pipeline.sources.manifest import load_manifest, manifest_path
+from hipnet.pipeline.sources.published import MANIFESTS, SNARF_MOTIONS, manifest_text
+from hipnet.pipeline.sources.selection import split_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", sorted(MANIFESTS))
 def test_committed_manifest_is_what_the_protocol_module_writes(name):
     path = manifest_path(name)
-    assert path.read_text() == manifest_text(name), f"{path} differs: rewrite with pipeline.published.write_manifests"
+    assert path.read_text() == manifest_text(name), (f"{path} differs: rewrite with "
+                                                     "pipeline.sources.published.write_manifests")
     m = load_manifest(name)
     assert m["dataset"] == name and m["reader"] in ("amass", "dfaust", "cape")
 

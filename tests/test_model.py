@@ -13,13 +13,13 @@ from hipnet.model.config import PRESETS, ModelConfig, load_config
 from hipnet.model.functional import SDFOutput
 from hipnet.model.hipnet import HIPNet, naive_forward
 from hipnet.model.losses import Batch, hipnet_loss
-from hipnet.pipeline.skeleton import SMPL22, Skeleton
+from hipnet.pipeline.core.skeleton import SMPL22, Skeleton
 
 SMALL = PRESETS["small"].model
 
 
 def random_pose(n_frames: int, n_joints: int, gen: torch.Generator) -> torch.Tensor:
-    from hipnet.pipeline.kinematics import axis_angle_to_matrix
+    from hipnet.pipeline.core.kinematics import axis_angle_to_matrix
 
     rot = axis_angle_to_matrix(torch.randn(n_frames, n_joints, 3, generator=gen, dtype=torch.float64).numpy() * 0.5)
     jt = torch.eye(4).repeat(n_frames, n_joints, 1, 1)

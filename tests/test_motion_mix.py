@@ -12,7 +12,7 @@ from bench_scripts import load_bench
 
 from hipnet.pipeline.embedded.deepmimic import CLIPS, add_deepmimic, deepmimic_motion_source
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
-from hipnet.pipeline.manifest import check_split, load_manifest
+from hipnet.pipeline.sources.manifest import check_split, load_manifest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 IDENTITY_Q = [1.0, 0.0, 0.0, 0.0]
@@ -81,7 +81,7 @@ def test_quick_motion_mix_end_to_end(tmp_path):
         for s in e["scores"].values():
             assert 0 <= s["uniform_miou"] <= 100 and 0 <= s["near_miou"] <= 100
     frames = {k: e["train_frames"] for k, e in results["models"].items()}
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     def sequences(path: Path) -> set[tuple[str, str]]:
         store = Store.open(path)

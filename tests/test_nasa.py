@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from hipnet.model.config import PRESETS
 from hipnet.model.hipnet import HIPNet, naive_forward
 from hipnet.model.nasa import NASA, NasaBatch, NasaConfig, nasa_loss
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.core.skeleton import Skeleton
 
 SKEL = Skeleton(["root", "a", "b"], [-1, 0, 1])
 

@@ -13,7 +13,6 @@ from synthetic import write_point_ply
 
 from hipnet.cli.data import main
 from hipnet.pipeline.readers import open_reader
-from hipnet.pipeline.schema import validate
 from hipnet.pipeline.stages.pointcloud import (
     SOURCE_GIVEN,
     SOURCE_MESH,
@@ -27,7 +26,8 @@ from hipnet.pipeline.stages.pointcloud import (
     pieces,
 )
 from hipnet.pipeline.stages.surface import sample_surface
-from hipnet.pipeline.store import open_group
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import open_group
 
 R = 0.5  # sphere radius
 A, RC = 0.3, 0.1  # capsule: half length of the cylinder, radius

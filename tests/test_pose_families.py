@@ -8,6 +8,8 @@ import yaml
 from click.testing import CliRunner
 from scipy.spatial.transform import Rotation
 
+from hipnet.pipeline.core.kinematics import forward_kinematics
+from hipnet.pipeline.core.skeleton import SMPL22
 from hipnet.pipeline.embedded.families import (
     ALL_FAMILIES,
     ANATOMICAL_LIMITS_DEG,
@@ -25,10 +27,8 @@ from hipnet.pipeline.embedded.generate import (
     sequence_family,
 )
 from hipnet.pipeline.embedded.motions import JOINT_LIMITS_DEG, euler_xyz_to_matrix, joint_limits, random_motion
-from hipnet.pipeline.kinematics import forward_kinematics
-from hipnet.pipeline.manifest import load_manifest
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.sources.manifest import load_manifest
 from hipnet.pipeline.stages.canonical import canonicalise
 
 J = SMPL22.index

@@ -37,13 +37,13 @@ def test_the_bundle_is_small_and_complete():
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory, full_body):
     """A test store of the CHECKED frames, made as the scored store was made (its config is in anny.json)."""
+    from hipnet.pipeline.core.io import read_yaml
     from hipnet.pipeline.embedded.generate import generate_dataset
-    from hipnet.pipeline.io import read_yaml
-    from hipnet.pipeline.manifest import manifest_path
-    from hipnet.pipeline.process import PreprocessConfig
     from hipnet.pipeline.readers import open_reader
-    from hipnet.pipeline.run import preprocess_split
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.runner.driver import preprocess_split
+    from hipnet.pipeline.runner.frame import PreprocessConfig
+    from hipnet.pipeline.sources.manifest import manifest_path
+    from hipnet.pipeline.store.zarrstore import Store
 
     manifest = read_yaml(manifest_path("anny"))
     wanted = {(f["subject"], f["sequence"]) for f in CHECKED}

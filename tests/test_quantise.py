@@ -11,8 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from hipnet.cli.data import main
-from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, frame_rng, process_frame
-from hipnet.pipeline.quantise import (
+from hipnet.pipeline.readers.anny import AnnyReader
+from hipnet.pipeline.runner.driver import preprocess_split, relabel_store
+from hipnet.pipeline.runner.frame import PreprocessConfig, SubjectGeometry, frame_rng, process_frame
+from hipnet.pipeline.stages.canonical import canonicalise
+from hipnet.pipeline.stages.surface import sample_surface
+from hipnet.pipeline.store.quantise import (
     chunk_order,
     decode_normals,
     decode_points,
@@ -21,12 +25,8 @@ from hipnet.pipeline.quantise import (
     point_box,
     point_error_bound,
 )
-from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split, relabel_store
-from hipnet.pipeline.schema import NORMAL_ERROR_BOUND_RAD, validate
-from hipnet.pipeline.stages.canonical import canonicalise
-from hipnet.pipeline.stages.surface import sample_surface
-from hipnet.pipeline.store import Store, open_group
+from hipnet.pipeline.store.schema import NORMAL_ERROR_BOUND_RAD, validate
+from hipnet.pipeline.store.zarrstore import Store, open_group
 
 SMALL = dict(surface_points=600, eval_points=500)
 

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from synthetic import write_amass_body_models, write_amass_smplh, write_amass_smplx
 
 from hipnet.cli.data import main
-from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP, read_model_arrays
-from hipnet.pipeline.kinematics import axis_angle_to_matrix, forward_kinematics
+from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, forward_kinematics
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.amass import canonical_subset, motion_files, read_motion
-from hipnet.pipeline.schema import validate
-from hipnet.pipeline.store import open_group
+from hipnet.pipeline.sources.bodymodels import Z_UP_TO_Y_UP, read_model_arrays
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import open_group
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def _copy_transitions(raw, root):
 def test_a_motion_shorter_than_its_refs_gives_errors_in_place_and_frames_in_their_rows(tmp_path, raw, models):
     """The refs are listed, then the motion file is cut to 2 of its 4 frames: frames 2 and 3 fail naming the file,
     frames 0 and 1 land in rows 0 and 1 (a reader that yields the failures first would shift them)."""
-    from hipnet.pipeline.shards import _each_frame
+    from hipnet.pipeline.runner.tasks import _each_frame
 
     folder = _copy_transitions(raw, tmp_path / "raw")
     m = transitions(tmp_path)
@@ -289,8 +289,8 @@ class _ShuffledReader:
 
 
 def test_each_frame_refuses_results_out_of_order():
-    from hipnet.pipeline.frames import FrameRef
-    from hipnet.pipeline.shards import _each_frame
+    from hipnet.pipeline.core.frames import FrameRef
+    from hipnet.pipeline.runner.tasks import _each_frame
 
     refs = [FrameRef("s", "walk", i, "walk.npz") for i in range(3)]
     with pytest.raises(RuntimeError, match=r"_ShuffledReader \(broken\) returned 's/walk/2' at position 0, where "
@@ -302,7 +302,7 @@ def test_each_frame_refuses_results_out_of_order():
 
 
 def test_a_posing_error_becomes_that_frames_failure_naming_the_file(tmp_path, raw, models, monkeypatch):
-    from hipnet.pipeline.bodymodels import BodyModel
+    from hipnet.pipeline.sources.bodymodels import BodyModel
 
     reader = open_reader(transitions(tmp_path), raw, body_models=models)
     refs = [r for r in reader.frame_refs() if r.sequence == "sit_stand"]
@@ -354,10 +354,11 @@ def test_body_models_and_subjects_load_once_per_worker_process_across_shard_task
                                                                                 monkeypatch):
     import pickle
 
-    from hipnet.pipeline import run, shards
-    from hipnet.pipeline.bodymodels import BodyModel
-    from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry
     from hipnet.pipeline.readers import amass, base
+    from hipnet.pipeline.runner import driver as run
+    from hipnet.pipeline.runner import tasks as shards
+    from hipnet.pipeline.runner.frame import PreprocessConfig, SubjectGeometry
+    from hipnet.pipeline.sources.bodymodels import BodyModel
 
     counts = {"model files": 0, "subject shapes": 0, "subject geometries": 0}
 

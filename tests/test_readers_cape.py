@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from synthetic import write_amass_body_models
 
 from hipnet.cli.data import main
-from hipnet.pipeline.bodymodels import BodyModel
-from hipnet.pipeline.kinematics import axis_angle_to_matrix, forward_kinematics
+from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, forward_kinematics
 from hipnet.pipeline.readers import open_reader
-from hipnet.pipeline.schema import validate
-from hipnet.pipeline.store import Store, open_group
+from hipnet.pipeline.sources.bodymodels import BodyModel
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import Store, open_group
 
 SEQUENCES = {"00032": {"shortlong_hips": 3, "shortlong_pose_model": 2, "longshort_punching": 2},
              "00096": {"shirtshort_chicken_wings": 2}}

@@ -15,8 +15,8 @@ from hipnet.cli.data import main
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.amass import AmassReader
 from hipnet.pipeline.readers.dfaust import DfaustRegistrationsReader
-from hipnet.pipeline.schema import validate
-from hipnet.pipeline.store import open_group
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import open_group
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_a_fitting_error_becomes_that_frames_failure_naming_the_file(setup, monk
 
 
 def test_frames_past_the_end_fail_in_place(setup):
-    from hipnet.pipeline.frames import FrameRef
+    from hipnet.pipeline.core.frames import FrameRef
 
     reader = open_reader(setup["manifest"], setup["raw"], body_models=setup["models"])
     src = reader.frame_refs()[0].source

@@ -17,8 +17,8 @@ from synthetic import write_dfaust_male_model
 from hipnet.cli.data import main
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.readers.dfaust_scans import DfaustScansReader
-from hipnet.pipeline.schema import validate
-from hipnet.pipeline.store import open_group
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import open_group
 
 UPPER_BODY = [6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]  # spine2 and up (SMPL order)
 LOWER_LEGS = [4, 5, 7, 8, 10, 11]  # knees, ankles, feet
@@ -84,7 +84,7 @@ def test_a_two_piece_scan_with_holes_is_processed_and_labelled_like_the_whole_bo
     the legs' piece never takes an upper-body joint, the upper body never a knee, ankle or foot."""
     from scipy.spatial import cKDTree
 
-    from hipnet.pipeline.process import frame_rng
+    from hipnet.pipeline.runner.frame import frame_rng
     from hipnet.pipeline.stages.canonical import canonicalise
     from hipnet.pipeline.stages.pointcloud import observe_frame
 

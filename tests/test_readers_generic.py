@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from synthetic import capsule
 
 from hipnet.cli.data import main
-from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP
-from hipnet.pipeline.kinematics import axis_angle_to_matrix, forward_kinematics, linear_blend_skinning
+from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, forward_kinematics, linear_blend_skinning
 from hipnet.pipeline.readers import open_reader
-from hipnet.pipeline.schema import validate
-from hipnet.pipeline.store import open_group
+from hipnet.pipeline.sources.bodymodels import Z_UP_TO_Y_UP
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import open_group
 
 NAMES, PARENTS = ("base", "middle", "tip"), (-1, 0, 1)
 

@@ -15,12 +15,12 @@ from synthetic import capsule
 
 from hipnet.cli.data import main
 from hipnet.pipeline import readers
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.manifest import SPLITS
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
-from hipnet.pipeline.schema import validate
-from hipnet.pipeline.skeleton import Skeleton
-from hipnet.pipeline.store import Store, open_group
+from hipnet.pipeline.sources.manifest import SPLITS
+from hipnet.pipeline.store.schema import validate
+from hipnet.pipeline.store.zarrstore import Store, open_group
 
 SEQUENCES = [{"subject": "tube", "name": "bend", "split": "train"}, {"subject": "tube", "name": "wave", "split": "test"}]
 FRAMES = 5

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from hipnet.pipeline.cache import CacheError, ShardCache
-from hipnet.pipeline.location import as_path, sizes_under
-from hipnet.pipeline.process import PreprocessConfig
+from hipnet.pipeline.core.location import as_path, sizes_under
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.store import Store, open_group
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.store.cache import CacheError, ShardCache
+from hipnet.pipeline.store.zarrstore import Store, open_group
 
 SMALL = dict(surface_points=600, eval_points=300, shard_frames=5, geodesics="per-template")
 BIN = Path(sys.executable).parent
@@ -144,7 +144,7 @@ def test_a_run_killed_on_s3_resumes_to_the_same_store_and_a_second_writer_is_ref
 def test_a_creation_interrupted_before_its_attributes_is_not_a_store_and_is_redone(s3, tiny_raw, local_store):
     """On object storage a store is created in place; until its root attributes are written it is not a store: a
     leftover of an interrupted creation is cleared and the store created anew."""
-    from hipnet.pipeline.store import store_exists
+    from hipnet.pipeline.store.zarrstore import store_exists
 
     url = "s3://hipnet/half/test.zarr"
     s3.pipe_file("hipnet/half/test.zarr/zarr.json", json.dumps(
@@ -216,7 +216,7 @@ def test_geodesics_relabel_a_store_on_s3_in_place_like_a_local_one(s3, local_sto
     store complete again with the bytes of the same relabelling of a local copy."""
     import shutil
 
-    from hipnet.pipeline.run import relabel_store
+    from hipnet.pipeline.runner.driver import relabel_store
 
     copy = tmp_path / "copy" / "test.zarr"
     shutil.copytree(local_store, copy)
@@ -274,8 +274,8 @@ def test_the_writer_lock_on_s3_refuses_a_live_holder_elsewhere_and_takes_over_an
     """A lock object written by a run on another host is honoured while its lease runs and taken over once it has
     not been refreshed for ``LEASE_S``; the lock is created with a conditional PUT, so only one of two creators
     wins."""
-    from hipnet.pipeline import lock
-    from hipnet.pipeline.location import create_exclusive
+    from hipnet.pipeline.core.location import create_exclusive
+    from hipnet.pipeline.store import lock
 
     other = {"pid": 1, "host": "elsewhere", "started": time.time(), "command": "hipnet-data preprocess"}
     s3.pipe_file(f"hipnet/locked/{lock.LOCK_NAME}", json.dumps(other).encode())

@@ -1,4 +1,4 @@
-"""Direct shard-file reads (``pipeline.shardread``) against zarr's own reads, the reference: real stores written by
+"""Direct shard-file reads (``pipeline.store.shardread``) against zarr's own reads, the reference: real stores written by
 the pipeline (lossless, with evaluation arrays and meshes, and quantised with ten chunks per frame), arrays with
 unwritten shards and empty inner chunks, and a damaged shard index."""
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import zarr
 
-from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.schema import compressors
-from hipnet.pipeline.shardread import layout, read_frames
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.store.schema import compressors
+from hipnet.pipeline.store.shardread import layout, read_frames
+from hipnet.pipeline.store.zarrstore import Store
 
 
 def arrays(path: Path):
@@ -39,7 +39,7 @@ def stores(tmp_path_factory, tiny_raw):
     lossless = preprocess_split(AnnyReader(tiny_raw, ("test",)), out / "lossless",
                                 PreprocessConfig(surface_points=2000, eval_points=500, shard_frames=5,
                                                  geodesics="per-template"), "test", workers=1)
-    import hipnet.pipeline.schema as schema
+    import hipnet.pipeline.store.schema as schema
 
     saved = schema.QUANTISED_CHUNK_POINTS
     schema.QUANTISED_CHUNK_POINTS = 250
@@ -76,7 +76,7 @@ def test_every_frame_major_array_reads_as_zarr_reads_it(stores):
 def test_store_reads_decode_the_same_values_through_either_path(stores, monkeypatch):
     """Store.read (which now takes the direct path, for a slice or one frame) against the same reads forced through
     zarr; a frame past the end still fails as zarr fails."""
-    import hipnet.pipeline.store as store_mod
+    import hipnet.pipeline.store.zarrstore as store_mod
 
     direct = []
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from hipnet.pipeline.io import npz_bytes, read_npz, write_npz
-from hipnet.pipeline.skeleton import SMPL22, Skeleton
+from hipnet.pipeline.core.io import npz_bytes, read_npz, write_npz
+from hipnet.pipeline.core.skeleton import SMPL22, Skeleton
 
 
 def test_smpl22_levels_and_descendants():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from hipnet.pipeline.kinematics import axis_angle_to_matrix
+from hipnet.pipeline.core.kinematics import axis_angle_to_matrix
 from hipnet.pipeline.stages.canonical import canonicalise, heading, to_world
 from hipnet.pipeline.stages.geodesics import (
     check_single_shell,
@@ -112,8 +112,8 @@ def test_heading_of_a_body_lying_face_down_is_defined():
 def test_per_template_labels_agree_with_per_frame_labels_on_a_posed_anny_frame(tiny_raw_full):
     """Geodesics barely change under articulation: labels from rest-pose distances (per-template) agree with
     labels from the posed frame's own distances (per-frame, proxies tracked by vertex index) on most samples."""
-    from hipnet.pipeline.process import SubjectGeometry, frame_labels
     from hipnet.pipeline.readers.anny import AnnyReader
+    from hipnet.pipeline.runner.frame import SubjectGeometry, frame_labels
 
     reader = AnnyReader(tiny_raw_full)
     frames = [f for _, f in reader.load(reader.frame_refs()[3:6])]

@@ -32,9 +32,9 @@ def two_overlapping_spheres():
 
 def deep_flexion(body):
     """The low-poly Anny body squatting with bent elbows: calves in the thighs, forearms in the upper arms."""
+    from hipnet.pipeline.core.kinematics import forward_kinematics, linear_blend_skinning
+    from hipnet.pipeline.core.skeleton import SMPL22
     from hipnet.pipeline.embedded.motions import euler_xyz_to_matrix
-    from hipnet.pipeline.kinematics import forward_kinematics, linear_blend_skinning
-    from hipnet.pipeline.skeleton import SMPL22
 
     shape = body.rest_shape({})
     euler = np.zeros((SMPL22.num_joints, 3))
@@ -165,7 +165,7 @@ def test_sample_labels_equal_interpolating_every_joint(lowpoly_body):
 
 def test_near_point_labels_are_the_brute_force_nearest_samples_labels(lowpoly_body):
     """``nearest_labels`` (a threaded KD-tree with 32-point leaves) against every distance computed."""
-    from hipnet.pipeline.process import nearest_labels
+    from hipnet.pipeline.runner.frame import nearest_labels
 
     verts, faces = deep_flexion(lowpoly_body)
     rng = np.random.default_rng(7)

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from hipnet.cli.data import main
-from hipnet.pipeline.process import PreprocessConfig, SubjectGeometry, process_frame
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.schema import SCHEMA_VERSION, validate
-from hipnet.pipeline.store import Store, mark_complete, open_group, write_shard
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig, SubjectGeometry, process_frame
+from hipnet.pipeline.store.schema import SCHEMA_VERSION, validate
+from hipnet.pipeline.store.zarrstore import Store, mark_complete, open_group, write_shard
 
 SMALL = dict(surface_points=600, eval_points=500)
 
@@ -185,7 +185,7 @@ def test_frame_every_keeps_every_kth_frame_of_each_sequence_with_the_bytes_of_th
     sequence, each frame's arrays equal to the same frame's in the store of every frame (a frame's draws depend on
     its name, not its row); recorded in the config, so a rerun with another stride is refused; relabelling lists
     the same frames."""
-    from hipnet.pipeline.run import relabel_store
+    from hipnet.pipeline.runner.driver import relabel_store
 
     full = Store.open(small_store[0].store)
     cfg = PreprocessConfig(**SMALL, shard_frames=5, geodesics="per-template", frame_every=4)
@@ -256,7 +256,7 @@ def test_geodesics_command_relabels_in_place_like_a_fresh_run(tmp_path, tiny_raw
 
 
 def test_relabel_refuses_a_store_from_other_raw_data(tmp_path, tiny_raw, small_store):
-    from hipnet.pipeline.run import relabel_store
+    from hipnet.pipeline.runner.driver import relabel_store
 
     path = tmp_path / "s.zarr"
     shutil.copytree(small_store[0].store, path)
@@ -294,7 +294,7 @@ def test_a_dask_distributed_cluster_writes_the_same_store(tmp_path, tiny_raw, sm
 def test_a_rest_mesh_in_two_pieces_is_refused_before_the_heat_solver():
     import trimesh
 
-    from hipnet.pipeline.frames import Subject
+    from hipnet.pipeline.core.frames import Subject
 
     a, b = trimesh.creation.icosphere(2, radius=0.1), trimesh.creation.icosphere(2, radius=0.1)
     b.apply_translation([0.5, 0, 0])

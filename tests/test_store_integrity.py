@@ -14,14 +14,14 @@ import pytest
 from click.testing import CliRunner
 
 from hipnet.cli.data import main
-from hipnet.pipeline.integrity import file_size
-from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.schema import ATTR, HASH_GROUP, IDENTITY_ATTRS, ROOT_ATTRS, SPECS, markdown, shard_key
-from hipnet.pipeline.schema import main as schema_main
-from hipnet.pipeline.store import Store, open_group
-from hipnet.pipeline.validate import validate_store
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.store.integrity import file_size
+from hipnet.pipeline.store.schema import ATTR, HASH_GROUP, IDENTITY_ATTRS, ROOT_ATTRS, SPECS, markdown, shard_key
+from hipnet.pipeline.store.schema import main as schema_main
+from hipnet.pipeline.store.validate import validate_store
+from hipnet.pipeline.store.zarrstore import Store, open_group
 
 PIPELINE_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "pipeline.md"
 
@@ -56,7 +56,7 @@ def test_every_attribute_is_in_the_schema_and_the_readme_mirrors_it(written, cap
     table = capsys.readouterr().out
     assert table == markdown() and "| `surface/points` | float32 | (F, S, 3) | train |" in table
     assert table in PIPELINE_GUIDE.read_text(), \
-        "docs/guides/pipeline.md's schema tables differ: paste `python -m hipnet.pipeline.schema --markdown`"
+        "docs/guides/pipeline.md's schema tables differ: paste `python -m hipnet.pipeline.store.schema --markdown`"
 
 
 def test_the_shard_index_records_every_shard_file(written):
@@ -139,7 +139,7 @@ def test_a_done_mask_that_contradicts_complete_is_refused(store):
 
 def test_a_complete_store_without_its_shard_index_or_hash_records_is_refused(store):
     """Schema version 2: a complete store always has its shard index and hash records; one without is damaged."""
-    from hipnet.pipeline.integrity import collect_index
+    from hipnet.pipeline.store.integrity import collect_index
 
     g = open_group(store, mode="r+")
     del g.attrs[ATTR.shard_index]
@@ -162,7 +162,7 @@ def test_a_version_1_store_is_refused_with_rerun_preprocess(store, tmp_path):
         Store.open(store)
     result = _validate(store)
     assert result.exit_code == 1 and "schema_version is 1, this code reads 2: rebuild it" in result.output
-    from hipnet.pipeline.store import check_identity
+    from hipnet.pipeline.store.zarrstore import check_identity
 
     with pytest.raises(FileExistsError, match="written with store schema version 1; this code writes version 2"):
         check_identity(store, dict(g.attrs), {**dict(g.attrs), ATTR.schema_version: 2})

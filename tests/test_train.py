@@ -24,10 +24,10 @@ from hipnet.model.config import DEFAULT_PRESET, PRESETS
 from hipnet.model.data import FrameStream, round_robin
 from hipnet.model.losses import LossResult, loss_for
 from hipnet.model.train import load_checkpoint, model_from_checkpoint, save_checkpoint, train
-from hipnet.pipeline.process import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.schema import SCHEMA_VERSION
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ import pytest
 import trimesh
 from synthetic import BallsReader
 
-from hipnet.pipeline.kinematics import axis_angle_to_matrix, forward_kinematics
-from hipnet.pipeline.process import PreprocessConfig
-from hipnet.pipeline.run import preprocess_split
-from hipnet.pipeline.skeleton import SMPL22
-from hipnet.pipeline.store import Store
+from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, forward_kinematics
+from hipnet.pipeline.core.skeleton import SMPL22
+from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.store.zarrstore import Store
 from hipnet.viz.posing import edit_pose, local_rotations, rest_from_pose
 from hipnet.viz.render import label_colors
 from hipnet.viz.scene import (

@@ -41,9 +41,9 @@ def tiny_view_data(tmp_path_factory, tiny_raw):
     split."""
     from hipnet.model.config import PRESETS
     from hipnet.model.train import train
-    from hipnet.pipeline.process import PreprocessConfig
     from hipnet.pipeline.readers.anny import AnnyReader
-    from hipnet.pipeline.run import preprocess_split
+    from hipnet.pipeline.runner.driver import preprocess_split
+    from hipnet.pipeline.runner.frame import PreprocessConfig
 
     tmp = tmp_path_factory.mktemp("view_browser")
     cfg = PreprocessConfig(surface_points=6000, eval_points=4000, shard_frames=8, geodesics="per-template")
@@ -96,7 +96,7 @@ def _canvas_pixels(png: bytes) -> np.ndarray:
 
 
 def test_viewer_in_headless_chromium(tiny_view_data, tmp_path):
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     store_path, run = tiny_view_data
     store = Store.open(store_path, arrays=["frame/subject", "frame/sequence", "frame/index"])

@@ -78,7 +78,7 @@ def test_commands_and_import_work_from_the_install(fresh):
     bin_ = fresh / "bin"
     assert "Generate the embedded dataset" in _run(fresh, str(bin_ / "hipnet-data"), "anny", "--help")
     assert "--shards" in _run(fresh, str(bin_ / "hipnet-train"), "--help")
-    code = ("import hipnet, hipnet.model.api as api; from hipnet.pipeline.manifest import manifest_path; "
+    code = ("import hipnet, hipnet.model.api as api; from hipnet.pipeline.sources.manifest import manifest_path; "
             "m = hipnet.load('anny'); print(hipnet.__file__); print(api.__file__); print(manifest_path('anny')); "
             "print(len(m.subjects))")
     out = _run(fresh, str(bin_ / "python"), "-c", code).split()

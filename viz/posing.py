@@ -20,7 +20,7 @@ from hipnet.model.apps import pose_bounds
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh, extract_mesh
 from hipnet.model.query import model_sdf
-from hipnet.pipeline.kinematics import forward_kinematics
+from hipnet.pipeline.core.kinematics import forward_kinematics
 
 COARSE = 48  # the resolution of a mesh update while controls move (marching cubes from START)
 FINE = 96  # the resolution a mesh is refined to once the controls rest

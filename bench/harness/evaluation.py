@@ -22,7 +22,7 @@ class Evaluator:
     """The fixed evaluation of every variant: the same frames and points for all."""
 
     def __init__(self, stores: dict[str, Path], budget: Budget) -> None:
-        from hipnet.pipeline.store import Store
+        from hipnet.pipeline.store.zarrstore import Store
 
         self.budget = budget
         self.test, self.heldout = Store.open(stores["test"]), Store.open(stores["heldout"])
@@ -141,7 +141,7 @@ class Evaluator:
         store's canonical frame, back-projected, then ``fit_points`` of them drawn without replacement (seeded), so
         only the observation differs from the 1k-point fit, not the number of points."""
         if getattr(self, "_depth_obs", None) is None:
-            from hipnet.pipeline.depth import sensor_rng
+            from hipnet.pipeline.runner.depthstores import sensor_rng
             from hipnet.pipeline.stages.depth import render_depth
 
             sensor = depth_sensor(1, self.budget.tiny)

@@ -224,7 +224,7 @@ def _observed(entry: dict, test, i: int, tiny: bool) -> np.ndarray:
     """What the run of ``entry`` was trained on, for test frame ``i``: that frame's mesh seen by its depth rig, or
     surface samples."""
     from hipnet.model.fitting import observed_points
-    from hipnet.pipeline.depth import observe, sensor_rng
+    from hipnet.pipeline.runner.depthstores import observe, sensor_rng
 
     v = next(v for v in VARIANTS if v.name == entry["name"])
     if not v.depth_views:
@@ -263,7 +263,7 @@ def depth_picture(data: dict, data_dir: Path, path: Path) -> Path | None:
     model's surface for that frame (marching cubes from the run's checkpoint, the subject's code) and the ground
     truth, each from the front and the back. Drawn when a depth run exists; None (and a note) otherwise."""
     from hipnet.model.apps import posed_mesh
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     rows = _picture_runs(data, data_dir, path)
     if rows is None:

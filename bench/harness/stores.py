@@ -15,10 +15,10 @@ def build_stores(data: Path, quick: bool, workers: int, raw: Path | None = None)
     """The embedded dataset and its three stores: train (with occupancy samples and meshes, for NASA), test and
     heldout. Reuses what exists (generation and preprocessing are resumable and deterministic)."""
     from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
-    from hipnet.pipeline.manifest import load_manifest
-    from hipnet.pipeline.process import PreprocessConfig
     from hipnet.pipeline.readers.anny import AnnyReader
-    from hipnet.pipeline.run import preprocess_split
+    from hipnet.pipeline.runner.driver import preprocess_split
+    from hipnet.pipeline.runner.frame import PreprocessConfig
+    from hipnet.pipeline.sources.manifest import load_manifest
 
     raw = raw or data / "raw"
     if not (raw / "dataset.yaml").exists():
@@ -48,11 +48,12 @@ def vertex_labels(raw: Path, subjects: list[str]) -> dict[str, np.ndarray]:
 
 
 def depth_store(stores: dict[str, Path], views: int, tiny: bool, workers: int, rig: str = "body") -> Path:
-    """The train store's frames seen by ``views`` depth cameras (``pipeline.depth.build_depth_store`` from the train
-    store's meshes, same frame keys): DATA/stores/depth<views>[-world]_<W>x<H>/train.zarr. Built on demand, resumable and
-    deterministic (the sensor noise is seeded per frame); the same surface samples per frame as the train store."""
-    from hipnet.pipeline.depth import build_depth_store
-    from hipnet.pipeline.process import PreprocessConfig
+    """The train store's frames seen by ``views`` depth cameras (``pipeline.runner.depthstores.build_depth_store``
+    from the train store's meshes, same frame keys): DATA/stores/depth<views>[-world]_<W>x<H>/train.zarr. Built on
+    demand, resumable and deterministic (the sensor noise is seeded per frame); the same surface samples per frame
+    as the train store."""
+    from hipnet.pipeline.runner.depthstores import build_depth_store
+    from hipnet.pipeline.runner.frame import PreprocessConfig
 
     sensor = depth_sensor(views, tiny, rig)
     out = stores["train"].parent / f"{depth_key(views, rig)}_{sensor.width}x{sensor.height}"
@@ -76,7 +77,7 @@ def sdf_target_check(train: Path, meshes: Path, bands: tuple[float | None, ...],
     all in %."""
     from hipnet.model.data import oriented_distance
     from hipnet.pipeline.stages.occupancy import occupancy
-    from hipnet.pipeline.store import Store
+    from hipnet.pipeline.store.zarrstore import Store
 
     store, mesh = Store.open(train), Store.open(meshes)
     rows = {k: i for i, k in enumerate(mesh.frame_keys())}

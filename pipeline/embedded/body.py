@@ -3,7 +3,7 @@
 Anny (PyPI ``anny``) ships its assets and runs offline. Its default rig has 104 bones; we drive only the 22 bones
 listed in ``ANNY_TO_SMPL22`` and keep every other bone rigid with its nearest driven ancestor. Under linear blend
 skinning that is exactly the same as summing each bone's skinning weight into that ancestor, so the posed mesh is
-a function of the 22 joint transforms alone, in the SMPL convention (``pipeline.kinematics``).
+a function of the 22 joint transforms alone, in the SMPL convention (``pipeline.core.kinematics``).
 
 Coordinates: Anny is Z up, facing -Y; we convert to Y up, facing +Z with ``x' = (x, z, -y)``.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.skeleton import SMPL22
 
 # SMPL joint -> Anny bone whose head is that joint (FORMATS.md, Anny section).
 ANNY_TO_SMPL22 = {

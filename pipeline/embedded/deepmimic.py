@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, quaternion_to_matrix
+from hipnet.pipeline.core.skeleton import SMPL22
 from hipnet.pipeline.embedded.body import RestShape
 from hipnet.pipeline.embedded.motions import Motion
-from hipnet.pipeline.kinematics import axis_angle_to_matrix, quaternion_to_matrix
-from hipnet.pipeline.skeleton import SMPL22
 
 CLIPS = (
     "backflip", "cartwheel", "crawl", "dance_a", "dance_b", "getup_facedown", "getup_faceup", "jump", "kick",

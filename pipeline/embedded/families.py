@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hipnet.pipeline.core.kinematics import forward_kinematics
+from hipnet.pipeline.core.skeleton import SMPL22
 from hipnet.pipeline.embedded.motions import (
     Motion,
     euler_xyz_to_matrix,
@@ -31,8 +33,6 @@ from hipnet.pipeline.embedded.motions import (
     joint_limits,
     random_motion,
 )
-from hipnet.pipeline.kinematics import forward_kinematics
-from hipnet.pipeline.skeleton import SMPL22
 
 Range = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
 

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.pipeline.core.io import read_yaml, write_npz, write_yaml
+from hipnet.pipeline.core.kinematics import forward_kinematics, linear_blend_skinning
+from hipnet.pipeline.core.skeleton import SMPL22
 from hipnet.pipeline.embedded.body import PHENOTYPES, AnnyBody, RestShape
 from hipnet.pipeline.embedded.families import ALL_FAMILIES, FAMILIES, RANDOM, family_motion
 from hipnet.pipeline.embedded.motions import Motion, random_motion
-from hipnet.pipeline.io import read_yaml, write_npz, write_yaml
-from hipnet.pipeline.kinematics import forward_kinematics, linear_blend_skinning
-from hipnet.pipeline.manifest import check_split, manifest_hash
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.sources.manifest import check_split, manifest_hash
 
 GENERATOR_VERSION = 1
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hipnet.pipeline.kinematics import (
+from hipnet.pipeline.core.kinematics import (
     matrix_to_quaternion,
     quaternion_to_matrix,
     slerp,
 )
-from hipnet.pipeline.skeleton import SMPL22
+from hipnet.pipeline.core.skeleton import SMPL22
 
 # (x range, y range, z range) in degrees for the centre line and the left side.
 JOINT_LIMITS_DEG: dict[str, tuple[tuple[float, float], ...]] = {

@@ -24,13 +24,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from hipnet.pipeline.manifest import SPLITS, load_manifest
 from hipnet.pipeline.readers.amass import AmassReader
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.readers.cape import CapeReader
 from hipnet.pipeline.readers.dfaust import open_dfaust
 from hipnet.pipeline.readers.generic import GenericReader
+from hipnet.pipeline.sources.manifest import SPLITS, load_manifest
 
 
 class OpenReader(Protocol):

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.bodymodels import GENDERS, Z_UP_TO_Y_UP, merge_weights
-from hipnet.pipeline.checks import bad_rows, nonfinite, numbers, require_finite
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.io import HEADER_ERRORS, ZIP_ERRORS, load_npz, one_line
+from hipnet.pipeline.core.checks import bad_rows, nonfinite, numbers, require_finite
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.io import HEADER_ERRORS, ZIP_ERRORS, load_npz, one_line
 from hipnet.pipeline.readers.base import group_by_source
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
-from hipnet.pipeline.selection import select_frames, split_names
+from hipnet.pipeline.sources.bodymodels import GENDERS, Z_UP_TO_Y_UP, merge_weights
+from hipnet.pipeline.sources.selection import select_frames, split_names
 
 SUBSET_ALIASES = {
     "PosePrior": ("PosePrior", "MPI_Limits"),

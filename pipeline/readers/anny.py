@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.io import read_npz, read_yaml
-from hipnet.pipeline.manifest import SPLITS
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.io import read_npz, read_yaml
+from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo, group_by_source
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.sources.manifest import SPLITS
 
 
 class AnnyReader(Reader):

@@ -1,7 +1,7 @@
 """The reader protocol every dataset module implements (``Reader``), its typed results and the per-process cache.
 
 A reader is built from a raw dataset folder and a tuple of splits, is picklable (the runner sends it to worker
-processes with every shard task) and offers what the runner (``pipeline.run``) and the CLI (``cli.data``) call:
+processes with every shard task) and offers what the runner (``pipeline.runner.driver``) and the CLI (``cli.data``) call:
 
 - ``dataset``, ``name`` (what ``open_reader`` resolves again), ``root``, ``splits``, ``skeleton``;
 - ``info -> ReaderInfo``: what the source describes (subjects, sequences, frame count, manifest hash);
@@ -35,9 +35,9 @@ from itertools import groupby
 from pathlib import Path
 from typing import ClassVar
 
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.manifest import SPLITS
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.skeleton import Skeleton
+from hipnet.pipeline.sources.manifest import SPLITS
 
 # What listing one sequence may raise; it becomes that sequence's failure (the other sequences are listed).
 LISTING_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError)
@@ -185,8 +185,8 @@ class Reader(ABC):
 
     @property
     def depth_sensor(self) -> dict | None:
-        """The sensor a reader of rendered depth frames uses (``pipeline.depth``), recorded in the store's identity;
-        None for every other reader."""
+        """The sensor a reader of rendered depth frames uses (``pipeline.runner.depthstores``), recorded in the store's
+        identity; None for every other reader."""
         return None
 
     @property

@@ -11,7 +11,7 @@ Two layouts are read, below ``root`` or ``root/cape_release``:
 Per frame: vertices ``v_posed - transl`` (Y up, metres); joints from the user's SMPL model: rest joints are the SMPL
 ``J_regressor`` applied to the subject's minimal body (the template, since CAPE has no betas), posed with the frame's
 72-d ``pose`` by ``smplx.lbs.batch_rigid_transform``; the 22 body joints are kept. The gender pickle is read with
-``pipeline.safepickle``. A frame file that cannot be read comes back as an error naming it (the run goes on and
+``pipeline.sources.safepickle``. A frame file that cannot be read comes back as an error naming it (the run goes on and
 lists it); files the manifest lists under ``exclude_frames`` (the release's known corrupt frames) are left out and
 reported by count and path.
 """
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.bodymodels import merge_weights, rigid_transforms
-from hipnet.pipeline.checks import numbers, require_finite
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.io import load_npy, read_npz
+from hipnet.pipeline.core.checks import numbers, require_finite
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.io import load_npy, read_npz
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
-from hipnet.pipeline.selection import select_frames, split_names
+from hipnet.pipeline.sources.bodymodels import merge_weights, rigid_transforms
+from hipnet.pipeline.sources.selection import select_frames, split_names
 
 FRAME_FILE = re.compile(r"^(?P<sequence>.+)\.(?P<frame>\d{6})\.npz$")
 FRAME_KEYS = {"v_posed": (None, 3), "pose": (72,), "transl": (3,)}
@@ -120,7 +120,7 @@ class CapeReader(ManifestReader):
     # ---------------------------------------------------------------------------------------- subjects
 
     def genders(self) -> dict[str, str]:
-        from hipnet.pipeline.safepickle import load_pickle
+        from hipnet.pipeline.sources.safepickle import load_pickle
 
         if "genders" not in self._cache:
             path = self.base / "misc" / "subj_genders.pkl"

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from hipnet.pipeline.bodymodels import ModelCache
-from hipnet.pipeline.frames import FrameRef
-from hipnet.pipeline.manifest import SPLITS, check_split, load_manifest, manifest_hash, manifest_path
+from hipnet.pipeline.core.frames import FrameRef
+from hipnet.pipeline.core.skeleton import SMPL22, Skeleton
 from hipnet.pipeline.readers.base import CheckReport, Listing, Reader, ReaderInfo, SequenceInfo
-from hipnet.pipeline.skeleton import SMPL22, Skeleton
+from hipnet.pipeline.sources.bodymodels import ModelCache
+from hipnet.pipeline.sources.manifest import SPLITS, check_split, load_manifest, manifest_hash, manifest_path
 
 # What reading or posing one frame may raise (numpy's LinAlgError is a ValueError, torch's errors RuntimeErrors).
 # ``load`` turns them into that frame's recorded failure, named by its file, and goes on with the other frames.

@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP, BodyModel, merge_weights
-from hipnet.pipeline.checks import bad_rows, nonfinite, numbers, rows_text
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.io import one_line
-from hipnet.pipeline.manifest import SPLITS, load_manifest
+from hipnet.pipeline.core.checks import bad_rows, nonfinite, numbers, rows_text
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.io import one_line
 from hipnet.pipeline.readers.amass import AmassReader, subset_dir
 from hipnet.pipeline.readers.base import group_by_source
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, ManifestReader, frame_error
-from hipnet.pipeline.selection import select_frames
+from hipnet.pipeline.sources.bodymodels import Z_UP_TO_Y_UP, BodyModel, merge_weights
+from hipnet.pipeline.sources.manifest import SPLITS, load_manifest
+from hipnet.pipeline.sources.selection import select_frames
 
 REGISTRATION_FILES = {"male": "registrations_m.hdf5", "female": "registrations_f.hdf5"}
 UNPOSE_ITERATIONS = 4

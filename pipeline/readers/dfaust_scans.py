@@ -17,11 +17,11 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, frame_error
 from hipnet.pipeline.readers.dfaust import DfaustRegistrationsReader
 from hipnet.pipeline.readers.generic import read_observation
-from hipnet.pipeline.selection import select_frames
+from hipnet.pipeline.sources.selection import select_frames
 
 
 class DfaustScansReader(DfaustRegistrationsReader):

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.bodymodels import Z_UP_TO_Y_UP
-from hipnet.pipeline.checks import bad_rows, nonfinite, numbers
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.io import read_npz, read_yaml
-from hipnet.pipeline.manifest import SPLITS, check_split
+from hipnet.pipeline.core.checks import bad_rows, nonfinite, numbers
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.io import read_npz, read_yaml
+from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Listing, Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.readers.common import FRAME_ERRORS, CheckReport, frame_error
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.sources.bodymodels import Z_UP_TO_Y_UP
+from hipnet.pipeline.sources.manifest import SPLITS, check_split
 from hipnet.pipeline.stages.geodesics import require_one_component, weld
 
 MESH_SUFFIXES = (".ply", ".obj", ".off")  # not .stl: it stores every triangle's corners apart, no shared vertices

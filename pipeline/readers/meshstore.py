@@ -1,6 +1,6 @@
 """A reader over the meshes of an existing store (section ``mesh``: evaluation splits, or training splits written
 with ``--eval-on-train``): each row back in its source frame (``pose/world_from_canonical``), so a stage that needs
-meshes (``pipeline.depth``) can start from a store instead of the raw dataset. Frames are named by the store and
+meshes (``pipeline.runner.depthstores``) can start from a store instead of the raw dataset. Frames are named by the store and
 row; the subjects carry rest joints only."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.readers.common import FRAME_ERRORS, frame_error
-from hipnet.pipeline.schema import ATTR
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.store.schema import ATTR
 
 ARRAYS = ("mesh/vertices", "mesh/faces", "pose/joint_transforms", "pose/world_from_canonical", "subject/rest_joints")
 
@@ -23,7 +23,7 @@ class MeshStoreReader(Reader):
     """The frames of a finished store with meshes, in store order (the reader protocol of ``readers.base``)."""
 
     def __init__(self, path: Path) -> None:
-        from hipnet.pipeline.store import Store, open_group
+        from hipnet.pipeline.store.zarrstore import Store, open_group
 
         path = Path(path)
         sections = open_group(path).attrs.get(ATTR.sections, [])
@@ -67,7 +67,7 @@ class MeshStoreReader(Reader):
 
     @property
     def _store(self):
-        from hipnet.pipeline.store import Store
+        from hipnet.pipeline.store.zarrstore import Store
 
         if "store" not in self._cache:
             self._cache["store"] = Store.open(self.root, arrays=ARRAYS)

@@ -5,7 +5,7 @@ The rig, in the frame's canonical frame (pelvis at the origin, facing +Z, Y up):
 from the pelvis, evenly spaced in azimuth about +Y starting in front of the body (``views=1`` is the front view
 only), raised by ``elevation_deg``, looking at the pelvis; pinhole, square pixels, vertical field of view
 ``fov_y_deg``. With ``rig="world"`` the same rig keeps the world's orientation instead of the body's (its first
-camera on the world's +Z side of the pelvis, ``pipeline.depth.depth_frame``): a static sensor in front of the
+camera on the world's +Z side of the pelvis, ``pipeline.runner.depthstores.depth_frame``): a static sensor in front of the
 capture space, which sees the side of the body that each frame's heading turns to it.
 
 The sensor model, per camera (``apply_sensor``), in this order:
@@ -34,13 +34,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hipnet.pipeline.fields import doc
+from hipnet.pipeline.core.fields import doc
 
 
 @dataclass(frozen=True)
 class DepthSensor:
     """A rig of virtual depth cameras and its sensor model (module docstring). Field help is the CLI's help
-    (``pipeline.fields``)."""
+    (``pipeline.core.fields``)."""
 
     views: int = doc(4, "Cameras evenly spaced in azimuth about the body, the first in front; 1 = the front view only.")
     rig: str = doc("body", "Where the rig stands: body (it turns with the body, so the first camera always faces its "

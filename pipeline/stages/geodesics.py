@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hipnet.pipeline.components import count_components
+from hipnet.pipeline.core.components import count_components
 
 
 def weld(vertices: np.ndarray, faces: np.ndarray, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """One shard task, run in a worker process (docs/architecture.md section 6): load the shard's frames through the reader, run
 ``process_frame`` (or ``relabel_frame``) on each and write the shard with one slice assignment per array. A frame
 that cannot be read or processed becomes a ``FrameFailure`` naming its source file and reason; the other frames of
-the shard are written and the shard stays not-done. ``pipeline/run.py`` plans the tasks and drives them.
+the shard are written and the shard stays not-done. ``pipeline/runner/driver.py`` plans the tasks and drives them.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hipnet.pipeline.frames import FrameRef
-from hipnet.pipeline.process import (
+from hipnet.pipeline.core.frames import FrameRef
+from hipnet.pipeline.readers.base import Reader
+from hipnet.pipeline.runner.frame import (
     ObservedGeometry,
     PreprocessConfig,
     SubjectGeometry,
@@ -21,8 +22,7 @@ from hipnet.pipeline.process import (
     process_frame,
     relabel_frame,
 )
-from hipnet.pipeline.readers.base import Reader
-from hipnet.pipeline.schema import (
+from hipnet.pipeline.store.schema import (
     ATTR,
     DONE,
     GEODESICS_DONE,
@@ -30,7 +30,7 @@ from hipnet.pipeline.schema import (
     shard_slice,
     specs_for,
 )
-from hipnet.pipeline.store import (
+from hipnet.pipeline.store.zarrstore import (
     open_group,
     read_array,
     store_dims,

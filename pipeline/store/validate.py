@@ -1,6 +1,6 @@
-"""``hipnet-data validate``: a store checked against the contract of ``pipeline.schema``, shard by shard.
+"""``hipnet-data validate``: a store checked against the contract of ``pipeline.store.schema``, shard by shard.
 
-Full validation reads every shard once: it hashes it against the store's shard index (``pipeline.integrity``) and
+Full validation reads every shard once: it hashes it against the store's shard index (``pipeline.store.integrity``) and
 checks its values (NaN/inf, normal lengths, label and id ranges, the occupancy cross-check). ``quick`` reads no
 array content: attributes, dtypes and shapes, the ``done`` mask, and every shard file's presence and size. A shard
 rewritten with other values of the same compressed size therefore passes ``quick``; only the full check finds it.
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hipnet.pipeline.integrity import FileProblem, check_files, content_problem, hashed_arrays, store_root
-from hipnet.pipeline.schema import (
+from hipnet.pipeline.store.integrity import FileProblem, check_files, content_problem, hashed_arrays, store_root
+from hipnet.pipeline.store.schema import (
     ATTR,
     DONE,
     MAX_DISAGREEMENT,
@@ -31,7 +31,7 @@ from hipnet.pipeline.schema import (
     shard_slice,
     specs_for,
 )
-from hipnet.pipeline.store import store_dims
+from hipnet.pipeline.store.zarrstore import store_dims
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """What decides the content of a store: ``PreprocessConfig`` (saved in the store's ``config`` attribute; a rerun must
-match it). Its fields hold the defaults and the help of ``hipnet-data preprocess``'s options (``pipeline.fields``)."""
+match it). Its fields hold the defaults and the help of ``hipnet-data preprocess``'s options (``pipeline.core.fields``)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Literal, get_args
 
-from hipnet.pipeline.fields import doc
-from hipnet.pipeline.frames import FrameRef
+from hipnet.pipeline.core.fields import doc
+from hipnet.pipeline.core.frames import FrameRef
 
 GeodesicMode = Literal["per-frame", "per-template"]
 GEODESIC_MODES = get_args(GeodesicMode)

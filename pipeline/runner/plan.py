@@ -1,4 +1,4 @@
-"""Planning one split's store (the driver side of ``pipeline.run``): create it with its ids, subject tables and
+"""Planning one split's store (the driver side of ``pipeline.runner.driver``): create it with its ids, subject tables and
 provenance, or reopen it and reconcile a rerun's frame list with the rows it holds; and the swap that replaces a
 store rebuilt without excluded frames."""
 
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.frames import FrameRef
-from hipnet.pipeline.location import as_path, is_url
-from hipnet.pipeline.process import PreprocessConfig
+from hipnet.pipeline.core.frames import FrameRef
+from hipnet.pipeline.core.location import as_path, is_url
 from hipnet.pipeline.readers.base import Reader
-from hipnet.pipeline.schema import ATTR, CONVENTIONS, OBSERVED_CONVENTIONS, SCHEMA_VERSION, Dims
-from hipnet.pipeline.shards import STAGE_ERRORS, FrameFailure
-from hipnet.pipeline.store import check_identity, create_store, frame_ids, frames_digest, open_group, store_exists
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.runner.tasks import STAGE_ERRORS, FrameFailure
+from hipnet.pipeline.store.schema import ATTR, CONVENTIONS, OBSERVED_CONVENTIONS, SCHEMA_VERSION, Dims
+from hipnet.pipeline.store.zarrstore import check_identity, create_store, frame_ids, frames_digest, open_group, store_exists
 
 PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "qdldl", "open3d-cpu",
                        "trimesh")
@@ -139,7 +139,7 @@ def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str) 
     the store's rows keep their places: a sequence that cannot be listed now keeps its rows (done ones stay done,
     the others fail with the reason); any other change of the frame list is refused."""
     path = as_path(out) / f"{split}.zarr"
-    if not is_url(path):  # a store on object storage is never swapped (``pipeline.run``)
+    if not is_url(path):  # a store on object storage is never swapped (``pipeline.runner.driver``)
         recover_swap(path)
     if reader.observed and cfg.geodesics != "per-frame":
         raise ValueError(f"{reader.root}: {cfg.geodesics} labels need a rest mesh of a fixed topology; observed frames "

@@ -19,7 +19,7 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file. On object
     storage (a URL path) one PUT writes the object whole."""
-    from hipnet.pipeline.location import as_path, is_url
+    from hipnet.pipeline.core.location import as_path, is_url
 
     if is_url(path):
         as_path(path).write_bytes(data)

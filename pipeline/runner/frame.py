@@ -4,7 +4,7 @@
 seeded by ``SeedSequence([seed, crc32(dataset/subject/sequence/index)])`` and the surface samples are drawn first,
 so recomputing a frame (a resumed run, ``hipnet-data geodesics``) reproduces its samples exactly.
 
-Geometry stays float64 through the stages; the store's dtypes (``pipeline.schema``) are applied once, to the arrays
+Geometry stays float64 through the stages; the store's dtypes (``pipeline.store.schema``) are applied once, to the arrays
 ``process_frame`` returns. Points whose occupancy or nearest label is computed are quantised first (``stored``), so
 those answers hold for the coordinates the store keeps. Every returned array is checked finite after the cast (a
 float32 overflow included): a frame whose stages produced NaN or inf is an error, never written as done.
@@ -18,11 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hipnet.pipeline.checks import require_finite
-from hipnet.pipeline.config import GEODESIC_MODES, SNARF_SIGMA, PreprocessConfig  # noqa: F401 - importable here too
-from hipnet.pipeline.frames import Frame, Subject
-from hipnet.pipeline.quantise import chunk_order, decode_points, encode_normals, encode_points, point_box
-from hipnet.pipeline.schema import SPECS
+from hipnet.pipeline.core.checks import require_finite
+from hipnet.pipeline.core.config import GEODESIC_MODES, SNARF_SIGMA, PreprocessConfig  # noqa: F401 - importable here too
+from hipnet.pipeline.core.frames import Frame, Subject
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.evalpoints import near_points, stretched_bbox, uniform_points
 from hipnet.pipeline.stages.geodesics import (
@@ -37,6 +35,8 @@ from hipnet.pipeline.stages.intrinsic import NonManifoldError
 from hipnet.pipeline.stages.occupancy import occupancy
 from hipnet.pipeline.stages.pointcloud import observe_frame
 from hipnet.pipeline.stages.surface import sample_surface
+from hipnet.pipeline.store.quantise import chunk_order, decode_points, encode_normals, encode_points, point_box
+from hipnet.pipeline.store.schema import SPECS
 
 
 def frame_rng(seed: int, dataset: str, key: str) -> np.random.Generator:
@@ -162,7 +162,7 @@ def process_frame(
     frame: Frame, geom: SubjectGeometry | ObservedGeometry, cfg: PreprocessConfig, sections: tuple[str, ...],
     dataset: str
 ) -> dict[str, np.ndarray]:
-    """The per-frame arrays of a store (names and dtypes of ``pipeline.schema``) for the given sections."""
+    """The per-frame arrays of a store (names and dtypes of ``pipeline.store.schema``) for the given sections."""
     if isinstance(geom, ObservedGeometry):
         return process_observed_frame(frame, geom, cfg, dataset)
     canon = canonicalise(frame.vertices, frame.joint_transforms)

@@ -2,8 +2,8 @@
 
 A store on object storage is read through a local mirror: the same folder layout (each array's ``zarr.json`` and
 the shard files ``<array>/c/<shard>/0/...``), filled one shard file at a time as readers ask for frames, so that
-``pipeline.shardread`` reads it exactly as it reads a local store. A shard file is downloaded into a staging folder,
-decoded, its content hashed and compared with the store's shard index (``pipeline.integrity``), and only then moved
+``pipeline.store.shardread`` reads it exactly as it reads a local store. A shard file is downloaded into a staging folder,
+decoded, its content hashed and compared with the store's shard index (``pipeline.store.integrity``), and only then moved
 into the mirror (a rename): the mirror never holds a file that does not match the index. A store rebuilt on the
 server has other hashes and gets another mirror folder (the folder name includes a digest of the shard index).
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.location import as_path
-from hipnet.pipeline.schema import SPECS, content_hash, frames_text, shard_key
+from hipnet.pipeline.core.location import as_path
+from hipnet.pipeline.store.schema import SPECS, content_hash, frames_text, shard_key
 
 DEFAULT_BYTES = 20 * 2**30
 PREFETCH_THREADS = 4
@@ -92,7 +92,7 @@ class ShardCache:
         shard file downloaded and checked first if it is not there. Read shard by shard: a file evicted between
         its check and its read (by this process's prefetch or another process) is fetched again, never taken for
         the fill value."""
-        from hipnet.pipeline.shardread import read_frames
+        from hipnet.pipeline.store.shardread import read_frames
 
         f0, f1, step = frames.indices(self.n_frames)
         if step != 1:
@@ -174,7 +174,7 @@ class ShardCache:
     def _fetch(self, name: str, shard: int) -> None:
         """Download one shard file into a staging mirror, check its size and content hash against the index, move
         it into the mirror, then trim the cache to its limit."""
-        from hipnet.pipeline.shardread import read_frames
+        from hipnet.pipeline.store.shardread import read_frames
 
         size, digest = self.entry(name, shard)
         if not size:

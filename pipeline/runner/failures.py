@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hipnet.pipeline.io import atomic_write_bytes
-from hipnet.pipeline.location import as_path, remove
+from hipnet.pipeline.core.io import atomic_write_bytes
+from hipnet.pipeline.core.location import as_path, remove
 
 # files named in the output; the rest are counted in the summary line and listed in the report file
 SHOWN_FILES = 20

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.frames import Frame, FrameRef, Subject
-from hipnet.pipeline.process import PreprocessConfig
+from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
+from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import CheckReport, Listing, Reader, ReaderInfo
 from hipnet.pipeline.readers.common import FRAME_ERRORS, frame_error
 from hipnet.pipeline.readers.meshstore import MeshStoreReader
-from hipnet.pipeline.run import SplitSummary, preprocess_split
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.runner.driver import SplitSummary, preprocess_split
+from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.depth import DepthSensor, DepthView, render_depth
 
@@ -147,7 +147,7 @@ def build_depth_store(source: Reader | Path, out: Path, sensor: DepthSensor | No
             split is the reader's or the store's.
         sensor: the rig and sensor model (default ``DepthSensor()``: 4 views, 640 x 480).
         cfg: surface samples per frame, shard size and seed (default ``PreprocessConfig()``); labels are per frame.
-        workers, scheduler, progress, on_start, exclude_failed: as ``pipeline.run.preprocess_split``.
+        workers, scheduler, progress, on_start, exclude_failed: as ``pipeline.runner.driver.preprocess_split``.
 
     Returns the split's summary (frames written, failures with file and reason, whether the store is complete, and
     notes naming frames where a joint has no observed surface nearby). Rerunning resumes; a rerun with another

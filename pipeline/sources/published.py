@@ -3,7 +3,7 @@
 Facts come from FORMATS.md and the papers in seeds/ (HIPNet section 4.1; SNARF's ``lib/dataset/dfaust_split.yml``
 and ``lib/dataset/jointlim.py``). Where a protocol names its sequences, the manifest lists them; where it gives
 a rule ("75% of sequences per subject", "3% of frames"), the manifest writes the rule down with its seed and the
-readers apply it to each file name on its own (``pipeline.selection``), so a given release always gives the same
+readers apply it to each file name on its own (``pipeline.sources.selection``), so a given release always gives the same
 split and a missing file moves no other sequence. ``write_manifests`` wrote the committed files; tests check that
 they still agree.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from hipnet.pipeline.selection import named_rng, round_half_up
+from hipnet.pipeline.sources.selection import named_rng, round_half_up
 
 DFAUST_GENDERS = {"50002": "male", "50004": "female", "50007": "male", "50009": "male", "50020": "female",
                   "50021": "female", "50022": "female", "50025": "female", "50026": "male", "50027": "male"}
@@ -161,8 +161,8 @@ MANIFESTS = {"amass_transitions": amass_transitions, "amass_cmu": amass_cmu, "df
              "dfaust_snarf": dfaust_snarf, "dfaust_poseprior": dfaust_poseprior, "cape": cape}
 
 HEADER = """\
-# {name}: written by hipnet.pipeline.published.write_manifests() and committed; the keys are described in
-# data_manifests/README.md. Do not edit by hand: change pipeline/published.py and rewrite (a test checks they agree).
+# {name}: written by hipnet.pipeline.sources.published.write_manifests() and committed; the keys are described in
+# data_manifests/README.md. Do not edit by hand: change pipeline/sources/published.py and rewrite (a test checks they agree).
 """
 
 

@@ -1,7 +1,7 @@
 """Manifest -> frames -> stages -> store, in parallel with dask (docs/architecture.md section 6).
 
-The driver side: plan a split's store (``pipeline/plan.py``: create it, or reconcile a rerun with what is
-there), hand one task per shard (``pipeline/shards.py``: load the shard's frames, run the stages, write the shard
+The driver side: plan a split's store (``pipeline/runner/plan.py``: create it, or reconcile a rerun with what is
+there), hand one task per shard (``pipeline/runner/tasks.py``: load the shard's frames, run the stages, write the shard
 with one slice assignment per array) to worker processes, collect what they report, and finish the store. The
 heavy libraries hold the GIL, so tasks run in processes: the dask ``processes`` scheduler locally, or a
 ``dask.distributed`` cluster given by its address. A frame that cannot be read or processed is reported with its
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.failures import write_report
-from hipnet.pipeline.integrity import damaged_shards, remove_partial_writes, store_root
-from hipnet.pipeline.location import as_path, is_url
-from hipnet.pipeline.lock import writer_lock
-from hipnet.pipeline.observations import observation_notes
-from hipnet.pipeline.plan import (
+from hipnet.pipeline.core.location import as_path, is_url
+from hipnet.pipeline.readers.base import Reader
+from hipnet.pipeline.runner.failures import write_report
+from hipnet.pipeline.runner.frame import PreprocessConfig
+from hipnet.pipeline.runner.plan import (
     Plan,
     create_split_store,
     prepare_store,
@@ -31,16 +30,17 @@ from hipnet.pipeline.plan import (
     sequence_of,
     swap_paths,
 )
-from hipnet.pipeline.process import PreprocessConfig
-from hipnet.pipeline.readers.base import Reader
-from hipnet.pipeline.schema import (
+from hipnet.pipeline.runner.tasks import FrameFailure, ShardResult, preprocess_shard, relabel_shard
+from hipnet.pipeline.store.integrity import damaged_shards, remove_partial_writes, store_root
+from hipnet.pipeline.store.lock import writer_lock
+from hipnet.pipeline.store.observations import observation_notes
+from hipnet.pipeline.store.schema import (
     ATTR,
     DONE,
     GEODESICS_DONE,
     shard_slice,
 )
-from hipnet.pipeline.shards import FrameFailure, ShardResult, preprocess_shard, relabel_shard
-from hipnet.pipeline.store import (
+from hipnet.pipeline.store.zarrstore import (
     done_mask,
     frames_digest,
     mark_complete,
@@ -62,7 +62,7 @@ class SplitSummary:
     notes: list[str] = field(default_factory=list)  # repairs, worth saying
     excluded: list[dict] = field(default_factory=list)  # the store's ``excluded`` attr after this run
     left_out: list[FrameFailure] = field(default_factory=list)  # what this run excluded (--exclude-failed)
-    report: Path | None = None  # every failure (or exclusion) of this run, one per line (``pipeline.failures``)
+    report: Path | None = None  # every failure (or exclusion) of this run, one per line (``pipeline.runner.failures``)
 
     def __str__(self) -> str:
         state = "complete" if self.complete else "NOT complete"
@@ -170,8 +170,8 @@ def preprocess_split(reader: Reader, out: Path, cfg: PreprocessConfig, split: st
     reasons in the store's ``excluded`` attr, rebuild the store without their rows (finished frames are copied,
     not recomputed) and mark it complete.
 
-    The run holds ``out``'s writer lock (``pipeline.lock``): a second run on the same folder is refused. ``out`` may
-    be a URL (``s3://bucket/prefix``): the store is then written in place on object storage (``pipeline.store``),
+    The run holds ``out``'s writer lock (``pipeline.store.lock``): a second run on the same folder is refused. ``out`` may
+    be a URL (``s3://bucket/prefix``): the store is then written in place on object storage (``pipeline.store.zarrstore``),
     where ``exclude_failed`` is refused (it swaps a rebuilt store in by renaming, which object storage lacks)."""
     out = as_path(out)
     if exclude_failed and is_url(out):
@@ -278,7 +278,7 @@ def relabel_store(reader: Reader, path: Path, mode: str, workers: int = 1, sched
 
     While relabelling, the store is not complete and its ``relabel`` attr names the mode; a ``geodesics_done``
     mask records finished shards. At the end the config's mode is updated and the store marked complete again.
-    The run holds the writer lock of the store's folder (``pipeline.lock``).
+    The run holds the writer lock of the store's folder (``pipeline.store.lock``).
     """
     path = as_path(path)
     with writer_lock(path.parent):

@@ -10,7 +10,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from hipnet.pipeline.io import read_yaml
+from hipnet.pipeline.core.io import read_yaml
 
 SPLITS = ("train", "test", "heldout")
 

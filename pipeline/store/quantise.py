@@ -1,4 +1,4 @@
-"""The 16-bit codes of a quantised store (``pipeline.schema``: section ``quantised``, ``DECODED_FROM``).
+"""The 16-bit codes of a quantised store (``pipeline.store.schema``: section ``quantised``, ``DECODED_FROM``).
 
 - Points: each coordinate as uint16 over the frame's box, ``x = lo + q (hi - lo) / 65535``; ``lo`` and ``hi`` are
   float32 bounds of the frame's points (rounded outward), stored as ``surface/box``. Error per axis at most half a
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hipnet.pipeline.schema import QUANTISED_CHUNK_POINTS, QUANTISED_LEVELS
+from hipnet.pipeline.store.schema import QUANTISED_CHUNK_POINTS, QUANTISED_LEVELS
 
 _F32_ULP_AT_1 = float(np.finfo(np.float32).eps)
 

@@ -1,6 +1,6 @@
 """The Frame: what every reader yields (docs/architecture.md section 3).
 
-Geometry stays float64 from the reader to the store, which casts at write (``pipeline.process`` gives the arrays in
+Geometry stays float64 from the reader to the store, which casts at write (``pipeline.runner.frame`` gives the arrays in
 the store's dtypes); faces are int32. Frame and Subject hold their arrays in these dtypes whatever they are given,
 and refuse NaN or inf in any of them (a ValueError naming the frame or subject and the array): the boundary every
 reader's output crosses.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hipnet.pipeline.checks import require_finite
+from hipnet.pipeline.core.checks import require_finite
 
 
 def _f64(a: np.ndarray | None) -> np.ndarray | None:

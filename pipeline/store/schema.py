@@ -1,8 +1,8 @@
 """The store contract (docs/architecture.md section 4): array names, dtypes, shapes, chunking, root attributes, the shard
-index, SCHEMA_VERSION. ``python -m hipnet.pipeline.schema --markdown`` prints the tables of docs/guides/pipeline.md.
+index, SCHEMA_VERSION. ``python -m hipnet.pipeline.store.schema --markdown`` prints the tables of docs/guides/pipeline.md.
 
-This is the only place the layout of a store is written down in code. The writer (``pipeline.store``), the
-validator (``pipeline.validate``), the streaming loader and the evaluation all import it, so a change here is a
+This is the only place the layout of a store is written down in code. The writer (``pipeline.store.zarrstore``), the
+validator (``pipeline.store.validate``), the streaming loader and the evaluation all import it, so a change here is a
 change everywhere (and a new ``SCHEMA_VERSION`` when old stores can no longer be read).
 
 Frame-major arrays have one chunk per frame and ``shard_frames`` frames per shard (Zarr v3 sharding): a shard is
@@ -99,7 +99,7 @@ ARRAYS: tuple[ArraySpec, ...] = (
 SPECS = {a.name: a for a in ARRAYS}
 
 #: The arrays a reader asks for that a quantised store holds encoded, and the stored arrays they are decoded from
-#: (``pipeline.quantise``; ``Store.read`` decodes, so training and evaluation code read floats either way).
+#: (``pipeline.store.quantise``; ``Store.read`` decodes, so training and evaluation code read floats either way).
 DECODED_FROM = {
     "surface/points": ("surface/points_quantised", "surface/box"),
     "surface/normals": ("surface/normals_octahedral",),
@@ -412,15 +412,15 @@ MAX_DISAGREEMENT = 0.05
 
 def validate(group, progress: Callable[[int], None] | None = None, max_disagreement: float = MAX_DISAGREEMENT,
              quick: bool = False):
-    """Check an open store against this schema (``pipeline.validate.validate_store``, which has the details;
-    kept here because callers import the check with the contract). Returns a ``pipeline.validate.Report``."""
-    from hipnet.pipeline.validate import validate_store
+    """Check an open store against this schema (``pipeline.store.validate.validate_store``, which has the details;
+    kept here because callers import the check with the contract). Returns a ``pipeline.store.validate.Report``."""
+    from hipnet.pipeline.store.validate import validate_store
 
     return validate_store(group, progress=progress, max_disagreement=max_disagreement, quick=quick)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hipnet.pipeline.schema", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hipnet.pipeline.store.schema", description=__doc__.split("\n")[0])
     parser.add_argument("--markdown", action="store_true", help="print the schema tables of docs/guides/pipeline.md")
     args = parser.parse_args(argv)
     if not args.markdown:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hipnet.pipeline import location
-from hipnet.pipeline.location import as_path, is_url
-from hipnet.pipeline.schema import (
+from hipnet.pipeline.core import location
+from hipnet.pipeline.core.location import as_path, is_url
+from hipnet.pipeline.store.schema import (
     ATTR,
     DONE,
     HASH_ALGORITHM,

@@ -7,7 +7,7 @@ Write protocol (what makes a run resumable and a killed run harmless):
    made by the same schema, dataset, split, config and frame list (``schema.IDENTITY_ATTRS``), and refuses
    otherwise.
 2. ``write_shard`` writes one shard with one slice assignment per array (zarr writes each shard file atomically),
-   then the shard's hash record (``pipeline.integrity``), then the shard's slice of ``done``: a shard is done only
+   then the shard's hash record (``pipeline.store.integrity``), then the shard's slice of ``done``: a shard is done only
    after its data and its hashes are on disk.
 3. ``mark_complete`` collects the hash records into the ``shard_index`` attr, then sets ``complete``, last, and
    only when every frame is done.
@@ -29,8 +29,10 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from hipnet.pipeline.cache import ShardCache
-from hipnet.pipeline.integrity import (
+from hipnet.pipeline.core.location import as_path, is_url, remove_tree, sizes_under
+from hipnet.pipeline.core.skeleton import Skeleton
+from hipnet.pipeline.store.cache import ShardCache
+from hipnet.pipeline.store.integrity import (
     check_files,
     collect_index,
     hashed_arrays,
@@ -38,9 +40,8 @@ from hipnet.pipeline.integrity import (
     record_static,
     store_root,
 )
-from hipnet.pipeline.location import as_path, is_url, remove_tree, sizes_under
-from hipnet.pipeline.quantise import decode_normals, decode_points, point_error_bound
-from hipnet.pipeline.schema import (
+from hipnet.pipeline.store.quantise import decode_normals, decode_points, point_error_bound
+from hipnet.pipeline.store.schema import (
     ATTR,
     DONE,
     IDENTITY_ATTRS,
@@ -59,8 +60,7 @@ from hipnet.pipeline.schema import (
     specs_for,
     stored_names,
 )
-from hipnet.pipeline.shardread import read_frames
-from hipnet.pipeline.skeleton import Skeleton
+from hipnet.pipeline.store.shardread import read_frames
 
 
 def frames_digest(keys: Sequence[str]) -> str:
@@ -209,7 +209,7 @@ def write_shard(group: zarr.Group, shard: int, arrays: Mapping[str, np.ndarray],
 
 def incomplete_text(store: Store) -> str:
     """What an incomplete store lacks, and whether a run is writing it now (its folder's writer lock)."""
-    from hipnet.pipeline.lock import holder
+    from hipnet.pipeline.store.lock import holder
 
     done = np.asarray(store.read(DONE), dtype=bool)
     if done.all():
@@ -289,7 +289,7 @@ class Store:
 
     path: Path  # a local folder, or a URL (``upath.UPath``) of a store on object storage
     _group: zarr.Group
-    cache: ShardCache | None = None  # a remote store's local mirror of its shard files (``pipeline.cache``)
+    cache: ShardCache | None = None  # a remote store's local mirror of its shard files (``pipeline.store.cache``)
     _pid: int = field(default_factory=os.getpid)
     _arrays: dict = field(default_factory=dict)
 
@@ -386,7 +386,7 @@ class Store:
 
     @property
     def shard_index(self) -> dict | None:
-        """The ``shard_index`` attr (``pipeline.integrity``); None until the store is complete."""
+        """The ``shard_index`` attr (``pipeline.store.integrity``); None until the store is complete."""
         return self.group.attrs.get(ATTR.shard_index)
 
     @property

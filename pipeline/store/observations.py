@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hipnet.pipeline.schema import ATTR
 from hipnet.pipeline.stages.pointcloud import SOURCE_NAMES
-from hipnet.pipeline.store import done_mask, frame_ids
+from hipnet.pipeline.store.schema import ATTR
+from hipnet.pipeline.store.zarrstore import done_mask, frame_ids
 
 PROXY_LIMIT = 0.2  # m: a joint farther than this from every observed point has "no nearby surface"
 SHOWN = 10

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import psutil
 
-from hipnet.pipeline import location
-from hipnet.pipeline.location import as_path, is_url
+from hipnet.pipeline.core import location
+from hipnet.pipeline.core.location import as_path, is_url
 
 LOCK_NAME = ".hipnet-writer.lock"
 HEARTBEAT_S = 30.0

@@ -7,7 +7,7 @@ through fsspec, with credentials and the endpoint from the usual places (``AWS_A
 ``FSSPEC_S3_*`` variables). Object stores differ from a filesystem in two ways the pipeline relies on:
 
 - there is no rename: a store on object storage is created in place and is visible as a store only once its root
-  ``zarr.json`` carries the identity attributes (written last; one PUT is atomic), see ``pipeline.store``;
+  ``zarr.json`` carries the identity attributes (written last; one PUT is atomic), see ``pipeline.store.zarrstore``;
 - every object is written whole by one PUT, so a killed writer leaves no torn or temporary file behind, and a
   conditional PUT (``If-None-Match: *``) gives the writer lock its "create only if absent".
 """

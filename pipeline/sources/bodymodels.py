@@ -2,7 +2,7 @@
 
 The model files are licence-gated, so nothing here ships or downloads them: ``--body-models DIR`` points at the
 user's copies. ``.npz`` files are read without pickle (only the keys we need, so object arrays elsewhere in a file
-do no harm); SMPL v1.0 ``.pkl`` files are read with ``pipeline.safepickle`` (no chumpy, no code execution);
+do no harm); SMPL v1.0 ``.pkl`` files are read with ``pipeline.sources.safepickle`` (no chumpy, no code execution);
 ``hipnet-data convert-body-model`` writes a clean ``.npz`` once.
 
 Posing (``BodyModel.pose``) is smplx's own math: the steps of ``smplx.lbs.lbs`` (blend shapes, joint regression,
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hipnet.pipeline.components import keep_vertices, largest_component
-from hipnet.pipeline.io import write_npz
+from hipnet.pipeline.core.components import keep_vertices, largest_component
+from hipnet.pipeline.core.io import write_npz
 
 # What the number of pose-corrective blend shapes says about the model: posedirs.shape[-1] // 9 + 1 joints.
 KINDS = {24: "smpl", 52: "smplh", 55: "smplx"}
@@ -51,7 +51,7 @@ def read_model_arrays(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a body-model file (``.npz`` without pickle, or ``.pkl`` through the safe unpickler)."""
     path = Path(path)
     if path.suffix == ".pkl":
-        from hipnet.pipeline.safepickle import load_pickle
+        from hipnet.pipeline.sources.safepickle import load_pickle
 
         data = load_pickle(path)
         if not isinstance(data, dict):
