@@ -10,15 +10,18 @@ step), so a change to the presets moves no row and each row of the table isolate
   codes), `paper-subnet` (+ sub-network losses), `paper-hier` (+ hierarchical propagation), `paper-full`
   (+ subject codes);
 - the same ladder on the formulation that converges on a CPU (local joint frames, soft-min aggregation,
-  oriented-distance term): `fast-base`, `fast-subnet`, `fast-hier`, `fast-full`;
-- our departures, each alone on top of `paper-full`: `+local`, `+softmin`, `+sdf`; all three together is `fast`
-  (the same configuration as `fast-full`, whose seed-0 run it shares);
+  oriented-distance term): `departures-base`, `departures-subnet`, `departures-hier`, `departures-full`;
+- our departures, each alone on top of `paper-full`: `paper+local`, `paper+softmin`, `paper+sdf`; all three together
+  is `paper+local+softmin+sdf` (the same configuration as `departures-full`, whose seed-0 run it shares);
+- levers, each named after what it changes in its parent (the table's "changes" column: `no-offset` changes
+  `departures-full`, `lr8e-3` changes `buffer256`, ...; NAME@STEPS is NAME on a longer budget); the names rows had
+  before are in ``variants.RENAMED`` and each row of the results file keeps its old one in ``was``;
 - `nasa`: NASA's deformable model (seed 003; `hipnet.model.nasa`) trained as NASA trains (occupancy L2 on
   uniform and near-surface samples plus the skinning-weight auxiliary term), with a subject code so one model
   holds every subject.
 
 The observation experiment, group "observations": the `fast` preset, budget and evaluation (the standard
-test store, full ground truth) trained on `surface` (full mesh surfaces: `fast-full`'s seed-0 run, shared), `depth4`
+test store, full ground truth) trained on `surface` (full mesh surfaces: `departures-full`'s seed-0 run, shared), `depth4`
 (4 depth views about the body), `depth1` (1 view of the body's front) and `depth1-world` (1 static sensor: the rig
 fixed in the world, so each frame is seen from the side its heading turns to it). Their depth stores are built on
 demand from the train store's meshes (`pipeline.runner.depthstores.build_depth_store`; DATA/stores/depth<K>[-world]_<W>x<H>,
@@ -61,6 +64,7 @@ from bench.harness.report import (
     merge,
     observations_table,
     plot,
+    renamed,
     save_results,
     spread,
     table,
@@ -105,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "bench" / "results" / "accuracy.json"
     png = args.png or ROOT / "docs" / "accuracy.png"
     if args.merge:
-        data = json.loads(out.read_text())
+        data = renamed(json.loads(out.read_text()))
         for other in args.merge:
             print(f"{other}: {merge(data, json.loads(other.read_text()), other.name)} runs added to {out}")
         save_results(out, in_variant_order(data))
     data_dir = args.data or ROOT / "data" / ("accuracy_quick" if args.quick else "accuracy")
     depth_png = args.depth_png or ROOT / "docs" / "accuracy_depth.png"
     if args.page:
-        data = json.loads(out.read_text())
+        data = renamed(json.loads(out.read_text()))
         plot(data, png)
         depth_picture(data, data_dir, depth_png)
         write_page(data, ROOT / "docs" / "experiments" / "accuracy.md", depth_png)

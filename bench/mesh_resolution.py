@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="RUN/ckpt.pt")
     p.add_argument("--store", type=Path, required=True, help="the evaluation store (test.zarr)")
-    p.add_argument("--label", required=True, help="the entry's name in the results file (demo, long6k-v3, ...)")
+    p.add_argument("--label", required=True, help="the entry's name in the results file (demo, buffer256@6000, ...)")
     p.add_argument("--stride", type=int, default=1, help="as hipnet-eval: every k-th frame ...")
     p.add_argument("--mesh-frames", type=int, default=2, help="... of which this many, spread evenly, are meshed")
     p.add_argument("--frames", default=None, help="or these frames (comma-separated indices of the store)")

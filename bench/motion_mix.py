@@ -1,6 +1,6 @@
 """What the training mix buys: the default random key poses alone, with the pose families, with the DeepMimic clips.
 
-Do the DeepMimic clips belong in the default mix? Three models of the harness's ``f32-buf256`` (the ``fast``
+Do the DeepMimic clips belong in the default mix? Three models of the harness's ``buffer256`` (the ``fast``
 preset's sizes and batch at Adam 4e-3), seed 0, each trained for the harness's 250 steps:
 
 - ``random``: on the default dataset's training sequences (the harness's own training store);
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         stores[mix] = build_mix(data, mix, args.quick, args.clips, args.workers)
     evaluators = {t: Evaluator({"test": stores[t]["test"], "heldout": stores[t]["test"]}, budget)
                   for t in TEST_SETS}
-    variant = next(v for v in VARIANTS if v.name == "f32-buf256")  # the fast preset when this was measured
+    variant = next(v for v in VARIANTS if v.name == "buffer256")  # the fast preset when this was measured
     for model_name, mix in zip(MODELS, ("random", *MIXES), strict=True):
         if model_name in results["models"]:
             print(f"{out}: {model_name} is done")

@@ -153,9 +153,9 @@ PRESETS = {
 # of the parts, and the loss pulls F towards the distance to the nearest oriented sample on the eikonal points
 # (docs/guides/training.md). Each further choice is a harness lever (docs/experiments/accuracy.md): the plain
 # soft-min (no + tau log J) at tau 5 mm, which lies at most tau log 2 below the closer of two touching parts
-# (lr8e-3-tau0.005); surface samples balanced between parts at power 0.5 (fast-bal0.5); 32 frames of 125 surface +
-# 250 eikonal points a step, many poses and subjects per step (v2-f32), through a shuffle buffer of 256 frames, so a
-# step's frames come from 8 shards rather than one (f32-buf256); Adam at 8e-3 with a cosine decay (buf256-lr8e-3).
+# (tau5mm); surface samples balanced between parts at power 0.5 (balance0.5); 32 frames of 125 surface +
+# 250 eikonal points a step, many poses and subjects per step (32-frames), through a shuffle buffer of 256 frames, so a
+# step's frames come from 8 shards rather than one (buffer256); Adam at 8e-3 with a cosine decay (lr8e-3).
 # Batches are made in the training process (loader_workers 0, the same batches as one worker): on 2 cores a worker
 # process beside torch's two threads competes for the cores rather than overlapping them (bench/loader_workers.py).
 PRESETS["fast"] = replace(
@@ -166,7 +166,7 @@ PRESETS["fast"] = replace(
     lambda_sdf=1.0, part_balance=0.5, shuffle_buffer=256, loader_workers=0,
 )
 # ``long``: ``fast`` trained 6,000 steps with the cosine decay over them, the best shapes a 2-core CPU gives in at
-# most 2 hours (harness variant long6k-lr8e-3). It keeps the soft-min at tau 1 cm, the temperature it was measured
+# most 2 hours (harness variant lr8e-3@6000). It keeps the soft-min at tau 1 cm, the temperature it was measured
 # at over 6,000 steps.
 PRESETS["long"] = replace(PRESETS["fast"], model=replace(PRESETS["fast"].model, softmin_tau=0.01), steps=6000,
                           checkpoint_every=500, log_every=50)

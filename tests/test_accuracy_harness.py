@@ -13,6 +13,8 @@ from bench_scripts import load_bench
 
 from hipnet.model.config import PRESETS
 
+ALL3 = "paper+local+softmin+sdf"  # the three departures on paper-full: the configuration of departures-full
+
 
 def harness():
     """The harness's names in one namespace: the command (``bench.accuracy``) and its parts (``bench.harness.*``)."""
@@ -29,12 +31,16 @@ def harness():
 def test_variant_names_and_ladder_switches():
     acc = harness()
     names = [v.name for v in acc.VARIANTS]
-    assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "fast-base", "fast-subnet", "fast-hier",
-                     "fast-full", "+local", "+softmin", "+sdf", "fast", "nasa", "surface", "depth4", "depth1",
-                     "depth4-noband", "depth1-noband", "depth1-world", "fast-fwd", "fast-nooffset", "fast-r0.2", "fast-h64",
-                     "fast-bal0.5", "fast-bal1.0", "fast-v2", "v2-code3x", "v2-f16", "v2-sig0.015", "v2-f32",
-                     "f32-buf256", "buf256-lr8e-3", "lr8e-3-f64", "lr1.2e-2", "lr8e-3-tau0.005", "lr8e-3-tau0.0025",
-                     "lr8e-3-s250", "lr8e-3-l3", "long", "long-v3", "long6k-v3", "long6k-lr8e-3"]
+    assert names == ["paper-base", "paper-subnet", "paper-hier", "paper-full", "departures-base", "departures-subnet",
+                     "departures-hier", "departures-full", "paper+local", "paper+softmin", "paper+sdf",
+                     ALL3, "nasa", "surface", "depth4", "depth1", "depth4-noband", "depth1-noband",
+                     "depth1-world", "forward-gradients", "no-offset", "radius0.2", "width64", "balance0.5", "balance1.0",
+                     "no-offset+balance0.5", "code-lr3x", "16-frames", "near-sigma0.015", "32-frames", "buffer256",
+                     "lr8e-3", "64-frames", "lr1.2e-2", "tau5mm", "tau2.5mm", "250-surface-points", "3-layers",
+                     "no-offset+balance0.5@6000", "buffer256@3000", "buffer256@6000", "lr8e-3@6000"]
+    # every old name maps to a variant, and every variant but the ladders' rungs and the peers names its parent
+    assert set(acc.RENAMED.values()) <= set(names)
+    assert all(v.parent in names for v in acc.VARIANTS if v.parent)
     cfg = {v.name: acc.train_config(v, 0, acc.Budget()) for v in acc.VARIANTS if v.kind == "hipnet"}
     # the ladder adds one switch per rung; every variant shares the sizes and the optimiser
     assert (cfg["paper-base"].model.hierarchical, cfg["paper-base"].subnet_losses, cfg["paper-base"].model.code_dim) \
@@ -42,67 +48,71 @@ def test_variant_names_and_ladder_switches():
     assert (cfg["paper-subnet"].model.hierarchical, cfg["paper-subnet"].subnet_losses) == (False, True)
     assert (cfg["paper-hier"].model.hierarchical, cfg["paper-hier"].model.code_dim) == (True, 0)
     assert cfg["paper-full"].model.code_dim == 32 and not cfg["paper-full"].model.local_frames
-    assert cfg["fast-full"] == cfg["fast"]
-    assert cfg["+local"].model.local_frames and cfg["+local"].model.aggregation == "mean" and cfg["+local"].lambda_sdf == 0
-    assert cfg["+softmin"].model.aggregation == "softmin" and not cfg["+softmin"].model.local_frames
-    assert cfg["+sdf"].lambda_sdf == 1.0 and cfg["+sdf"].model.aggregation == "mean"
+    assert cfg["departures-full"] == cfg[ALL3]
+    local = cfg["paper+local"]
+    assert local.model.local_frames and local.model.aggregation == "mean" and local.lambda_sdf == 0
+    assert cfg["paper+softmin"].model.aggregation == "softmin" and not cfg["paper+softmin"].model.local_frames
+    assert cfg["paper+sdf"].lambda_sdf == 1.0 and cfg["paper+sdf"].model.aggregation == "mean"
     levers = {v.name for v in acc.VARIANTS if v.group in ("levers", "long preset")}
     assert len({(c.lr, c.frames_per_step, c.points_per_frame, c.model.hidden, c.steps, c.gradients)
                 for n, c in cfg.items() if n not in levers}) == 1
-    # each lever is fast-full with one change
-    ref = cfg["fast-full"]
-    assert cfg["fast-fwd"] == replace(ref, gradients="forward") and ref.gradients == "autograd"
-    assert cfg["fast-nooffset"] == replace(ref, model=replace(ref.model, softmin_offset=False))
-    assert cfg["fast-r0.2"] == replace(ref, model=replace(ref.model, sphere_radius=0.2))
-    assert cfg["fast-h64"] == replace(ref, model=replace(ref.model, hidden=64))
-    assert cfg["fast-bal0.5"] == replace(ref, part_balance=0.5) and ref.part_balance == 0.0
+    # each lever is departures-full with one change
+    ref = cfg["departures-full"]
+    assert cfg["forward-gradients"] == replace(ref, gradients="forward") and ref.gradients == "autograd"
+    assert cfg["no-offset"] == replace(ref, model=replace(ref.model, softmin_offset=False))
+    assert cfg["radius0.2"] == replace(ref, model=replace(ref.model, sphere_radius=0.2))
+    assert cfg["width64"] == replace(ref, model=replace(ref.model, hidden=64))
+    assert cfg["balance0.5"] == replace(ref, part_balance=0.5) and ref.part_balance == 0.0
     # the harness's base stays the fast preset as first measured (its batch, shuffle buffer, learning rate and
-    # soft-min temperature too); lr8e-3-tau0.005 is the preset as it is now, buf256-lr8e-3 the same at tau 1 cm,
-    # f32-buf256 that at 4e-3, v2-f32 that with the harness's buffer, fast-v2 with the harness's batch, and the other
-    # v2 levers one change each to fast-v2
+    # soft-min temperature too); tau5mm is the preset as it is now, lr8e-3 the same at tau 1 cm,
+    # buffer256 that at 4e-3, 32-frames that with the harness's buffer, no-offset+balance0.5 with the harness's batch,
+    # and the other
+    # v2 levers one change each to no-offset+balance0.5
     preset = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every,
                      log_every=ref.log_every, loader_workers=ref.loader_workers, gradients="autograd")
-    assert cfg["lr8e-3-tau0.005"] == preset and preset.model.softmin_tau == 0.005 and ref.model.softmin_tau == 0.01
-    now = cfg["buf256-lr8e-3"]
+    assert cfg["tau5mm"] == preset and preset.model.softmin_tau == 0.005 and ref.model.softmin_tau == 0.01
+    now = cfg["lr8e-3"]
     assert ref.model.softmin_offset and now == replace(preset, model=replace(preset.model, softmin_tau=0.01))
     assert now.shuffle_buffer == 256
-    assert cfg["f32-buf256"] == replace(now, lr=4e-3) and now.lr == 8e-3 and ref.lr == 4e-3
-    assert cfg["v2-f32"] == replace(cfg["f32-buf256"], shuffle_buffer=32)
+    assert cfg["buffer256"] == replace(now, lr=4e-3) and now.lr == 8e-3 and ref.lr == 4e-3
+    assert cfg["32-frames"] == replace(cfg["buffer256"], shuffle_buffer=32)
     assert (ref.frames_per_step, ref.points_per_frame, ref.eikonal_per_frame, ref.shuffle_buffer) == (8, 500, 1000, 32)
-    assert cfg["fast-v2"] == replace(cfg["v2-f32"], frames_per_step=8, points_per_frame=500, eikonal_per_frame=1000)
-    assert cfg["v2-code3x"] == replace(cfg["fast-v2"], code_lr=1.2e-2)
-    assert cfg["v2-sig0.015"] == replace(cfg["fast-v2"], eikonal_near_sigma=0.015)
-    # one change each to buf256-lr8e-3: twice the frames at half the points (a buffer twice as deep), Adam 1.2e-2,
+    assert cfg["no-offset+balance0.5"] == replace(cfg["32-frames"], frames_per_step=8, points_per_frame=500,
+                                                  eikonal_per_frame=1000)
+    assert cfg["code-lr3x"] == replace(cfg["no-offset+balance0.5"], code_lr=1.2e-2)
+    assert cfg["near-sigma0.015"] == replace(cfg["no-offset+balance0.5"], eikonal_near_sigma=0.015)
+    # one change each to lr8e-3: twice the frames at half the points (a buffer twice as deep), Adam 1.2e-2,
     # the soft-min's temperature, surface for eikonal points, 3-layer sub-networks
-    assert cfg["lr8e-3-f64"] == replace(now, frames_per_step=64, points_per_frame=63, eikonal_per_frame=125,
+    assert cfg["64-frames"] == replace(now, frames_per_step=64, points_per_frame=63, eikonal_per_frame=125,
                                         shuffle_buffer=512)
     assert cfg["lr1.2e-2"] == replace(now, lr=1.2e-2)
-    for tau in (0.005, 0.0025):
-        assert cfg[f"lr8e-3-tau{tau}"] == replace(now, model=replace(now.model, softmin_tau=tau))
-    assert cfg["lr8e-3-s250"] == replace(now, points_per_frame=250, eikonal_per_frame=125)
-    assert cfg["lr8e-3-l3"] == replace(now, model=replace(now.model, layers=3, skip=1))
-    for name in ("v2-f16", "v2-f32", "lr8e-3-f64", "lr8e-3-s250"):  # the same query points per step (to 1%)
+    for name, tau in (("tau5mm", 0.005), ("tau2.5mm", 0.0025)):
+        assert cfg[name] == replace(now, model=replace(now.model, softmin_tau=tau))
+    assert cfg["250-surface-points"] == replace(now, points_per_frame=250, eikonal_per_frame=125)
+    assert cfg["3-layers"] == replace(now, model=replace(now.model, layers=3, skip=1))
+    for name in ("16-frames", "32-frames", "64-frames", "250-surface-points"):  # the same query points per step (to 1%)
         c = cfg[name]
         assert abs(c.frames_per_step * (c.points_per_frame + c.eikonal_per_frame)
                    / (ref.frames_per_step * (ref.points_per_frame + ref.eikonal_per_frame)) - 1) < 0.01
     # the long preset on its own budget of steps (the quick mode keeps the tiny budget): the fast preset's batch and
-    # buffer over 3,000 and 6,000 steps at 4e-3 (long-v3, long6k-v3) and 6,000 at 8e-3 (long6k-lr8e-3; the preset
+    # buffer over 3,000 and 6,000 steps at 4e-3 (buffer256@3000, buffer256@6000) and 6,000 at 8e-3 (lr8e-3@6000; the preset
     # is the one with its number of steps and learning rate), and the preset as it was first (long)
-    for name, steps in (("long-v3", 3000), ("long6k-v3", 6000)):
-        assert cfg[name] == replace(cfg["f32-buf256"], steps=steps, checkpoint_every=steps, log_every=250)
-    long_preset = next(n for n in ("long-v3", "long6k-v3", "long6k-lr8e-3")
+    for name, steps in (("buffer256@3000", 3000), ("buffer256@6000", 6000)):
+        assert cfg[name] == replace(cfg["buffer256"], steps=steps, checkpoint_every=steps, log_every=250)
+    long_preset = next(n for n in ("buffer256@3000", "buffer256@6000", "lr8e-3@6000")
                        if (cfg[n].steps, cfg[n].lr) == (PRESETS["long"].steps, PRESETS["long"].lr))
     assert cfg[long_preset] == replace(PRESETS["long"], checkpoint_every=PRESETS["long"].steps, log_every=250,
                                        loader_workers=ref.loader_workers, gradients="autograd")
-    assert cfg["long"] == replace(cfg["fast-v2"], steps=6000, checkpoint_every=6000, log_every=250)
-    assert cfg["long6k-lr8e-3"] == replace(cfg["long6k-v3"], lr=8e-3)
-    for name in ("long", "long-v3", "long6k-v3", "long6k-lr8e-3"):
+    assert cfg["no-offset+balance0.5@6000"] == replace(cfg["no-offset+balance0.5"], steps=6000, checkpoint_every=6000,
+                                                       log_every=250)
+    assert cfg["lr8e-3@6000"] == replace(cfg["buffer256@6000"], lr=8e-3)
+    for name in ("no-offset+balance0.5@6000", "buffer256@3000", "buffer256@6000", "lr8e-3@6000"):
         long = next(v for v in acc.VARIANTS if v.name == name)
         assert long.budget(acc.QUICK) == acc.QUICK and long.budget(acc.Budget()).eval_every == 500
     # the observation experiment: the fast preset on another training store; the depth variants' band is named
-    assert cfg["surface"] == cfg["fast-full"] and cfg["surface"].sdf_target_band is None
-    assert cfg["depth4"] == cfg["depth1"] and cfg["depth1"] == replace(cfg["fast-full"], sdf_target_band=acc.SDF_BAND)
-    assert cfg["depth1-noband"] == cfg["fast-full"]
+    assert cfg["surface"] == cfg["departures-full"] and cfg["surface"].sdf_target_band is None
+    assert cfg["depth4"] == cfg["depth1"] and cfg["depth1"] == replace(cfg["departures-full"], sdf_target_band=acc.SDF_BAND)
+    assert cfg["depth1-noband"] == cfg["departures-full"]
     views = {v.name: v.depth_views for v in acc.VARIANTS if v.group == "observations"}
     assert views == {"surface": 0, "depth4": 4, "depth1": 1, "depth4-noband": 4, "depth1-noband": 1, "depth1-world": 1}
     assert cfg["depth1-world"] == cfg["depth1"] and {v.name: v.depth_key for v in acc.VARIANTS if v.depth_views} == {
@@ -113,35 +123,35 @@ def test_variant_names_and_ladder_switches():
 def test_quick_harness_end_to_end(tmp_path, tiny_raw):
     acc = harness()
     out, png = tmp_path / "accuracy.json", tmp_path / "accuracy.png"
-    args = ["--quick", "--only", "paper-base,fast-full,fast,nasa", "--data", str(tmp_path / "data"), "--raw",
+    args = ["--quick", "--only", f"paper-base,departures-full,{ALL3},nasa", "--data", str(tmp_path / "data"), "--raw",
             str(tiny_raw), "--out", str(out), "--png", str(png), "--workers", "1"]
     assert acc.main(args) == 0
     data = json.loads(out.read_text())
     runs = {(e["name"], e["seed"]): e for e in data["variants"]}
-    assert set(runs) == {("paper-base", 0), ("fast-full", 0), ("fast", 0), ("fast", 1), ("nasa", 0), ("nasa", 1)}
+    assert set(runs) == {("paper-base", 0), ("departures-full", 0), (ALL3, 0), (ALL3, 1), ("nasa", 0), ("nasa", 1)}
     for e in runs.values():
         assert 0 <= e["uniform_miou"] <= 100 and 0 <= e["near_miou"] <= 100
         assert [p["step"] for p in e["curve"]] == [1, 2] and e["steps"] == 2
         assert set(e["per_joint_near_iou"]) and e["wall_s"] > 0
     assert runs[("paper-base", 0)]["fit_1k_uniform_miou"] is None  # no subject codes to fit
     assert runs[("nasa", 0)]["fit_1k_uniform_miou"] is not None
-    ident = runs[("fast-full", 0)]["identity"]
+    ident = runs[("departures-full", 0)]["identity"]
     assert ident["subjects"] >= 2 and 0 <= ident["iou_mean_code"] <= 100 and 0 <= ident["iou_own_code"] <= 100
     assert ident["volume_cv_gt"] > 0.01  # the embedded subjects differ in size: the measure is not degenerate
     assert runs[("paper-base", 0)]["identity"] is None  # no codes
-    assert runs[("fast", 0)]["same_run_as"] == "fast-full"
-    assert runs[("fast", 0)]["uniform_miou"] == runs[("fast-full", 0)]["uniform_miou"]
-    assert set(data["spread"]) == {"fast", "nasa"}
+    assert runs[(ALL3, 0)]["same_run_as"] == "departures-full"
+    assert runs[(ALL3, 0)]["uniform_miou"] == runs[("departures-full", 0)]["uniform_miou"]
+    assert set(data["spread"]) == {ALL3, "nasa"}
     assert png.stat().st_size > 0 and "| `nasa` |" in acc.table(data)
     # a rerun skips what is written
     before = out.read_text()
     assert acc.main(args) == 0
     assert json.loads(out.read_text())["variants"] == json.loads(before)["variants"]
-    assert runs[("fast-full", 0)]["fit_depth1_uniform_miou"] is not None
+    assert runs[("departures-full", 0)]["fit_depth1_uniform_miou"] is not None
     assert runs[("paper-base", 0)]["fit_depth1_uniform_miou"] is None  # no subject codes to fit
 
-    # the observation experiment on the same data: `surface` shares fast-full's run, depth1 trains on a depth store
-    # built from the train store's meshes; fast-full's entry lost its depth fit (as if written before the score
+    # the observation experiment on the same data: `surface` shares departures-full's run, depth1 trains on a depth store
+    # built from the train store's meshes; departures-full's entry lost its depth fit (as if written before the score
     # existed) and gets it back from its checkpoint
     data["variants"] = [{k: v for k, v in e.items() if not k.startswith("fit_depth1")} for e in data["variants"]]
     out.write_text(json.dumps(data))
@@ -151,9 +161,9 @@ def test_quick_harness_end_to_end(tmp_path, tiny_raw):
     assert acc.main(obs_args) == 0
     data = json.loads(out.read_text())
     runs = {(e["name"], e["seed"]): e for e in data["variants"]}
-    full, surface, depth = runs[("fast-full", 0)], runs[("surface", 0)], runs[("depth1", 0)]
+    full, surface, depth = runs[("departures-full", 0)], runs[("surface", 0)], runs[("depth1", 0)]
     assert full["fit_depth1_from_checkpoint"] and 0 <= full["fit_depth1_uniform_miou"] <= 100
-    assert surface["same_run_as"] == "fast-full" and surface["uniform_miou"] == full["uniform_miou"]
+    assert surface["same_run_as"] == "departures-full" and surface["uniform_miou"] == full["uniform_miou"]
     assert surface["fit_depth1_uniform_miou"] == full["fit_depth1_uniform_miou"]
     assert surface["training_data"] == "mesh surfaces" and depth["training_data"] == "1 depth view"
     assert runs[("depth1-world", 0)]["training_data"] == "1 depth view (static sensor)"
@@ -213,13 +223,15 @@ def test_merge_adds_the_missing_runs_of_the_same_budget_only():
     def run(name, seed, u):
         return {"name": name, "seed": seed, "uniform_miou": u, "near_miou": u}
 
-    data = {"budget": {"steps": 250}, "variants": [run("fast", 0, 80.0)]}
+    data = {"budget": {"steps": 250}, "variants": [run(ALL3, 0, 80.0)]}
+    # a file written before the rows said what they change: "fast" is read as the row it was renamed to
     other = {"budget": {"steps": 250}, "commit": "abc", "variants": [run("fast", 0, 1.0), run("fast", 1, 84.0),
                                                                       run("nasa", 0, 70.0)]}
     assert merge(data, other, "other.json") == 2
+    assert data["variants"][1]["was"] == "fast"
     assert [(e["name"], e["seed"], e["uniform_miou"]) for e in data["variants"]] == [
-        ("fast", 0, 80.0), ("fast", 1, 84.0), ("nasa", 0, 70.0)]  # the run already there is kept
-    assert data["spread"]["fast"]["uniform_miou"] == {"mean": 82.0, "spread": 4.0}
+        (ALL3, 0, 80.0), (ALL3, 1, 84.0), ("nasa", 0, 70.0)]  # the run already there is kept
+    assert data["spread"][ALL3]["uniform_miou"] == {"mean": 82.0, "spread": 4.0}
     with pytest.raises(SystemExit, match="another budget"):
         merge(data, {"budget": {"steps": 10}, "variants": []}, "short.json")
     assert rep.VARIANTS
@@ -233,8 +245,10 @@ def test_a_run_on_its_own_budget_says_its_steps_in_the_table():
         return {"name": name, "group": "g", "seed": 0, "steps": steps, "uniform_miou": 90.0, "near_miou": 85.0,
                 "train_s": 10.0}
 
-    text = table({"budget": {"steps": 250}, "threads": 2, "variants": [run("fast-v2", 250), run("long", 6000)]})
-    assert "| `fast-v2` | g |" in text and "| `long` (6,000 steps) | g |" in text
+    text = table({"budget": {"steps": 250}, "threads": 2,
+                  "variants": [run("no-offset+balance0.5", 250), run("no-offset+balance0.5@6000", 6000)]})
+    assert "| `no-offset+balance0.5` | `departures-full` | g |" in text
+    assert "| `no-offset+balance0.5@6000` (6,000 steps) | `no-offset+balance0.5` | g |" in text
 
 
 def test_a_variant_with_its_own_budget_trains_and_is_recorded_on_it(monkeypatch):
@@ -252,7 +266,7 @@ def test_a_variant_with_its_own_budget_trains_and_is_recorded_on_it(monkeypatch)
     from bench.harness import runs
 
     monkeypatch.setattr(runs, "run_hipnet", runner)
-    for name in ("long", "fast-v2"):
+    for name in ("no-offset+balance0.5@6000", "no-offset+balance0.5"):
         with pytest.raises(Stop):
             acc.run_variant(next(v for v in acc.VARIANTS if v.name == name), 0, acc.Budget(), {}, None, None)
     assert [(b.steps, b.eval_every) for b in seen] == [(6000, 500), (250, 50)]

@@ -12,12 +12,27 @@ from pathlib import Path
 import numpy as np
 
 from bench.harness.runs import run_model
-from bench.harness.variants import VARIANTS, depth_sensor
+from bench.harness.variants import RENAMED, RENAMED_GROUPS, VARIANTS, depth_sensor
+
+
+def renamed(data: dict) -> dict:
+    """``data`` with rows written under a name the harness no longer uses (``variants.RENAMED``) renamed, each
+    keeping the old name in ``was``, and their ``same_run_as`` and ``spread`` keys likewise."""
+    for e in data.get("variants", []):
+        if e["name"] in RENAMED:
+            e["was"], e["name"] = e["name"], RENAMED[e["name"]]
+        if "group" in e:
+            e["group"] = RENAMED_GROUPS.get(e["group"], e["group"])
+        if e.get("same_run_as") in RENAMED:
+            e["same_run_as"] = RENAMED[e["same_run_as"]]
+    if "spread" in data:
+        data["spread"] = {RENAMED.get(k, k): v for k, v in data["spread"].items()}
+    return data
 
 
 def load_results(path: Path, budget) -> dict:
     if path.exists():
-        data = json.loads(path.read_text())
+        data = renamed(json.loads(path.read_text()))
         if data.get("budget") == asdict(budget):
             return data
         print(f"{path}: written with another budget; starting a new results file", flush=True)
@@ -44,9 +59,10 @@ def spread(data: dict) -> dict:
 
 def table(data: dict) -> str:
     """The harness table of docs/experiments/accuracy.md, from the results file."""
-    lines = ["| variant | group | seeds | uniform mIoU (%) | near mIoU (%) | Chamfer (mm) | normal cons. | "
+    parents = {v.name: v.parent for v in VARIANTS}
+    lines = ["| variant | changes | group | seeds | uniform mIoU (%) | near mIoU (%) | Chamfer (mm) | normal cons. | "
              "fit 1k uniform (%) | fit depth1 uniform (%) | own / mean code IoU (%) | train s (threads) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(e["name"] for e in data["variants"]):
         runs = [e for e in data["variants"] if e["name"] == name]
         ident = [r["identity"] for r in runs if r.get("identity")]
@@ -63,7 +79,9 @@ def table(data: dict) -> str:
 
         steps = runs[0].get("steps", data["budget"]["steps"])
         label = f"`{name}`" + (f" ({steps:,} steps)" if steps != data["budget"]["steps"] else "")
-        lines.append(f"| {label} | {runs[0]['group']} | {len(runs)} | {cell('uniform_miou')} | {cell('near_miou')} | "
+        parent = f"`{parents[name]}`" if parents.get(name) else "-"
+        lines.append(f"| {label} | {parent} | {runs[0]['group']} | {len(runs)} | {cell('uniform_miou')} | "
+                     f"{cell('near_miou')} | "
                      f"{cell('chamfer_mm')} | {cell('normal_consistency', '{:.3f}')} | {cell('fit_1k_uniform_miou')} | "
                      f"{cell('fit_depth1_uniform_miou')} | {codes} | {cell('train_s', '{:.0f}')} ({threads}) |")
     return "\n".join(lines)
@@ -142,8 +160,8 @@ def plot(data: dict, path: Path) -> None:
 
 def curves_of(data: dict, group: str) -> dict[str, list[dict]]:
     """The runs drawn in a panel, by variant name: the group's own, plus the references it is read against (the
-    peer panel: fast and paper-full; the long preset's: fast-v2, its 250-step twin)."""
-    extra = {"peer": ("fast", "paper-full"), "long preset": ("fast-v2",)}.get(group, ())
+    peer panel: fast and paper-full; the long preset's: no-offset+balance0.5, its 250-step twin)."""
+    extra = {"peer": ("fast", "paper-full"), "long preset": ("no-offset+balance0.5",)}.get(group, ())
     out: dict[str, list[dict]] = {}
     for e in data["variants"]:
         if e["group"] == group or e["name"] in extra:
@@ -183,6 +201,7 @@ def write_page(data: dict, page: Path, picture: Path | None = None) -> None:
 def merge(data: dict, other: dict, source: str) -> int:
     """Add ``other``'s variant runs (a harness run of the same budget, e.g. in another process) that ``data`` lacks;
     returns how many were added. Refuses another budget: the runs would not be comparable."""
+    other = renamed(other)
     if other.get("budget") != data.get("budget"):
         raise SystemExit(f"{source}: written with another budget, not comparable; rerun those variants instead")
     have = {(e["name"], e["seed"]) for e in data["variants"]}

@@ -43,6 +43,7 @@ class Variant:
     depth_rig: str = "body"  # DepthSensor.rig of that store: turned with the body, or fixed in the world
     steps: int | None = None  # its own training budget (the long preset); None: the harness budget's
     eval_every: int | None = None  # steps between its curve points when it has its own budget
+    parent: str | None = None  # the variant this one changes (its name says what it changes)
 
     def budget(self, budget: Budget) -> Budget:
         """The harness budget with this variant's own steps (not in the quick mode, whose plumbing is the test)."""
@@ -81,10 +82,10 @@ TINY_BATCH = {"frames_per_step": 2, "points_per_frame": 64, "eikonal_per_frame":
 SDF_BAND = 0.03  # m: the depth variants' sdf_target_band (the module docstring says why; -noband measures it)
 PAPER = (("local_frames", False), ("aggregation", "mean"))
 FAST = (("local_frames", True), ("aggregation", "softmin"))
-# the fast preset's two levers of fast-v2, over the harness's base (model overrides, train overrides)
+# no-offset+balance0.5's two levers over the base (model overrides, train overrides)
 FAST_V2 = (FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_balance", 0.5)))
-# f32-buf256: fast-v2 with the fast preset's batch (32 frames x (125 + 250) points) and shuffle buffer (256 frames);
-# the preset also has buf256-lr8e-3's learning rate
+# buffer256: no-offset+balance0.5 with the fast preset's batch (32 frames x (125 + 250) points) and shuffle buffer
+# (256 frames); the preset also has lr8e-3's learning rate
 BUF256 = FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125), ("eikonal_per_frame", 250),
                        ("shuffle_buffer", 256))
 RUNGS = {"base": ((("hierarchical", False), ("code_dim", 0)), (("subnet_losses", False),)),
@@ -94,75 +95,104 @@ RUNGS = {"base": ((("hierarchical", False), ("code_dim", 0)), (("subnet_losses",
 VARIANTS = [
     *(Variant(f"paper-{r}", "paper ladder", PAPER + m, (("lambda_sdf", 0.0),) + t, seeds=(0, 1) if r == "full" else (0,))
       for r, (m, t) in RUNGS.items()),
-    *(Variant(f"fast-{r}", "fast ladder", FAST + m, (("lambda_sdf", 1.0),) + t) for r, (m, t) in RUNGS.items()),
-    Variant("+local", "departures", (("local_frames", True), ("aggregation", "mean")), (("lambda_sdf", 0.0),)),
-    Variant("+softmin", "departures", (("local_frames", False), ("aggregation", "softmin")), (("lambda_sdf", 0.0),)),
-    Variant("+sdf", "departures", PAPER, (("lambda_sdf", 1.0),)),
-    Variant("fast", "departures", FAST, (("lambda_sdf", 1.0),), seeds=(0, 1), same_as="fast-full"),
+    # the same ladder on the formulation of the three departures (local frames, soft-min union, distance term)
+    *(Variant(f"departures-{r}", "departures ladder", FAST + m, (("lambda_sdf", 1.0),) + t)
+      for r, (m, t) in RUNGS.items()),
+    # each departure alone on paper-full, then all three (the configuration of departures-full, whose run it shares)
+    Variant("paper+local", "departures", (("local_frames", True), ("aggregation", "mean")), (("lambda_sdf", 0.0),),
+            parent="paper-full"),
+    Variant("paper+softmin", "departures", (("local_frames", False), ("aggregation", "softmin")),
+            (("lambda_sdf", 0.0),), parent="paper-full"),
+    Variant("paper+sdf", "departures", PAPER, (("lambda_sdf", 1.0),), parent="paper-full"),
+    Variant("paper+local+softmin+sdf", "departures", FAST, (("lambda_sdf", 1.0),), seeds=(0, 1),
+            same_as="departures-full", parent="paper-full"),
     Variant("nasa", "peer", kind="nasa", seeds=(0, 1)),
-    # the observation experiment: the fast preset trained on full surfaces, 4 depth views, 1 front view
-    Variant("surface", "observations", FAST, (("lambda_sdf", 1.0),), same_as="fast-full"),
-    *(Variant(f"depth{k}", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)), depth_views=k)
+    # the observation experiment: departures-full trained on full surfaces, 4 depth views, 1 front view
+    Variant("surface", "observations", FAST, (("lambda_sdf", 1.0),), same_as="departures-full",
+            parent="departures-full"),
+    *(Variant(f"depth{k}", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)), depth_views=k,
+              parent="departures-full") for k in (4, 1)),
+    *(Variant(f"depth{k}-noband", "observations", FAST, (("lambda_sdf", 1.0),), depth_views=k, parent=f"depth{k}")
       for k in (4, 1)),
-    *(Variant(f"depth{k}-noband", "observations", FAST, (("lambda_sdf", 1.0),), depth_views=k) for k in (4, 1)),
     # one static sensor (the rig fixed in the world): each frame is seen from the side its heading turns to it
     Variant("depth1-world", "observations", FAST, (("lambda_sdf", 1.0), ("sdf_target_band", SDF_BAND)),
-            depth_views=1, depth_rig="world"),
-    # levers, each one change to fast-full: forward-mode input gradients (the same values, a different
+            depth_views=1, depth_rig="world", parent="depth1"),
+    # levers, each one change to departures-full: forward-mode input gradients (the same values, a different
     # cost), the soft-min without its + tau log J, a smaller initial sphere per part, wider sub-networks, part balance
-    Variant("fast-fwd", "levers", FAST, (("lambda_sdf", 1.0), ("gradients", "forward"))),
-    Variant("fast-nooffset", "levers", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0),), seeds=(0, 1)),
-    Variant("fast-r0.2", "levers", FAST + (("sphere_radius", 0.2),), (("lambda_sdf", 1.0),)),
-    Variant("fast-h64", "levers", FAST + (("hidden", 64),), (("lambda_sdf", 1.0),)),
+    Variant("forward-gradients", "levers", FAST, (("lambda_sdf", 1.0), ("gradients", "forward")),
+            parent="departures-full"),
+    Variant("no-offset", "levers", FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0),), seeds=(0, 1),
+            parent="departures-full"),
+    Variant("radius0.2", "levers", FAST + (("sphere_radius", 0.2),), (("lambda_sdf", 1.0),), parent="departures-full"),
+    Variant("width64", "levers", FAST + (("hidden", 64),), (("lambda_sdf", 1.0),), parent="departures-full"),
     # training points where the error is: surface samples and near-surface eikonal bases weighted by their part's
     # sample count to the power -b (small parts such as hands and feet get more)
-    *(Variant(f"fast-bal{b}", "levers", FAST, (("lambda_sdf", 1.0), ("part_balance", b)), seeds=(0, 1) if b == 0.5 else (0,))
-      for b in (0.5, 1.0)),
-    # the fast preset as it is now: fast-full plus the two levers that paid (the soft-min without + tau log J,
-    # part-balanced samples at 0.5)
-    Variant("fast-v2", "levers", *FAST_V2, seeds=(0, 1)),
-    # one change each to fast-v2: subject codes learning 3x faster (identity), twice the frames per step at half
-    # the points per frame (the same step cost, more poses and subjects per step), near-surface eikonal points at
-    # half the spread (closer to where the near-surface test points are hardest)
-    Variant("v2-code3x", "levers", FAST_V2[0], FAST_V2[1] + (("code_lr", 1.2e-2),), seeds=(0, 1)),
-    Variant("v2-f16", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 16), ("points_per_frame", 250),
-                                                          ("eikonal_per_frame", 500)), seeds=(0, 1)),
-    Variant("v2-sig0.015", "levers", FAST_V2[0], FAST_V2[1] + (("eikonal_near_sigma", 0.015),), seeds=(0, 1)),
-    # the batch trend one step further: 32 frames of a quarter of the points (the fast preset's batch now)
-    Variant("v2-f32", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
-                                                          ("eikonal_per_frame", 250)), seeds=(0, 1)),
+    *(Variant(f"balance{b}", "levers", FAST, (("lambda_sdf", 1.0), ("part_balance", b)),
+              seeds=(0, 1) if b == 0.5 else (0,), parent="departures-full") for b in (0.5, 1.0)),
+    # the two levers that paid, together (the soft-min without + tau log J, part-balanced samples at 0.5)
+    Variant("no-offset+balance0.5", "levers", *FAST_V2, seeds=(0, 1), parent="departures-full"),
+    # one change each to no-offset+balance0.5: subject codes learning 3x faster (identity), twice the frames per
+    # step at half the points per frame (the same step cost, more poses and subjects per step), near-surface eikonal
+    # points at half the spread (closer to where the near-surface test points are hardest)
+    Variant("code-lr3x", "levers", FAST_V2[0], FAST_V2[1] + (("code_lr", 1.2e-2),), seeds=(0, 1),
+            parent="no-offset+balance0.5"),
+    Variant("16-frames", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 16), ("points_per_frame", 250),
+                                                            ("eikonal_per_frame", 500)), seeds=(0, 1),
+            parent="no-offset+balance0.5"),
+    Variant("near-sigma0.015", "levers", FAST_V2[0], FAST_V2[1] + (("eikonal_near_sigma", 0.015),), seeds=(0, 1),
+            parent="no-offset+balance0.5"),
+    # the batch trend one step further: 32 frames of a quarter of the points (the fast preset's batch)
+    Variant("32-frames", "levers", FAST_V2[0], FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125),
+                                                            ("eikonal_per_frame", 250)), seeds=(0, 1),
+            parent="no-offset+balance0.5"),
     # the shuffle buffer (32 frames, one shard) holds 2-5 of the 12 subjects, so a step of 32 frames sees only
     # those; 256 frames (8 shards) give 8-11 subjects a step
-    Variant("f32-buf256", "levers", FAST_V2[0], BUF256, seeds=(0, 1)),
-    # a step of 32 frames from 8 shards has four times the frames of fast-v2's and less gradient noise: the learning
-    # rate doubled (Adam 8e-3, the same cosine decay)
-    Variant("buf256-lr8e-3", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3),), seeds=(0, 1)),
-    # one change each to buf256-lr8e-3 (the fast preset): the batch trend one step further (64 frames of half the
-    # points, from a buffer of 512 so that a step still sees most subjects), and Adam at 1.2e-2
-    Variant("lr8e-3-f64", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3), ("frames_per_step", 64),
-                                                          ("points_per_frame", 63), ("eikonal_per_frame", 125),
-                                                          ("shuffle_buffer", 512)), seeds=(0, 1)),
-    Variant("lr1.2e-2", "levers", FAST_V2[0], BUF256 + (("lr", 1.2e-2),), seeds=(0, 1)),
+    Variant("buffer256", "levers", FAST_V2[0], BUF256, seeds=(0, 1), parent="32-frames"),
+    # a step of 32 frames from 8 shards has four times the frames of no-offset+balance0.5's and less gradient noise:
+    # the learning rate doubled (Adam 8e-3, the same cosine decay)
+    Variant("lr8e-3", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3),), seeds=(0, 1), parent="buffer256"),
+    # one change each to lr8e-3: the batch trend one step further (64 frames of half the points, from a buffer of
+    # 512 so that a step still sees most subjects), and Adam at 1.2e-2 (on buffer256)
+    Variant("64-frames", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3), ("frames_per_step", 64),
+                                                         ("points_per_frame", 63), ("eikonal_per_frame", 125),
+                                                         ("shuffle_buffer", 512)), seeds=(0, 1), parent="lr8e-3"),
+    Variant("lr1.2e-2", "levers", FAST_V2[0], BUF256 + (("lr", 1.2e-2),), seeds=(0, 1), parent="buffer256"),
     # and the soft-min's temperature halved and quartered (a sharper union: where two parts meet, a hand near the
-    # thigh, it lies up to tau log 2 below the closer one: 7 mm at 1 cm, 3.5 mm at 5 mm)
-    *(Variant(f"lr8e-3-tau{t}", "levers", FAST_V2[0] + (("softmin_tau", t),), BUF256 + (("lr", 8e-3),), seeds=(0, 1))
-      for t in (0.005, 0.0025)),
+    # thigh, it lies up to tau log 2 below the closer one: 7 mm at 1 cm, 3.5 mm at 5 mm); tau5mm is the fast preset
+    *(Variant(f"tau{t}mm", "levers", FAST_V2[0] + (("softmin_tau", t / 1000),), BUF256 + (("lr", 8e-3),),
+              seeds=(0, 1), parent="lr8e-3") for t in (5, 2.5)),
     # twice the surface points for half the eikonal points (the same query points per step: the surface and normal
     # terms place the surface, which Chamfer-L1 measures), and sub-networks of 3 layers rather than 4 (the input
     # again before the second; a cheaper step, so more steps in the demo's time)
-    Variant("lr8e-3-s250", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3), ("points_per_frame", 250),
-                                                           ("eikonal_per_frame", 125)), seeds=(0, 1)),
-    Variant("lr8e-3-l3", "levers", FAST_V2[0] + (("layers", 3), ("skip", 1)), BUF256 + (("lr", 8e-3),), seeds=(0, 1)),
-    # fast-v2 trained 6,000 steps (at most 2 hours on 2 cores) on its own budget of steps, scored on the same frames
-    Variant("long", "long preset", *FAST_V2, steps=6000, eval_every=500),
-    # f32-buf256 trained 3,000 steps
-    Variant("long-v3", "long preset", FAST_V2[0], BUF256, steps=3000, eval_every=500),
-    # long-v3 on 6,000 steps
-    Variant("long6k-v3", "long preset", FAST_V2[0], BUF256, steps=6000, eval_every=500),
-    # the long preset: long6k-v3 at the fast preset's learning rate (Adam 8e-3, the same cosine decay
-    # over 6,000 steps)
-    Variant("long6k-lr8e-3", "long preset", FAST_V2[0], BUF256 + (("lr", 8e-3),), steps=6000, eval_every=500),
+    Variant("250-surface-points", "levers", FAST_V2[0], BUF256 + (("lr", 8e-3), ("points_per_frame", 250),
+                                                                  ("eikonal_per_frame", 125)), seeds=(0, 1),
+            parent="lr8e-3"),
+    Variant("3-layers", "levers", FAST_V2[0] + (("layers", 3), ("skip", 1)), BUF256 + (("lr", 8e-3),), seeds=(0, 1),
+            parent="lr8e-3"),
+    # longer budgets (at most 2 hours on 2 cores), scored on the same frames: NAME@STEPS is NAME trained that long
+    Variant("no-offset+balance0.5@6000", "long preset", *FAST_V2, steps=6000, eval_every=500,
+            parent="no-offset+balance0.5"),
+    Variant("buffer256@3000", "long preset", FAST_V2[0], BUF256, steps=3000, eval_every=500, parent="buffer256"),
+    Variant("buffer256@6000", "long preset", FAST_V2[0], BUF256, steps=6000, eval_every=500, parent="buffer256"),
+    # the long preset: lr8e-3 over 6,000 steps (the same cosine decay)
+    Variant("lr8e-3@6000", "long preset", FAST_V2[0], BUF256 + (("lr", 8e-3),), steps=6000, eval_every=500,
+            parent="lr8e-3"),
 ]
+
+RENAMED_GROUPS = {"fast ladder": "departures ladder"}
+#: Names the harness's rows had before they said what they change; a results file written with them is read with
+#: these names (``report.load_results``), each row keeping its old one in ``was``.
+RENAMED = {
+    "fast-base": "departures-base", "fast-subnet": "departures-subnet", "fast-hier": "departures-hier",
+    "fast-full": "departures-full", "+local": "paper+local", "+softmin": "paper+softmin", "+sdf": "paper+sdf",
+    "fast": "paper+local+softmin+sdf", "fast-fwd": "forward-gradients", "fast-nooffset": "no-offset",
+    "fast-r0.2": "radius0.2", "fast-h64": "width64", "fast-bal0.5": "balance0.5", "fast-bal1.0": "balance1.0",
+    "fast-v2": "no-offset+balance0.5", "v2-code3x": "code-lr3x", "v2-f16": "16-frames",
+    "v2-sig0.015": "near-sigma0.015", "v2-f32": "32-frames", "f32-buf256": "buffer256", "buf256-lr8e-3": "lr8e-3",
+    "lr8e-3-f64": "64-frames", "lr8e-3-tau0.005": "tau5mm", "lr8e-3-tau0.0025": "tau2.5mm",
+    "lr8e-3-s250": "250-surface-points", "lr8e-3-l3": "3-layers", "long": "no-offset+balance0.5@6000",
+    "long-v3": "buffer256@3000", "long6k-v3": "buffer256@6000", "long6k-lr8e-3": "lr8e-3@6000",
+}
 
 
 def in_variant_order(data: dict) -> dict:
