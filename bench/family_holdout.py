@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(data: Path, family: str, quick: bool, workers: int) -> dict[str, Path]:
+    from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.embedded.generate import add_families, generate_dataset, hold_out_family, make_anny_manifest
     from hipnet.pipeline.readers.anny import AnnyReader
     from hipnet.pipeline.runner.driver import preprocess_split
-    from hipnet.pipeline.runner.frame import PreprocessConfig
     from hipnet.pipeline.sources.manifest import load_manifest
 
     raw = data / "raw"

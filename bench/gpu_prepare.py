@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 
 
 def main() -> None:

@@ -33,11 +33,11 @@ from hipnet.model.checkpoint import build_model
 from hipnet.model.config import PRESETS
 from hipnet.model.data import SDF_POINTS, FrameStream, oriented_distance
 from hipnet.model.losses import Batch, loss_for
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.store.zarrstore import Store
 

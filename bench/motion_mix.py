@@ -79,11 +79,11 @@ def mix_manifest(base: dict, mix: str, clip_every: int) -> dict:
 
 def build_mix(data: Path, mix: str, quick: bool, clips: Path | None, workers: int) -> dict[str, Path]:
     """The raw mix dataset and its train and test stores (resumable, deterministic)."""
+    from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.embedded.deepmimic import deepmimic_motion_source
     from hipnet.pipeline.embedded.generate import generate_dataset
     from hipnet.pipeline.readers.anny import AnnyReader
     from hipnet.pipeline.runner.driver import preprocess_split
-    from hipnet.pipeline.runner.frame import PreprocessConfig
 
     raw = data / mix / "raw"
     if not (raw / "dataset.yaml").exists():

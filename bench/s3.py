@@ -38,12 +38,12 @@ from bench._results import RESULTS, commit, write_result
 from bench.loader import trainer_rate
 from hipnet.model.config import PRESETS
 from hipnet.model.data import FrameStream
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.core.location import as_path
 from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.store.zarrstore import Store
 
 # AMASS as its paper describes it (Mahmood et al., ICCV 2019, table 1): 11,265 motions, 42.0 hours, 344 subjects.

@@ -65,8 +65,8 @@ def balls(tmp_path_factory):
 
     from hipnet.model.config import PRESETS
     from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
+    from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.runner.driver import preprocess_split
-    from hipnet.pipeline.runner.frame import PreprocessConfig
     from hipnet.pipeline.store.zarrstore import Store
 
     out = tmp_path_factory.mktemp("balls")

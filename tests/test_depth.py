@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from synthetic import BallsReader
 
 from hipnet.cli.data import main
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.runner.depthstores import build_depth_store
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.stages.depth import DepthSensor, apply_sensor, cast, render_depth, rig
 from hipnet.pipeline.store.schema import validate
 from hipnet.pipeline.store.zarrstore import open_group

@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from hipnet.cli.eval import main as eval_main
 from hipnet.model.evaluate import evaluate_store, iou, joint_ious, surface_metrics
 from hipnet.model.meshing import Mesh, coarse_to_fine_grid, dense_grid, extract_mesh, marching_cubes
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.store.schema import SCHEMA_VERSION
 from hipnet.pipeline.store.zarrstore import Store
 

@@ -26,8 +26,8 @@ from hipnet.cli.train import main as train_main
 from hipnet.model.config import PRESETS
 from hipnet.model.losses import LossResult, loss_for
 from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.store.schema import SPECS, shard_key
 from hipnet.pipeline.store.zarrstore import Store, mark_complete, mark_incomplete, open_group, write_shard
 

@@ -8,9 +8,9 @@ import json
 
 from bench_scripts import load_bench
 
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 
 
 def test_gpu_check_runs_end_to_end_on_cpu(tmp_path, tiny_raw):

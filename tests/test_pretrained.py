@@ -37,11 +37,11 @@ def test_the_bundle_is_small_and_complete():
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory, full_body):
     """A test store of the CHECKED frames, made as the scored store was made (its config is in anny.json)."""
+    from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.core.io import read_yaml
     from hipnet.pipeline.embedded.generate import generate_dataset
     from hipnet.pipeline.readers import open_reader
     from hipnet.pipeline.runner.driver import preprocess_split
-    from hipnet.pipeline.runner.frame import PreprocessConfig
     from hipnet.pipeline.sources.manifest import manifest_path
     from hipnet.pipeline.store.zarrstore import Store
 

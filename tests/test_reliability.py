@@ -250,9 +250,9 @@ def test_an_unfinished_store_is_refused_by_training_and_evaluation_saying_what_i
 @pytest.fixture(scope="module")
 def anny_train(tmp_path_factory, tiny_raw) -> Path:
     """The tiny Anny training store (72 frames): an epoch of one frame a step is long enough to kill a worker in."""
+    from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.readers.anny import AnnyReader
     from hipnet.pipeline.runner.driver import preprocess_split
-    from hipnet.pipeline.runner.frame import PreprocessConfig
 
     cfg = PreprocessConfig(surface_points=400, eval_points=100, shard_frames=8, geodesics="per-template")
     return preprocess_split(AnnyReader(tiny_raw, ("train",)), tmp_path_factory.mktemp("anny"), cfg, "train").store

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.core.location import as_path, sizes_under
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.store.cache import CacheError, ShardCache
 from hipnet.pipeline.store.zarrstore import Store, open_group
 

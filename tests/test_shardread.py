@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import zarr
 
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.store.schema import compressors
 from hipnet.pipeline.store.shardread import layout, read_frames
 from hipnet.pipeline.store.zarrstore import Store

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from hipnet.cli.data import main
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.store.integrity import file_size
 from hipnet.pipeline.store.schema import ATTR, HASH_GROUP, IDENTITY_ATTRS, ROOT_ATTRS, SPECS, markdown, shard_key
 from hipnet.pipeline.store.schema import main as schema_main

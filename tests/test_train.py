@@ -24,9 +24,9 @@ from hipnet.model.config import DEFAULT_PRESET, PRESETS
 from hipnet.model.data import FrameStream, round_robin
 from hipnet.model.losses import LossResult, loss_for
 from hipnet.model.train import load_checkpoint, model_from_checkpoint, save_checkpoint, train
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.store.schema import SCHEMA_VERSION
 
 

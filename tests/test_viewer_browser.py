@@ -41,9 +41,9 @@ def tiny_view_data(tmp_path_factory, tiny_raw):
     split."""
     from hipnet.model.config import PRESETS
     from hipnet.model.train import train
+    from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.readers.anny import AnnyReader
     from hipnet.pipeline.runner.driver import preprocess_split
-    from hipnet.pipeline.runner.frame import PreprocessConfig
 
     tmp = tmp_path_factory.mktemp("view_browser")
     cfg = PreprocessConfig(surface_points=6000, eval_points=4000, shard_frames=8, geodesics="per-template")

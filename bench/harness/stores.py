@@ -14,10 +14,10 @@ from bench.harness.variants import depth_key, depth_sensor
 def build_stores(data: Path, quick: bool, workers: int, raw: Path | None = None) -> dict[str, Path]:
     """The embedded dataset and its three stores: train (with occupancy samples and meshes, for NASA), test and
     heldout. Reuses what exists (generation and preprocessing are resumable and deterministic)."""
+    from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
     from hipnet.pipeline.readers.anny import AnnyReader
     from hipnet.pipeline.runner.driver import preprocess_split
-    from hipnet.pipeline.runner.frame import PreprocessConfig
     from hipnet.pipeline.sources.manifest import load_manifest
 
     raw = raw or data / "raw"
@@ -52,8 +52,8 @@ def depth_store(stores: dict[str, Path], views: int, tiny: bool, workers: int, r
     from the train store's meshes, same frame keys): DATA/stores/depth<views>[-world]_<W>x<H>/train.zarr. Built on
     demand, resumable and deterministic (the sensor noise is seeded per frame); the same surface samples per frame
     as the train store."""
+    from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.runner.depthstores import build_depth_store
-    from hipnet.pipeline.runner.frame import PreprocessConfig
 
     sensor = depth_sensor(views, tiny, rig)
     out = stores["train"].parent / f"{depth_key(views, rig)}_{sensor.width}x{sensor.height}"

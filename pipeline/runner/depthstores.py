@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import CheckReport, Listing, Reader, ReaderInfo
 from hipnet.pipeline.readers.common import FRAME_ERRORS, frame_error
 from hipnet.pipeline.readers.meshstore import MeshStoreReader
 from hipnet.pipeline.runner.driver import SplitSummary, preprocess_split
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.stages.canonical import canonicalise
 from hipnet.pipeline.stages.depth import DepthSensor, DepthView, render_depth
 

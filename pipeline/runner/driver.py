@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.core.location import as_path, is_url
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.runner.failures import write_report
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.runner.plan import (
     Plan,
     create_split_store,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.core.frames import FrameRef
 from hipnet.pipeline.core.location import as_path, is_url
 from hipnet.pipeline.readers.base import Reader
-from hipnet.pipeline.runner.frame import PreprocessConfig
 from hipnet.pipeline.runner.tasks import STAGE_ERRORS, FrameFailure
 from hipnet.pipeline.store.schema import ATTR, CONVENTIONS, OBSERVED_CONVENTIONS, SCHEMA_VERSION, Dims
 from hipnet.pipeline.store.zarrstore import check_identity, create_store, frame_ids, frames_digest, open_group, store_exists
