@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: steps after the start of ``fit`` between which a fitted schedule times the steps (the first fill the buffer)
 PROBE_STEPS = (10, 40)
+#: steps between two refits of a fitted plan, each to the step time measured since the one before
+REFIT_EVERY = 25
 
 
 class Callback(Protocol):
@@ -31,28 +33,29 @@ class Callback(Protocol):
 
 class FitSchedule:
     """A schedule fitted to the time (``Trainer`` module docstring): the clock starts ``PROBE_STEPS[0]`` steps
-    into the run, and ``PROBE_STEPS[1]`` steps in the plan is fitted to the rest of ``max_seconds`` at the rate
-    measured between the two (one device sync at each)."""
+    into the run; ``PROBE_STEPS[1]`` steps in, the plan is fitted to the rest of ``max_seconds`` at the step time
+    measured since, and then every ``REFIT_EVERY`` steps again at the step time since the last fit, so a machine
+    that slows down (or speeds up) partway still ends its decay when the time runs out. One device sync at each."""
 
     def __init__(self, log: TrainLog | None, started: float, start_step: int, max_seconds: float) -> None:
         self.log, self.started, self.start_step, self.max_seconds = log, started, start_step, max_seconds
-        self.probe_start: float | None = None
-        self.done = False
+        self.mark: tuple[float, int] | None = None  # (time, step) the next fit measures from
+
+    def _due(self, steps: int) -> bool:
+        return steps == PROBE_STEPS[1] or (steps > PROBE_STEPS[1] and (steps - PROBE_STEPS[1]) % REFIT_EVERY == 0)
 
     def on_step(self, trainer: Trainer, batch: Batch, terms: dict[str, torch.Tensor]) -> bool:
         steps = trainer.step - self.start_step
-        if self.done or steps not in PROBE_STEPS:
+        if steps != PROBE_STEPS[0] and not (self.mark is not None and self._due(steps)):
             return False
         float(terms["total"])  # wait for the step
         now = time.monotonic()
-        if steps == PROBE_STEPS[0]:
-            self.probe_start = now
-            return False
-        planned = trainer.fit_plan((now - self.probe_start) / (PROBE_STEPS[1] - PROBE_STEPS[0]),
-                                   self.max_seconds - (now - self.started))
-        if self.log is not None:
-            self.log.replan(planned)
-        self.done = True
+        if self.mark is not None:
+            since, at = self.mark
+            planned = trainer.fit_plan((now - since) / (trainer.step - at), self.max_seconds - (now - self.started))
+            if self.log is not None:
+                self.log.replan(planned)
+        self.mark = (now, trainer.step)
         return False
 
 

@@ -20,8 +20,9 @@ so far (one process; under DDP the last periodic checkpoint is the one kept).
 A schedule fitted to the time (``fit(max_seconds=..., fit_schedule=True)``, ``hipnet-train --max-minutes M
 --fit-schedule``): the run times its steps ``callbacks.PROBE_STEPS`` after it starts (the first ones fill the shuffle
 buffer), then shortens its plan (``cfg.steps`` at most) to the steps the rest of the time holds at that rate, less
-``TIME_MARGIN``, so the cosine decay reaches ``lr_final`` when the time runs out instead of being cut off on a slow
-machine; on a fast one a larger ``--steps`` lets it use the whole time. Before the plan is fitted the schedule is
+``TIME_MARGIN``, and fits it again every ``callbacks.REFIT_EVERY`` steps to the step time since, so the cosine decay
+reaches ``lr_final`` when the time runs out instead of being cut off on a slow machine or one that slows down
+partway; on a fast one a larger ``--steps`` lets it use the whole time. Before the plan is fitted the schedule is
 the configured one (at step 40 of 1,000 the two differ by under 0.3%). The plan is kept in the checkpoint
 (``schedule``): a resumed run continues the same curve and does not fit again.
 """
@@ -142,6 +143,7 @@ class Trainer:
         self.limit = cfg.steps  # last step of the run; None: run cfg.epochs epochs
         self.planned = cfg.steps if cfg.steps is not None else sum(self._epoch_steps(range(cfg.epochs)))
         self.fitted = False  # the plan was fitted to a time budget (fit_schedule), kept in the checkpoint
+        self.plan_cap = self.planned  # the configured plan: a fitted one never goes beyond it
         self.saved_step: int | None = None  # step of the checkpoint in ``out`` (written or resumed from)
         self.verified_step = 0  # last step whose parameters were checked finite (a checkpoint, or the start)
         # first step whose loss (0) or gradient (1) was not finite, -1 while none: updated on the device each step
@@ -293,10 +295,10 @@ class Trainer:
 
     def fit_plan(self, seconds_per_step: float, seconds_left: float) -> int:
         """Fit the plan to the time left: the steps ``TIME_MARGIN`` of ``seconds_left`` holds at
-        ``seconds_per_step``, at most the planned ones, at least one more. Under DDP every rank takes the
+        ``seconds_per_step``, at most the configured ones, at least one more. Under DDP every rank takes the
         smallest plan. Returns the new plan."""
         fits = self.step + int(TIME_MARGIN * max(seconds_left, 0.0) / max(seconds_per_step, 1e-9))
-        planned = max(self.step + 1, min(self.planned, fits))
+        planned = max(self.step + 1, min(self.plan_cap, fits))
         if self.world > 1:
             t = torch.tensor(planned, device=self.device)
             dist.all_reduce(t, op=dist.ReduceOp.MIN)

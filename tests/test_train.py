@@ -243,14 +243,16 @@ def test_loader_workers_bench_names_a_missing_store(tmp_path, capsys):
 
 
 class StepClock:
-    """A host clock for ``model.trainer`` that advances ``per_step`` seconds in each training step: the timings a
-    fitted schedule reads are then exact."""
+    """A host clock for ``model.trainer`` that advances ``per_step`` seconds in each training step (``slow_after``:
+    ``(step, seconds)``, from that step on each step takes ``seconds``): the timings a fitted schedule reads are then
+    exact."""
 
-    def __init__(self, trainer, per_step: float) -> None:
+    def __init__(self, trainer, per_step: float, slow_after: tuple[int, float] | None = None) -> None:
         self.now, self.per_step, step = 0.0, per_step, trainer.train_step
 
         def timed_step(batch):
-            self.now += self.per_step
+            slow = slow_after is not None and trainer.step >= slow_after[0]
+            self.now += slow_after[1] if slow else self.per_step
             return step(batch)
 
         trainer.train_step = timed_step
@@ -259,7 +261,8 @@ class StepClock:
         return self.now
 
 
-def fitted_run(train_stores, out, cfg, monkeypatch, resume=False, stop_at_step=None):
+def fitted_run(train_stores, out, cfg, monkeypatch, resume=False, stop_at_step=None, slow_after=None,
+               max_seconds=30.0):
     from types import SimpleNamespace
 
     from hipnet.model import callbacks as callbacks_module
@@ -267,10 +270,10 @@ def fitted_run(train_stores, out, cfg, monkeypatch, resume=False, stop_at_step=N
 
     t = trainer_module.Trainer(train_stores[:1], cfg, out)
     t.setup(resume=resume)
-    clock = SimpleNamespace(monotonic=StepClock(t, 0.5).monotonic)
+    clock = SimpleNamespace(monotonic=StepClock(t, 0.5, slow_after).monotonic)
     monkeypatch.setattr(trainer_module, "time", clock)
     monkeypatch.setattr(callbacks_module, "time", clock)
-    return t, t.fit(progress=False, max_seconds=30.0, stop_at_step=stop_at_step, fit_schedule=True)
+    return t, t.fit(progress=False, max_seconds=max_seconds, stop_at_step=stop_at_step, fit_schedule=True)
 
 
 def test_a_schedule_fitted_to_the_time_ends_its_decay_with_it_and_resumes_on_the_same_plan(train_stores, tmp_path,
@@ -295,6 +298,26 @@ def test_a_schedule_fitted_to_the_time_ends_its_decay_with_it_and_resumes_on_the
     b = load_checkpoint(tmp_path / "resumed" / "ckpt.pt")
     for k in ck["model"]:
         assert torch.equal(ck["model"][k], b["model"][k]), k
+
+
+def test_a_machine_that_slows_down_partway_still_completes_the_decay(train_stores, tmp_path, monkeypatch):
+    """0.5 s a step, then 1 s from step 60, 100 s in all: the plan fitted at step 40 (195 steps) no longer fits; the
+    refits every REFIT_EVERY steps shorten it, so the run ends on its plan with the decay complete, inside the time.
+    Without the refits it would stop at about step 130 by the clock, with the learning rate still at a fifth of its
+    start."""
+    from hipnet.model import callbacks
+    from hipnet.model.trainer import lr_factor
+
+    cfg = replace(tiny_config(steps=1000, lr=1e-3, lr_schedule="cosine"), checkpoint_every=1000)
+    trainer, run = fitted_run(train_stores, tmp_path / "slow", cfg, monkeypatch, slow_after=(60, 1.0),
+                              max_seconds=100.0)
+    assert run.step == trainer.planned < 135  # ended on its (shortened) plan, not cut off by the clock
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_factor(cfg, run.step - 1, run.step))
+    assert lr_factor(cfg, run.step - 1, run.step) < cfg.lr_final + 1e-3  # the decay is complete
+    monkeypatch.setattr(callbacks, "REFIT_EVERY", 10**9)  # one fit only: the old behaviour
+    trainer, cut = fitted_run(train_stores, tmp_path / "once", cfg, monkeypatch, slow_after=(60, 1.0),
+                              max_seconds=100.0)
+    assert cut.step < trainer.planned and lr_factor(cfg, cut.step, trainer.planned) > 0.15
 
 
 def test_fit_plan_keeps_within_the_configured_steps_and_one_step_ahead(train_stores, tmp_path):
