@@ -42,7 +42,7 @@ DEMO_NOTE ?=
 # Anny's one-off model build is cached here (about 0.8 GB per topology).
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/hipnet/anny
 
-.PHONY: setup test test-browser fuzz docs pretrained demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-mix bench-viewer gpu-prepare gpu-check clean
+.PHONY: setup test test-browser fuzz docs pretrained demo preprocess train eval lint bench bench-e2e bench-accuracy bench-families bench-mix bench-viewer bench-s3 gpu-prepare gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
