@@ -47,6 +47,10 @@ def test_preprocess_frame_every_writes_the_first_frame_of_each_sequence(tmp_path
             "--points", "300", "--eval-points", "300", "--geodesics", "per-template", "--workers", "1"]
     bad = CliRunner().invoke(main, [*args, "--frame-every", "0"])
     assert bad.exit_code == 2 and "--frame-every" in bad.output and not (tmp_path / "heldout.zarr").exists()
+    # a quantised store chunks the samples by 2,500: another count is refused in one line, before anything is made
+    odd = CliRunner().invoke(main, [*args[:10], "12000", *args[11:], "--quantise"])
+    assert odd.exit_code == 1 and "Error: --points 12000 with --quantise" in odd.output and "multiple of 2500" in \
+        odd.output and "Traceback" not in odd.output and not (tmp_path / "heldout.zarr").exists()
     result = CliRunner().invoke(main, [*args, "--frame-every", "6"])
     assert result.exit_code == 0, result.output
     store = Store.open(tmp_path / "heldout.zarr")

@@ -16,7 +16,14 @@ from hipnet.pipeline.core.frames import FrameRef
 from hipnet.pipeline.core.location import as_path, is_url
 from hipnet.pipeline.readers.base import Reader
 from hipnet.pipeline.runner.tasks import STAGE_ERRORS, FrameFailure
-from hipnet.pipeline.store.schema import ATTR, CONVENTIONS, OBSERVED_CONVENTIONS, SCHEMA_VERSION, Dims
+from hipnet.pipeline.store.schema import (
+    ATTR,
+    CONVENTIONS,
+    OBSERVED_CONVENTIONS,
+    QUANTISED_CHUNK_POINTS,
+    SCHEMA_VERSION,
+    Dims,
+)
 from hipnet.pipeline.store.zarrstore import check_identity, create_store, frame_ids, frames_digest, open_group, store_exists
 
 PROVENANCE_PACKAGES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "potpourri3d", "libigl", "qdldl", "open3d-cpu",
@@ -139,6 +146,10 @@ def prepare_store(reader: Reader, out: Path, cfg: PreprocessConfig, split: str) 
     the store's rows keep their places: a sequence that cannot be listed now keeps its rows (done ones stay done,
     the others fail with the reason); any other change of the frame list is refused."""
     path = as_path(out) / f"{split}.zarr"
+    chunk = QUANTISED_CHUNK_POINTS
+    if cfg.quantise and cfg.surface_points > chunk and cfg.surface_points % chunk:
+        raise ValueError(f"--points {cfg.surface_points} with --quantise: a quantised store chunks each frame's "
+                         f"surface samples by {chunk}, so give a multiple of {chunk} (or fewer than {chunk})")
     if not is_url(path):  # a store on object storage is never swapped (``pipeline.runner.driver``)
         recover_swap(path)
     if reader.observed and cfg.geodesics != "per-frame":
