@@ -1,7 +1,9 @@
 """Benchmark: does the `fast` preset's training step slow down as a run goes on, and what do denormal numbers cost?
 
 One in-process run of the `fast` preset's step (its model, loss and Adam update) on ready batches of a small
-quantised store of generated Anny frames, so the loader's time is left out. The run alternates, window by window
+quantised store of generated Anny frames, so the loader's time is left out. A second run trains the same way with
+the batches made as the preset makes them (the in-process loader, ``loader_workers`` 0), timing the loader's part
+and the step's part of each step apart. The first run alternates, window by window
 (``WINDOW`` steps each), between the CPU's default arithmetic and flushing denormal numbers to zero
 (``torch.set_flush_denormal``): both modes see the same machine at nearly the same time, so their ratio is measured
 in one run. Writes bench/results/step_drift.json: per window, the mode and its mean step time; per mode, the first
@@ -69,6 +71,36 @@ def run(store: Path, steps: int) -> list[tuple[bool, float]]:
     return windows
 
 
+def run_with_loader(store: Path, steps: int) -> list[dict]:
+    """Per window of ``steps`` steps trained from the live in-process stream: mean seconds a step spends making its
+    batch (the loader) and in the step (model, loss, Adam)."""
+    cfg = replace(PRESETS["fast"], seed=0)
+    stream = FrameStream.from_config([store], cfg, workers=0)
+    torch.manual_seed(0)
+    model = build_model(stream.stores.skeleton, len(stream.stores.subjects), cfg.model)
+    opt, loss_fn = torch.optim.Adam(model.parameters(), lr=cfg.lr), loss_for(cfg)
+    data_s, step_s, epoch, it, out = 0.0, 0.0, 0, None, []
+    for s in range(steps):
+        t = time.perf_counter()
+        raw = next(it, None) if it is not None else None
+        while raw is None:  # a new epoch
+            stream.set_epoch(epoch)
+            epoch += 1
+            it = iter(stream)
+            raw = next(it, None)
+        batch = Batch.from_dict(raw)
+        t1 = time.perf_counter()
+        loss, _ = loss_fn(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        data_s, step_s = data_s + t1 - t, step_s + time.perf_counter() - t1
+        if (s + 1) % WINDOW == 0:
+            out.append({"loader_s": round(data_s / WINDOW, 4), "step_s": round(step_s / WINDOW, 4)})
+            data_s = step_s = 0.0
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=400, help="training steps (windows of 25 alternate the modes)")
@@ -76,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        windows = run(small_store(Path(tmp)), args.steps)
+        store = small_store(Path(tmp))
+        windows = run(store, args.steps)
+        with_loader = run_with_loader(store, args.steps)
     keep = [s for f, s in windows if not f]
     flush = [s for f, s in windows if f]
     ratios = [windows[i][1] / windows[i - 1][1] for i in range(1, len(windows), 2)]  # flush / the keep before it
@@ -86,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "default_first_last_s": [round(keep[0], 4), round(keep[-1], 4)],
         "flush_first_last_s": [round(flush[0], 4), round(flush[-1], 4)],
         "flush_over_default_median": round(statistics.median(ratios), 3),
+        "with_loader_windows": with_loader,
     })
     return 0
 
