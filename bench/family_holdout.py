@@ -55,7 +55,7 @@ def build(data: Path, family: str, quick: bool, workers: int) -> dict[str, Path]
 
 
 def frames(stores: dict[str, Path]) -> dict[str, int]:
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     return {k: Store.open(v).n_frames for k, v in stores.items() if k != "raw"}
 

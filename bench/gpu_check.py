@@ -136,7 +136,7 @@ def evaluate(ckpt: Path, data: Path, device: str, tiny: bool) -> dict:
     from hipnet.model.evaluate import evaluate_store
     from hipnet.model.query import model_sdf
     from hipnet.model.train import load_checkpoint, model_from_checkpoint
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     ck = load_checkpoint(ckpt)
     model = model_from_checkpoint(ck).to(device).eval()
@@ -163,7 +163,7 @@ def evaluate(ckpt: Path, data: Path, device: str, tiny: bool) -> dict:
 def precision_error(ckpt: Path, data: Path, device: str, points: int) -> dict:
     """SDF (mm) and input-gradient errors of tf32 and bf16 against fp32, at near-surface points of test frames."""
     from hipnet.model.train import load_checkpoint, model_from_checkpoint
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     model = model_from_checkpoint(load_checkpoint(ckpt)).to(device).eval()
     store = Store.open(data / "test.zarr")

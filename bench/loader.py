@@ -39,7 +39,7 @@ from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manife
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
 from hipnet.pipeline.stages.canonical import canonicalise
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 SDF_COUNTS = (1_000, 2_500, 5_000, 10_000, 15_000, 25_000)
 PAPER_GPU_SURFACE_POINTS_PER_S = 250_000  # the paper trainer's target on one H100 (bench/train.py)
@@ -85,7 +85,7 @@ class ReadCounter:
 @contextmanager
 def zarr_reads():
     """Every store read through zarr, as before the direct shard reader (``pipeline.store.shardread``)."""
-    import hipnet.pipeline.store.zarrstore as store_module
+    import hipnet.pipeline.store.reading as store_module
 
     saved = store_module.read_frames
     store_module.read_frames = lambda *args, **kwargs: None

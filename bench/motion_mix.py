@@ -100,7 +100,7 @@ def build_mix(data: Path, mix: str, quick: bool, clips: Path | None, workers: in
 
 
 def n_frames(path: Path) -> int:
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     return Store.open(path).n_frames
 

@@ -46,7 +46,7 @@ from hipnet.pipeline.stages.intrinsic import NonManifoldError
 from hipnet.pipeline.stages.occupancy import fast_winding_occupancy, occupancy
 from hipnet.pipeline.stages.surface import sample_surface, sample_surface_reference
 from hipnet.pipeline.store import zarrstore as store
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 # ------------------------------------------------------------------ the previous implementations, for the ratios
 

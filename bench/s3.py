@@ -44,7 +44,7 @@ from hipnet.pipeline.embedded.body import AnnyBody
 from hipnet.pipeline.embedded.generate import generate_dataset, make_anny_manifest
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 # AMASS as its paper describes it (Mahmood et al., ICCV 2019, table 1): 11,265 motions, 42.0 hours, 344 subjects.
 # Frames assume the common 120 Hz capture rate (rates vary from 60 to 250 Hz between subsets).

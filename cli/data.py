@@ -331,7 +331,7 @@ def validate_cmd(stores, max_disagreement, quick) -> None:
               help="Write the frame's surface points coloured by geodesic joint label (front and back).")
 def inspect_cmd(store, frame, png) -> None:
     """Summary of a store (frames, subjects, sequences, shards, arrays, bytes per frame) and a picture of a frame."""
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     s = Store.open(store, allow_incomplete=True)
     a = s.attrs

@@ -16,7 +16,7 @@ from hipnet.model.data import read_finite
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh
 from hipnet.pipeline.stages.canonical import to_world
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 Progress = Callable[[int], None] | None
 

@@ -34,7 +34,7 @@ from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh
 from hipnet.model.query import sdf_in_chunks
 from hipnet.pipeline.core.location import as_path
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 # what a bundled checkpoint carries besides a run's: a few poses and every subject's rest joints, so that meshes,

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hipnet.pipeline.core.location import as_path
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import SPECS
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.zarrstore import open_group
 
 
 def _names(xs) -> str:

@@ -34,7 +34,7 @@
   ``np.isfinite`` pass over what was just decoded); a frame holding one stops the run with a ``DataError`` naming
   the store and the frame. Raised in a loader worker, it still reaches the user as that one line (``DataError``).
 
-The store layout comes from ``pipeline.store.schema`` through ``pipeline.store.zarrstore.Store``; nothing here knows
+The store layout comes from ``pipeline.store.schema`` through ``pipeline.store.reading.Store``; nothing here knows
 file names.
 """
 
@@ -50,7 +50,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hipnet.model.config import TrainConfig
 from hipnet.pipeline.core.location import as_path, glob_paths
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 SURFACE_ARRAYS = ("surface/points", "surface/normals", "surface/labels")
 TRAIN_ARRAYS = (*SURFACE_ARRAYS, "pose/joint_transforms", "frame/subject")

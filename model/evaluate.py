@@ -31,7 +31,7 @@ from hipnet.model.meshing import SDF, Mesh, extract_mesh
 from hipnet.model.query import CHUNK, model_sdf
 from hipnet.pipeline.core.location import as_path, is_url
 from hipnet.pipeline.stages.surface import sample_surface
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 # what hipnet-eval reads from a store (those of the store's sections), checked when the store is opened
 EVAL_ARRAYS = ("frame/subject", "frame/sequence", "frame/index", "pose/joint_transforms", "pose/world_from_canonical",

@@ -25,7 +25,7 @@ import torch
 
 from hipnet.model.api import EXAMPLES, PRETRAINED_DIR
 from hipnet.model.checkpoint import KEYS, load_checkpoint, save_checkpoint
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 
 def _commit() -> str:

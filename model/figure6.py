@@ -15,7 +15,7 @@ from hipnet.model.fitting import fit_observation, observe_store
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.meshing import Mesh, save_mesh
 from hipnet.model.report import mesh_rows_png
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from hipnet.model.meshing import Mesh, save_mesh
 from hipnet.model.query import model_sdf
 from hipnet.model.report import mesh_rows_png
 from hipnet.pipeline.stages.surface import sample_surface
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 
 def observed_points(store: Store, i: int, n: int, front_only: bool, seed: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from hipnet.model.evaluate import Evaluation
 from hipnet.model.meshing import Mesh, save_mesh
 from hipnet.pipeline.stages.canonical import to_world
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 
 def _pct(x: float | None) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from hipnet.model.data import DataError, nonfinite_text, read_finite
 from hipnet.pipeline.core.location import as_path
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 Opener = Callable[[Path], Store]
 # what hipnet-fit, -sample and -animate read from a store (those of the store's sections), checked on opening

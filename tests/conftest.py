@@ -67,7 +67,7 @@ def balls(tmp_path_factory):
     from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
     from hipnet.pipeline.core.config import PreprocessConfig
     from hipnet.pipeline.runner.driver import preprocess_split
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     out = tmp_path_factory.mktemp("balls")
     cfg = PreprocessConfig(surface_points=4000, eval_points=20_000, geodesics="per-template", eval_on_train=True)

@@ -196,7 +196,7 @@ def front_only_depth_store(stores: Path, sensor) -> None:
     train store's same frame key, within the sensor's noise bound of it: nothing behind the visible surface)."""
     import open3d as o3d
 
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     depth, mesh = Store.open(stores / "depth1_72x96" / "train.zarr"), Store.open(stores / "train.zarr")
     assert set(depth.sections) == {"train", "observed"} and depth.frame_keys() == mesh.frame_keys()

@@ -41,7 +41,7 @@ def test_unknown_manifest_is_named(tmp_path):
 def test_preprocess_frame_every_writes_the_first_frame_of_each_sequence(tmp_path, tiny_raw):
     """`make demo`'s test store: --frame-every 6 on the 6-frame sequences of the held-out split keeps frame 0 of
     each; 0 is refused before anything is written."""
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     args = ["preprocess", "--dataset", "anny", "--root", str(tiny_raw), "--out", str(tmp_path), "--splits", "heldout",
             "--points", "300", "--eval-points", "300", "--geodesics", "per-template", "--workers", "1"]

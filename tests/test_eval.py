@@ -21,8 +21,8 @@ from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import SCHEMA_VERSION
-from hipnet.pipeline.store.zarrstore import Store
 
 R = 0.4
 

@@ -20,7 +20,7 @@ def test_quick_family_holdout_end_to_end(tmp_path):
     assert abs(entry["drop"]["uniform_miou"] - (entry["in_family"]["uniform_miou"]
                                                - entry["held_out_family"]["uniform_miou"])) < 1e-9
     # the test store holds only the held-out family, the training store none of it
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     data = tmp_path / "data" / "stores"
     def names(split: str) -> set[str]:

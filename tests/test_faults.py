@@ -22,8 +22,9 @@ from synthetic import (
 )
 
 from hipnet.cli.data import main
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import validate
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.zarrstore import open_group
 
 FAST = ["--points", "200", "--eval-points", "50", "--geodesics", "per-template", "--workers", "1",
         "--shard-frames", "2"]

@@ -28,8 +28,9 @@ from hipnet.model.losses import LossResult, loss_for
 from hipnet.model.train import load_checkpoint, model_from_checkpoint, train
 from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import SPECS, shard_key
-from hipnet.pipeline.store.zarrstore import Store, mark_complete, mark_incomplete, open_group, write_shard
+from hipnet.pipeline.store.zarrstore import mark_complete, mark_incomplete, open_group, write_shard
 
 RADII = BallsReader.RADII
 TINY_MODEL = dict(hidden=16, layers=4, skip=2, pose_dim=4, pose_hidden=8, code_dim=4, aggregator_hidden=8)

@@ -11,7 +11,7 @@ from hipnet.model.data import FrameStream, window_chunks
 from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 
 S = 10_000  # four 2,500-sample chunks per frame in a quantised store
 

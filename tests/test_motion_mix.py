@@ -81,7 +81,7 @@ def test_quick_motion_mix_end_to_end(tmp_path):
         for s in e["scores"].values():
             assert 0 <= s["uniform_miou"] <= 100 and 0 <= s["near_miou"] <= 100
     frames = {k: e["train_frames"] for k, e in results["models"].items()}
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     def sequences(path: Path) -> set[tuple[str, str]]:
         store = Store.open(path)

@@ -43,7 +43,7 @@ def regenerated(tmp_path_factory, full_body):
     from hipnet.pipeline.readers import open_reader
     from hipnet.pipeline.runner.driver import preprocess_split
     from hipnet.pipeline.sources.manifest import manifest_path
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     manifest = read_yaml(manifest_path("anny"))
     wanted = {(f["subject"], f["sequence"]) for f in CHECKED}

@@ -25,8 +25,9 @@ from hipnet.pipeline.store.quantise import (
     point_box,
     point_error_bound,
 )
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import NORMAL_ERROR_BOUND_RAD, validate
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.zarrstore import open_group
 
 SMALL = dict(surface_points=600, eval_points=500)
 

@@ -18,8 +18,9 @@ from hipnet.cli.data import main
 from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, forward_kinematics
 from hipnet.pipeline.readers import open_reader
 from hipnet.pipeline.sources.bodymodels import BodyModel
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import validate
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.zarrstore import open_group
 
 SEQUENCES = {"00032": {"shortlong_hips": 3, "shortlong_pose_model": 2, "longshort_punching": 2},
              "00096": {"shirtshort_chicken_wings": 2}}

@@ -19,8 +19,9 @@ from hipnet.pipeline.core.frames import Frame, FrameRef, Subject
 from hipnet.pipeline.core.skeleton import Skeleton
 from hipnet.pipeline.readers.base import Reader, ReaderInfo, SequenceInfo
 from hipnet.pipeline.sources.manifest import SPLITS
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import validate
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.zarrstore import open_group
 
 SEQUENCES = [{"subject": "tube", "name": "bend", "split": "train"}, {"subject": "tube", "name": "wave", "split": "test"}]
 FRAMES = 5

@@ -24,8 +24,9 @@ from synthetic import write_amass_body_models, write_amass_smplh
 
 from hipnet.cli.data import main as data_main
 from hipnet.pipeline.store.lock import LOCK_NAME, LockedError, writer_lock
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import validate
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.zarrstore import open_group
 
 BIN = Path(sys.executable).parent
 FAST = ["--points", "200", "--eval-points", "50", "--geodesics", "per-template", "--shard-frames", "2"]

@@ -23,7 +23,8 @@ from hipnet.pipeline.core.location import as_path, sizes_under
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
 from hipnet.pipeline.store.cache import CacheError, ShardCache
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.reading import Store
+from hipnet.pipeline.store.zarrstore import open_group
 
 SMALL = dict(surface_points=600, eval_points=300, shard_frames=5, geodesics="per-template")
 BIN = Path(sys.executable).parent

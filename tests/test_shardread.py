@@ -13,9 +13,9 @@ import zarr
 from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import compressors
 from hipnet.pipeline.store.shardread import layout, read_frames
-from hipnet.pipeline.store.zarrstore import Store
 
 
 def arrays(path: Path):
@@ -76,7 +76,7 @@ def test_every_frame_major_array_reads_as_zarr_reads_it(stores):
 def test_store_reads_decode_the_same_values_through_either_path(stores, monkeypatch):
     """Store.read (which now takes the direct path, for a slice or one frame) against the same reads forced through
     zarr; a frame past the end still fails as zarr fails."""
-    import hipnet.pipeline.store.zarrstore as store_mod
+    import hipnet.pipeline.store.reading as store_mod
 
     direct = []
 

@@ -21,8 +21,9 @@ from hipnet.cli.data import main
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
 from hipnet.pipeline.runner.frame import PreprocessConfig, SubjectGeometry, process_frame
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import SCHEMA_VERSION, validate
-from hipnet.pipeline.store.zarrstore import Store, mark_complete, open_group, write_shard
+from hipnet.pipeline.store.zarrstore import mark_complete, open_group, write_shard
 
 SMALL = dict(surface_points=600, eval_points=500)
 

@@ -18,10 +18,11 @@ from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.readers.anny import AnnyReader
 from hipnet.pipeline.runner.driver import preprocess_split
 from hipnet.pipeline.store.integrity import file_size
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import ATTR, HASH_GROUP, IDENTITY_ATTRS, ROOT_ATTRS, SPECS, markdown, shard_key
 from hipnet.pipeline.store.schema import main as schema_main
 from hipnet.pipeline.store.validate import validate_store
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.zarrstore import open_group
 
 PIPELINE_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "pipeline.md"
 

@@ -18,7 +18,7 @@ from hipnet.pipeline.core.config import PreprocessConfig
 from hipnet.pipeline.core.kinematics import axis_angle_to_matrix, forward_kinematics
 from hipnet.pipeline.core.skeleton import SMPL22
 from hipnet.pipeline.runner.driver import preprocess_split
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 from hipnet.viz.posing import edit_pose, local_rotations, rest_from_pose
 from hipnet.viz.render import label_colors
 from hipnet.viz.scene import (

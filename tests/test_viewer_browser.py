@@ -96,7 +96,7 @@ def _canvas_pixels(png: bytes) -> np.ndarray:
 
 
 def test_viewer_in_headless_chromium(tiny_view_data, tmp_path):
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     store_path, run = tiny_view_data
     store = Store.open(store_path, arrays=["frame/subject", "frame/sequence", "frame/index"])

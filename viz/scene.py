@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hipnet.pipeline.core.skeleton import Skeleton
-from hipnet.pipeline.store.zarrstore import Store
+from hipnet.pipeline.store.reading import Store
 from hipnet.viz.render import label_colors
 
 INSIDE = np.array([40, 110, 230], np.uint8)  # evaluation point inside the body

@@ -19,8 +19,9 @@ from hipnet.model.checkpoint import CKPT, load_checkpoint, model_from_checkpoint
 from hipnet.model.hipnet import HIPNet
 from hipnet.model.trainlog import LOG
 from hipnet.pipeline.core.location import as_path
+from hipnet.pipeline.store.reading import Store
 from hipnet.pipeline.store.schema import SPECS
-from hipnet.pipeline.store.zarrstore import Store, open_group
+from hipnet.pipeline.store.zarrstore import open_group
 from hipnet.viz.scene import VIEW_ARRAYS, SequenceIndex, read_log
 
 

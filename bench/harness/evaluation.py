@@ -22,7 +22,7 @@ class Evaluator:
     """The fixed evaluation of every variant: the same frames and points for all."""
 
     def __init__(self, stores: dict[str, Path], budget: Budget) -> None:
-        from hipnet.pipeline.store.zarrstore import Store
+        from hipnet.pipeline.store.reading import Store
 
         self.budget = budget
         self.test, self.heldout = Store.open(stores["test"]), Store.open(stores["heldout"])

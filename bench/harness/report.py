@@ -282,7 +282,7 @@ def depth_picture(data: dict, data_dir: Path, path: Path) -> Path | None:
     model's surface for that frame (marching cubes from the run's checkpoint, the subject's code) and the ground
     truth, each from the front and the back. Drawn when a depth run exists; None (and a note) otherwise."""
     from hipnet.model.apps import posed_mesh
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     rows = _picture_runs(data, data_dir, path)
     if rows is None:

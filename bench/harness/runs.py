@@ -55,7 +55,7 @@ def run_hipnet(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], r
 def run_nasa(v: Variant, seed: int, budget: Budget, stores: dict[str, Path], ev: Evaluator):
     from hipnet.model.nasa import NASA, NasaConfig, NasaSampler, nasa_loss
     from hipnet.model.train import lr_factor
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     cfg = train_config(v, seed, budget)  # the shared optimiser, frames per step and budget
     ncfg = NasaConfig(**(dict(width=8, code_dim=8) if budget.tiny else {}) | dict(v.model))

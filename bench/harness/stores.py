@@ -77,7 +77,7 @@ def sdf_target_check(train: Path, meshes: Path, bands: tuple[float | None, ...],
     all in %."""
     from hipnet.model.data import oriented_distance
     from hipnet.pipeline.stages.occupancy import occupancy
-    from hipnet.pipeline.store.zarrstore import Store
+    from hipnet.pipeline.store.reading import Store
 
     store, mesh = Store.open(train), Store.open(meshes)
     rows = {k: i for i, k in enumerate(mesh.frame_keys())}

@@ -23,7 +23,8 @@ class MeshStoreReader(Reader):
     """The frames of a finished store with meshes, in store order (the reader protocol of ``readers.base``)."""
 
     def __init__(self, path: Path) -> None:
-        from hipnet.pipeline.store.zarrstore import Store, open_group
+        from hipnet.pipeline.store.reading import Store
+        from hipnet.pipeline.store.zarrstore import open_group
 
         path = Path(path)
         sections = open_group(path).attrs.get(ATTR.sections, [])
@@ -67,7 +68,7 @@ class MeshStoreReader(Reader):
 
     @property
     def _store(self):
-        from hipnet.pipeline.store.zarrstore import Store
+        from hipnet.pipeline.store.reading import Store
 
         if "store" not in self._cache:
             self._cache["store"] = Store.open(self.root, arrays=ARRAYS)

@@ -40,14 +40,7 @@ from hipnet.pipeline.store.schema import (
     GEODESICS_DONE,
     shard_slice,
 )
-from hipnet.pipeline.store.zarrstore import (
-    done_mask,
-    frames_digest,
-    mark_complete,
-    mark_incomplete,
-    open_group,
-    shards_todo,
-)
+from hipnet.pipeline.store.zarrstore import done_mask, frames_digest, mark_complete, mark_incomplete, open_group, shards_todo
 
 
 @dataclass

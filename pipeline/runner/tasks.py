@@ -22,6 +22,7 @@ from hipnet.pipeline.runner.frame import (
     process_frame,
     relabel_frame,
 )
+from hipnet.pipeline.store.reading import read_array
 from hipnet.pipeline.store.schema import (
     ATTR,
     DONE,
@@ -30,12 +31,7 @@ from hipnet.pipeline.store.schema import (
     shard_slice,
     specs_for,
 )
-from hipnet.pipeline.store.zarrstore import (
-    open_group,
-    read_array,
-    store_dims,
-    write_shard,
-)
+from hipnet.pipeline.store.zarrstore import open_group, store_dims, write_shard
 
 # What a frame's stages may raise on bad geometry; it becomes that frame's failure and the other frames go on.
 STAGE_ERRORS = (ValueError, RuntimeError, OSError, ArithmeticError, IndexError)

@@ -1,4 +1,4 @@
-"""The store: its contract (``schema``), creating, writing and reading it (``zarrstore``), its shard hashes
+"""The store: its contract (``schema``), creating and writing it (``zarrstore``), reading it (``reading``), its shard hashes
 (``integrity``), validation, the quantised codes, direct shard reads, where it lives (a folder or an object-store
 URL: ``location``) and the bounded cache of a remote one (``cache``).
 
@@ -7,12 +7,12 @@ they load on first use."""
 
 from __future__ import annotations
 
-PUBLIC = ("Store", "open_group", "store_exists", "StoreWriteError")
+PUBLIC = {"Store": "reading", "open_group": "zarrstore", "store_exists": "zarrstore", "StoreWriteError": "zarrstore"}
 
 
 def __getattr__(name: str):
     if name in PUBLIC:
-        from hipnet.pipeline.store import zarrstore
+        import importlib
 
-        return getattr(zarrstore, name)
+        return getattr(importlib.import_module(f"hipnet.pipeline.store.{PUBLIC[name]}"), name)
     raise AttributeError(f"module 'hipnet.pipeline.store' has no attribute {name!r}")
