@@ -326,9 +326,11 @@ class Trainer:
         if not ("DataLoader worker" in str(e) or (isinstance(e, ConnectionError | EOFError)
                                                   and self.cfg.loader_workers > 0)):
             return None
-        with _quiet_sigchld():  # torch's handler would raise again inside the save below
-            if self.world == 1 and not mid_step and self.step > (self.saved_step or 0):
-                self.save()  # between steps: every step so far had its whole batch; --resume goes on here
+        # the loader is abandoned: torch's handler would raise again at the next SIGCHLD, inside the save below or
+        # while the log closes; SIGCHLD stays quiet until ``fit`` has closed the log
+        self._after_death.enter_context(_quiet_sigchld())
+        if self.world == 1 and not mid_step and self.step > (self.saved_step or 0):
+            self.save()  # between steps: every step so far had its whole batch; --resume goes on here
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
         return LoaderWorkerDied(f"{self.out}: a loader worker process died at step {self.step} ({type(e).__name__}: "
                                 f"{first}); {self.kept_text()}; rerun with --resume to continue exactly")
@@ -351,12 +353,14 @@ class Trainer:
         if fit_schedule and not self.fitted:
             callbacks.insert(0, FitSchedule(log, started, self.step, max_seconds))
         terms: dict[str, torch.Tensor] = {}
+        self._after_death = contextlib.ExitStack()  # what a dead loader worker quiets until the end (_worker_death)
         try:
             terms = self._loop(callbacks)
             self.save()
         finally:
             if log is not None:
                 log.close()
+            self._after_death.close()
         last = float(terms["total"]) if "total" in terms else float("nan")
         return Run(self.out, self.step, self.epoch, last, step_log.final_rate(self.world))
 
