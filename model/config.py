@@ -53,9 +53,16 @@ class ModelConfig:
     # softmin with the + tau log J term (equal to F where all parts equal F; up to tau log J above the closest part);
     # False: the plain smooth minimum, at or below the closest part
     softmin_offset: bool = True
+    # beyond the paper: each sub-network runs only on the query points within support_margin (m) of its part's box
+    # (in its joint's frame, from the training labels: model.support) or of a descendant's box (its children need
+    # its output); elsewhere its part takes the distance to its box, a lower bound of the part's distance
+    part_support: bool = False
+    support_margin: float = 0.05
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if self.support_margin < 0:
+            raise ValueError(f"support_margin must be >= 0, got {self.support_margin}")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ def joint_points_jacobian(x: torch.Tensor, joint_transforms: torch.Tensor, idx: 
 
 def stacked_mlp(w_point: list[torch.Tensor], bias: list[torch.Tensor], w_cond: dict[int, torch.Tensor],
                 idx: torch.Tensor, xp: torch.Tensor, cond: torch.Tensor | None, skip: int, beta: float,
-                dxp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                dxp: torch.Tensor | None = None,
+                frame_of: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The MLPs ``idx`` (k,) of a stack, as one batched matmul per layer.
 
     ``w_point[l]`` (J, in, out) and ``bias[l]`` (J, out) are layer l's weights of every MLP; ``w_cond[l]``
@@ -53,10 +54,20 @@ def stacked_mlp(w_point: list[torch.Tensor], bias: list[torch.Tensor], w_cond: d
     the frame's points. Layer ``skip`` sees ``cat(h, input) / sqrt(2)`` (IGR's skip); softplus(beta) between layers.
     ``xp`` (k, F, P, d_point) holds the point inputs. Returns (k, F, P) and, when ``dxp`` (k, F, P, 3, d_point)
     gives the inputs' derivatives along 3 directions, the output's (k, F, P, 3) by forward-mode differentiation
-    (the conditioning has no tangent; softplus' derivative is sigmoid(beta y)); else None."""
-    k, nf, npts, _ = xp.shape
-    inp = xp.reshape(k, nf * npts, -1)
-    dinp = None if dxp is None else dxp.reshape(k, nf * npts * 3, -1)
+    (the conditioning has no tangent; softplus' derivative is sigmoid(beta y)); else None.
+
+    With ``frame_of`` (k, R) the inputs are rows of any frames (part-local evaluation: each MLP its own points):
+    ``xp`` is (k, R, d_point), row r of MLP i belongs to frame ``frame_of[i, r]``, ``dxp`` is (k, R, 3, d_point),
+    and the results are (k, R) and (k, R, 3)."""
+    if frame_of is None:
+        k, nf, npts, _ = xp.shape
+        shape = (k, nf, npts)
+    else:
+        k, nf, npts = xp.shape[0], None, None
+        shape = (k, xp.shape[1])
+    rows = math.prod(shape[1:])
+    inp = xp.reshape(k, rows, -1)
+    dinp = None if dxp is None else dxp.reshape(k, rows * 3, -1)
     h, dh = inp, dinp
     last = len(w_point) - 1
     for layer in range(len(w_point)):
@@ -69,15 +80,19 @@ def stacked_mlp(w_point: list[torch.Tensor], bias: list[torch.Tensor], w_cond: d
         dy = None if dh is None else torch.bmm(dh, w)
         if cond is not None and layer in w_cond:
             c = torch.matmul(cond.unsqueeze(0), w_cond[layer][idx])  # (k, F, out)
-            y = (y.view(k, nf, npts, -1) + c.unsqueeze(2)).view(k, nf * npts, -1)
+            if frame_of is None:
+                y = (y.view(k, nf, npts, -1) + c.unsqueeze(2)).view(k, rows, -1)
+            else:
+                rows_of = (torch.arange(k, device=c.device).unsqueeze(1) * c.shape[1] + frame_of).view(-1)
+                y = y + c.reshape(-1, c.shape[-1]).index_select(0, rows_of).view(k, shape[1], -1)
         if layer == last:
             h, dh = y, dy
         else:
             h = F.softplus(y, beta=beta)
             if dy is not None:
                 slope = torch.sigmoid(beta * y)  # softplus'(y)
-                dh = (dy.view(k, nf * npts, 3, -1) * slope.unsqueeze(2)).view(k, nf * npts * 3, -1)
-    return h.view(k, nf, npts), None if dh is None else dh.view(k, nf, npts, 3)
+                dh = (dy.view(k, rows, 3, -1) * slope.unsqueeze(2)).view(k, rows * 3, -1)
+    return h.view(shape), None if dh is None else dh.view(*shape, 3)
 
 
 def softmin_union(parts: torch.Tensor, tau: float, offset: float) -> torch.Tensor:
@@ -90,3 +105,18 @@ def softmin_union(parts: torch.Tensor, tau: float, offset: float) -> torch.Tenso
 def softmin_weights(parts: torch.Tensor, tau: float) -> torch.Tensor:
     """d softmin_union / d part_k (F, P, J): a softmax of -parts / tau."""
     return torch.softmax(-parts / tau, dim=-1)
+
+
+def box_distance(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distance from points ``q`` (..., 3) to the axis-aligned boxes [``lo``, ``hi``] (broadcast against
+    ``q``): (...), 0 inside; and its direction (..., 3), the unit vector from the box's closest point (0 inside),
+    which is the distance's gradient with respect to ``q``.
+
+    The distance is returned as ``d . u`` with the direction ``u`` held constant, which has the distance's value
+    and first derivative; its second derivative is taken as zero, which no parameter's gradient reads (the box
+    has no parameters), and it spares the norm's backward over every joint and point."""
+    d = q - torch.maximum(torch.minimum(q, hi), lo)
+    with torch.no_grad():
+        dist = torch.linalg.vector_norm(d, dim=-1, keepdim=True)
+        direction = d / dist.clamp_min(torch.finfo(d.dtype).tiny)
+    return (d * direction).sum(-1), direction

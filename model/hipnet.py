@@ -28,6 +28,7 @@ from torch import nn
 from hipnet.model.config import ModelConfig
 from hipnet.model.functional import (
     SDFOutput,
+    box_distance,
     joint_points,
     joint_points_jacobian,
     softmin_union,
@@ -101,15 +102,34 @@ class StackedMLP(nn.Module):
         self.bias[-1].mul_(scale.view(-1, 1)).add_(shift.view(-1, 1))
 
     def run(self, idx: torch.Tensor, xp: torch.Tensor, cond: torch.Tensor | None,
-            dxp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            dxp: torch.Tensor | None = None,
+            frame_of: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``functional.stacked_mlp`` with this stack's parameters: the MLPs ``idx`` (k,) on point inputs ``xp``
-        (k, F, P, d_point) with per-frame ``cond`` (F, d_cond), and the derivatives along ``dxp`` when given."""
+        (k, F, P, d_point), or rows (k, R, d_point) of frames ``frame_of`` (k, R), with per-frame ``cond``
+        (F, d_cond), and the derivatives along ``dxp`` when given."""
         w_cond = {int(key): w for key, w in self.w_cond.items()}
-        return stacked_mlp(list(self.w_point), list(self.bias), w_cond, idx, xp, cond, self.skip, self.beta, dxp)
+        return stacked_mlp(list(self.w_point), list(self.bias), w_cond, idx, xp, cond, self.skip, self.beta, dxp,
+                           frame_of)
 
     def forward(self, idx: torch.Tensor, xp: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """The MLPs ``idx`` on ``xp`` (see ``run``): (k, F, P)."""
         return self.run(idx, xp, cond)[0]
+
+
+UNBOUNDED = 1e4  # m: the half-width of a support box that contains every query
+
+
+def subtree_matrix(parents, hierarchical: bool) -> torch.Tensor:
+    """(J, J) float: entry [a, b] is 1 where joint b is joint a or (with ``hierarchical``) one of its descendants."""
+    j = len(parents)
+    m = torch.eye(j)
+    if hierarchical:
+        for b in range(j):
+            a = parents[b]
+            while a >= 0:
+                m[a, b] = 1.0
+                a = parents[a]
+    return m
 
 
 class HIPNet(nn.Module):
@@ -146,6 +166,12 @@ class HIPNet(nn.Module):
         self.agg_out = nn.Linear(cfg.aggregator_hidden, 1)
         nn.init.zeros_(self.agg_out.weight)
         nn.init.zeros_(self.agg_out.bias)
+        if cfg.part_support:
+            # each part's box in its joint's frame (J, 2, 3: lo, hi), saved with the weights; until set_support, a
+            # box no query reaches the edge of, so every part runs everywhere (the dense model)
+            self.register_buffer("support", torch.tensor([-UNBOUNDED, UNBOUNDED]).view(1, 2, 1).repeat(j, 1, 3))
+            # subtree[a, b] = 1 where b is a or below a: a joint runs where it or a descendant is near
+            self.register_buffer("subtree", subtree_matrix(skeleton.parents, cfg.hierarchical), persistent=False)
 
     # ------------------------------------------------------------------------------------------ pieces
 
@@ -175,11 +201,16 @@ class HIPNet(nn.Module):
         tau log J above the closest part), else 0 (it lies at or below the closest part, within tau log J)."""
         return math.log(j) if self.cfg.softmin_offset else 0.0
 
+    def _aggregator_input(self, parts: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The aggregation network's first layer on (parts, phi, beta): (F, P, hidden), the conditioning's share
+        computed once per frame and broadcast over its points."""
+        j = parts.shape[-1]
+        per_frame = F.linear(cond, self.agg_in.weight[:, j:], self.agg_in.bias)  # F, hidden
+        return parts @ self.agg_in.weight[:, :j].T + per_frame.unsqueeze(1)
+
     def aggregate(self, parts: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Final SDF (F, P) from part SDFs (F, P, J) and conditioning (F, C)."""
-        nf, npts, _ = parts.shape
-        c = cond.unsqueeze(1).expand(nf, npts, cond.shape[-1])
-        h = F.softplus(self.agg_in(torch.cat([parts, c], dim=-1)), beta=self.cfg.softplus_beta)
+        h = F.softplus(self._aggregator_input(parts, cond), beta=self.cfg.softplus_beta)
         for layer in self.agg_hidden:
             h = F.softplus(layer(h), beta=self.cfg.softplus_beta)
         if self.cfg.aggregation == "softmin":  # smooth union; equals F when every part equals F
@@ -192,9 +223,8 @@ class HIPNet(nn.Module):
                                 cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``aggregate`` and its derivative (F, P, 3) from the parts' derivatives ``dparts`` (F, P, 3, J)."""
         nf, npts, j = parts.shape
-        c = cond.unsqueeze(1).expand(nf, npts, cond.shape[-1])
         beta = self.cfg.softplus_beta
-        y = self.agg_in(torch.cat([parts, c], dim=-1))
+        y = self._aggregator_input(parts, cond)
         dy = dparts @ self.agg_in.weight[:, :j].T  # F, P, 3, hidden
         h, dh = F.softplus(y, beta=beta), dy * torch.sigmoid(beta * y).unsqueeze(2)
         for layer in self.agg_hidden:
@@ -236,10 +266,22 @@ class HIPNet(nn.Module):
         """``forward(..., gradients=True)``."""
         return self.forward(x, joint_transforms, subject, gradients=True)
 
+    @torch.no_grad()
+    def set_support(self, boxes: torch.Tensor) -> None:
+        """Each part's support box (J, 2, 3: lo, hi in its joint's frame), e.g. ``model.support.part_boxes``."""
+        if not self.cfg.part_support:
+            raise ValueError("set_support needs a model with part_support")
+        if boxes.shape != self.support.shape or not bool((boxes[:, 0] <= boxes[:, 1]).all()):
+            raise ValueError(f"support boxes must be (J, 2, 3) = {tuple(self.support.shape)} with lo <= hi, got "
+                             f"{tuple(boxes.shape)}")
+        self.support.copy_(boxes)
+
     def _parts(self, x: torch.Tensor, joint_transforms: torch.Tensor, cond: torch.Tensor,
                tangents: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The part SDFs (F, P, J), level by level along the skeleton (each joint's sub-network sees its parent's
         output), and with ``tangents`` their derivatives (F, P, 3, J) carried alongside."""
+        if self.cfg.part_support:
+            return self._supported_parts(x, joint_transforms, cond, tangents)
         nf, npts, _ = x.shape
         local = self.cfg.local_frames
         outs: list[torch.Tensor | None] = [None] * self.skeleton.num_joints
@@ -266,6 +308,101 @@ class HIPNet(nn.Module):
                     douts[j] = dy[i]
         parts = torch.stack(outs, dim=-1)  # F, P, J
         return parts, torch.stack(douts, dim=-1) if tangents else None  # F, P, 3, J
+
+
+    def _supported_parts(self, x: torch.Tensor, joint_transforms: torch.Tensor, cond: torch.Tensor,
+                         tangents: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``_parts`` with ``part_support``: each level's sub-networks on their own points only.
+
+        A joint runs on the points within ``support_margin`` of its box or of a descendant's (its children read its
+        output there). Each level's joints run as at most two stacked calls (``level_groups``), each joint's points
+        gathered into rows padded to its group's largest count; the results are scattered over the part's box
+        distance, which every point the joint does not run on keeps (with that distance's gradient as tangent)."""
+        nf, npts, _ = x.shape
+        n, j = nf * npts, self.skeleton.num_joints
+        every = torch.arange(j, device=x.device)
+        q = joint_points(x, joint_transforms, every, True).reshape(j, n, 3)  # each joint's frame
+        lo, hi = self.support[:, 0].unsqueeze(1).to(x.dtype), self.support[:, 1].unsqueeze(1).to(x.dtype)
+        margin = self.cfg.support_margin
+        near = ((q >= lo - margin) & (q <= hi + margin)).all(-1)
+        need = (self.subtree.to(x.dtype) @ near.to(x.dtype)) > 0  # J, n
+        order, counts = row_order(need)
+        fill, direction = box_distance(q, lo, hi)  # J, n; J, n, 3
+        frame = torch.arange(nf, device=x.device).repeat_interleave(npts)  # n
+        inputs = (q if self.cfg.local_frames else x.reshape(1, n, 3).expand(j, n, 3)).reshape(j * n, 3)
+        jac = dfill = None
+        if tangents:
+            jac = joint_points_jacobian(x, joint_transforms, every, self.cfg.local_frames)  # J, F, 3, 3
+            rot_t = joint_points_jacobian(x, joint_transforms, every, True)[:, frame]  # J, n, 3, 3: d q / d x
+            dfill = (rot_t @ direction.unsqueeze(-1)).squeeze(-1)  # J, n, 3
+        outs: list[torch.Tensor] = list(fill)
+        douts: list[torch.Tensor | None] = list(dfill) if tangents else [None] * j
+        for joints in self.levels:
+            for group in level_groups([counts[i] for i in joints]):
+                members = [joints[i] for i in group]
+                idx = torch.tensor(members, device=x.device)
+                rows = order[idx, : max(counts[i] for i in members)]  # k, M
+                y, dy = self._run_rows(idx, members, rows, [counts[i] for i in members], inputs, frame, cond, jac,
+                                       outs, douts)
+                for i, joint in enumerate(members):
+                    outs[joint], douts[joint] = y[i], None if dy is None else dy[i]
+        parts = torch.stack(outs, dim=-1).view(nf, npts, j)
+        return parts, torch.stack(douts, dim=-1).view(nf, npts, 3, j) if tangents else None
+
+    def _run_rows(self, idx, members, rows, counts, inputs, frame, cond, jac, outs, douts):
+        """The sub-networks ``idx`` (k,; joints ``members``) on their ``rows`` (k, M; the first ``counts`` of each are
+        its points, the rest padding), scattered into their parts' current values: (k, n) and, with tangents,
+        (k, n, 3)."""
+        k, m = rows.shape
+        n = inputs.shape[0] // self.skeleton.num_joints
+        valid = torch.arange(m, device=rows.device) < torch.tensor(counts, device=rows.device).unsqueeze(1)
+        xp = inputs.index_select(0, (idx.unsqueeze(1) * n + rows).view(-1)).view(k, m, 3)
+        parents = [self.skeleton.parents[i] for i in members]
+        root = parents[0] < 0 or not self.cfg.hierarchical
+        flat = (torch.arange(k, device=rows.device).unsqueeze(1) * n + rows).view(-1)  # row r of member i
+        parent = xp.new_zeros(k, m, 1) if root else \
+            torch.stack([outs[p] for p in parents]).view(-1).index_select(0, flat).view(k, m, 1)
+        row_frame = frame[rows]  # k, M
+        dxp = None
+        if douts[members[0]] is not None:
+            dparent = xp.new_zeros(k, m, 3, 1) if root else \
+                torch.stack([douts[p] for p in parents]).view(-1, 3).index_select(0, flat).view(k, m, 3, 1)
+            step = jac.shape[1]
+            own_jac = jac.reshape(-1, 3, 3).index_select(0, (idx.unsqueeze(1) * step + row_frame).view(-1))
+            dxp = torch.cat([own_jac.view(k, m, 3, 3), dparent], dim=-1)  # k, M, 3, 4
+        value, dvalue = self.subnets.run(idx, torch.cat([xp, parent], dim=-1), cond, dxp, row_frame)
+        y = torch.stack([outs[i] for i in members])
+        y = y.scatter(1, rows, torch.where(valid, value, y.gather(1, rows)))
+        if dvalue is None:
+            return y, None
+        dy = torch.stack([douts[i] for i in members])
+        rows3 = rows.unsqueeze(-1).expand(k, m, 3)
+        return y, dy.scatter(1, rows3, torch.where(valid.unsqueeze(-1), dvalue, dy.gather(1, rows3)))
+
+
+def row_order(need: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """For each joint (row of ``need``, (J, n) bool): a permutation of the n points with the points it runs on
+    first, each part in its original order (J, n), and their counts (one transfer to the host per call)."""
+    need_i = need.long()
+    count = need_i.sum(1, keepdim=True)
+    position = torch.where(need, need_i.cumsum(1) - 1, count + (1 - need_i).cumsum(1) - 1)
+    points = torch.arange(need.shape[1], device=need.device).expand_as(position)
+    return torch.empty_like(position).scatter_(1, position, points), count.squeeze(1).tolist()
+
+
+def level_groups(counts: list[int]) -> list[list[int]]:
+    """The joints of one level (positions in ``counts``, their point counts) as at most two stacked calls: the
+    split of the joints sorted by count that pads least (each call pads its joints to its largest count); joints
+    with no point run in neither."""
+    ranked = sorted((i for i, c in enumerate(counts) if c), key=lambda i: counts[i])
+    if len(ranked) < 2:
+        return [ranked] if ranked else []
+
+    def padded(split: int) -> int:
+        return split * counts[ranked[split - 1]] + (len(ranked) - split) * counts[ranked[-1]]
+
+    split = min(range(1, len(ranked) + 1), key=padded)
+    return [group for group in (ranked[:split], ranked[split:]) if group]
 
 
 def naive_forward(model: HIPNet, x: torch.Tensor, joint_transforms: torch.Tensor,

@@ -57,6 +57,7 @@ from hipnet.model.checkpoint import (
 from hipnet.model.config import TrainConfig
 from hipnet.model.data import DataError, FrameStream, expand_shards
 from hipnet.model.losses import Batch, LossFn, loss_for
+from hipnet.model.support import part_boxes
 from hipnet.model.trainlog import TrainLog
 
 #: share of the remaining time a fitted schedule plans steps for (the rest absorbs a slower stretch later on)
@@ -131,6 +132,8 @@ class Trainer:
         self.schema_version = self.stream.stores.schema_version
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.skeleton, len(self.subjects), cfg.model).to(device)
+        if cfg.model.part_support:  # every rank reads the same frames, so the boxes agree without a broadcast
+            self.model.set_support(part_boxes(self.stream.stores.stores, self.skeleton.num_joints).to(device))
         codes = list(self.model.codes.parameters()) if self.model.codes is not None else []
         other = [p for n, p in self.model.named_parameters() if not n.startswith("codes.")]
         groups = [{"params": other, "lr": cfg.lr}] + ([{"params": codes, "lr": cfg.code_lr or cfg.lr}] if codes else [])

@@ -113,12 +113,12 @@ def tiny_config(**kw):
                    checkpoint_every=1000, log_every=1, **kw)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["small", "fast"])
+@pytest.mark.parametrize("fast", [False, True, "part_support"], ids=["small", "fast", "part-support"])
 def test_resume_gives_the_same_parameters_as_a_straight_run(train_stores, tmp_path, fast):
     cfg = tiny_config(steps=25, lr=1e-3)  # 72 train frames / 4 = 18 steps per epoch: crosses an epoch boundary
     if fast:  # the fast preset's departures: local frames, soft-min union, distance term, cosine schedule
-        cfg = replace(cfg, model=replace(cfg.model, local_frames=True, aggregation="softmin"), lambda_sdf=1.0,
-                      lr_schedule="cosine")
+        cfg = replace(cfg, model=replace(cfg.model, local_frames=True, aggregation="softmin",
+                                         part_support=fast == "part_support"), lambda_sdf=1.0, lr_schedule="cosine")
     straight = train(train_stores[:1], cfg, tmp_path / "straight", progress=False)
     part = train(train_stores[:1], cfg, tmp_path / "resumed", progress=False, stop_at_step=11)  # an interruption
     assert part.step == 11
@@ -339,3 +339,27 @@ def test_cli_fit_schedule_needs_a_time_budget(train_stores, tmp_path):
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert r.output.strip().splitlines()[-1] == "Error: a schedule fitted to the time needs a time budget (--max-minutes)"
     assert not (tmp_path / "r").exists()  # refused before the run folder is made
+
+
+def test_part_support_boxes_hold_every_labelled_point_and_travel_with_the_checkpoint(train_stores, tmp_path):
+    from hipnet.model.support import part_boxes
+    from hipnet.pipeline.store.reading import Store
+
+    store = Store.open(train_stores[0])
+    boxes = part_boxes([store], 22, frames_per_store=1000).double()  # every frame
+    points, labels = store.read("surface/points"), store.read("surface/labels")
+    transforms = torch.as_tensor(store.read("pose/joint_transforms")).double()
+    for f in range(0, store.n_frames, 7):
+        x, lab = torch.as_tensor(points[f]).double(), torch.as_tensor(labels[f]).long()
+        own = transforms[f, lab]  # S, 4, 4: each point's joint
+        local = torch.einsum("sji,sj->si", own[:, :3, :3], x - own[:, :3, 3])
+        assert (local >= boxes[lab, 0] - 1e-5).all() and (local <= boxes[lab, 1] + 1e-5).all()
+    empty = sorted(set(range(22)) - set(labels.reshape(-1).tolist()))
+    assert all(torch.equal(boxes[j], torch.zeros(2, 3, dtype=torch.float64)) for j in empty)
+    cfg = tiny_config(steps=3)
+    cfg = replace(cfg, model=replace(cfg.model, local_frames=True, aggregation="softmin", part_support=True))
+    train(train_stores[:1], cfg, tmp_path / "run", progress=False)
+    ck = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    torch.testing.assert_close(ck["model"]["support"], part_boxes([store], 22))  # the trainer's boxes, saved
+    model = model_from_checkpoint(ck)
+    assert torch.equal(model.support, ck["model"]["support"])

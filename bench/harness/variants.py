@@ -70,7 +70,7 @@ BASE = TrainConfig(
     model=ModelConfig(hidden=32, layers=4, skip=2, pose_dim=32, pose_hidden=64, code_dim=32, code_init_std=1e-4,
                       aggregator_hidden=64, aggregator_layers=2, softplus_beta=100.0, sphere_radius=0.5,
                       local_frames=True, hierarchical=True, aggregation="softmin", softmin_tau=0.01,
-                      softmin_offset=True),
+                      softmin_offset=True, part_support=False, support_margin=0.05),
     points_per_frame=500, eikonal_per_frame=1000, part_balance=0.0, eikonal_near_sigma=0.03, bbox_margin=0.1,
     frames_per_step=8, lr=4e-3, code_lr=None, lr_schedule="cosine", lr_final=0.03, lambda_eikonal=0.1,
     lambda_normal=0.1, lambda_sdf=1.0, sdf_target_band=None, subnet_losses=True, gradients="autograd", amp="auto",
@@ -88,6 +88,8 @@ FAST_V2 = (FAST + (("softmin_offset", False),), (("lambda_sdf", 1.0), ("part_bal
 # (256 frames); the preset also has lr8e-3's learning rate
 BUF256 = FAST_V2[1] + (("frames_per_step", 32), ("points_per_frame", 125), ("eikonal_per_frame", 250),
                        ("shuffle_buffer", 256))
+# the fast preset's model (tau5mm) with part-local evaluation
+PART_LOCAL = FAST_V2[0] + (("softmin_tau", 0.005), ("part_support", True))
 RUNGS = {"base": ((("hierarchical", False), ("code_dim", 0)), (("subnet_losses", False),)),
          "subnet": ((("hierarchical", False), ("code_dim", 0)), ()),
          "hier": ((("code_dim", 0),), ()),
@@ -169,6 +171,12 @@ VARIANTS = [
             parent="lr8e-3"),
     Variant("3-layers", "levers", FAST_V2[0] + (("layers", 3), ("skip", 1)), BUF256 + (("lr", 8e-3),), seeds=(0, 1),
             parent="lr8e-3"),
+    # part-local evaluation (ModelConfig.part_support: each sub-network only on the points near its part or a
+    # descendant's) on tau5mm, the fast preset: at equal steps, and at about equal time (twice the steps; the step
+    # time ratio is bench/results/part_support.json's)
+    Variant("part-support", "part-local", PART_LOCAL, BUF256 + (("lr", 8e-3),), seeds=(0, 1), parent="tau5mm"),
+    Variant("part-support@500", "part-local", PART_LOCAL, BUF256 + (("lr", 8e-3),), seeds=(0, 1), steps=500,
+            eval_every=100, parent="part-support"),
     # longer budgets (at most 2 hours on 2 cores), scored on the same frames: NAME@STEPS is NAME trained that long
     Variant("no-offset+balance0.5@6000", "long preset", *FAST_V2, steps=6000, eval_every=500,
             parent="no-offset+balance0.5"),
