@@ -5,9 +5,11 @@
 2. Training throughput of the `paper` preset: fp32, tf32 and bf16 x batched and naive x eager and `torch.compile`;
    query points (surface + eikonal) per second for a full step (forward, the equation-2 loss with its input
    gradients, backward, Adam) and peak memory. A combination that does not run is recorded with its error.
-3. A short `paper`-size training run on the embedded stores (as many minutes as `--train-minutes`), evaluated with
+3. The `fast` preset's step, dense against part-local evaluation (``bench.part_support.compare``: forward,
+   backward and Adam apart, both input-gradient modes) on batches of the train store.
+4. A short `paper`-size training run on the embedded stores (as many minutes as `--train-minutes`), evaluated with
    the standard metrics (`hipnet.model.evaluate`) on the test store.
-4. The SDF and input-gradient error of tf32 and bf16 against fp32 on that trained checkpoint, at the test
+5. The SDF and input-gradient error of tf32 and bf16 against fp32 on that trained checkpoint, at the test
    store's near-surface points.
 
 Writes bench/results/gpu.json (or `--out`) and prints a summary. Stores: `--data` holds `train.zarr` and
@@ -106,6 +108,17 @@ def throughput(device: str, tiny: bool, compile_modes: tuple[bool, ...] = (False
                 rows.append(row)
                 print(f"  {row}", flush=True)
     return rows
+
+
+def part_local(data: Path, device: str, tiny: bool) -> dict:
+    """The fast preset's dense and part-local steps on the train store's batches (an error is recorded, not raised:
+    the other stages' figures stand)."""
+    from bench.part_support import compare
+
+    try:
+        return compare(data / "train.zarr", 2 if tiny else 12, device, frames_per_step=2 if tiny else None)
+    except Exception as e:  # noqa: BLE001 - a result, not a crash
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
 
 
 def run_pytest() -> dict:
@@ -212,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                     "commit": os.environ.get("HIPNET_COMMIT", "unknown")}
     stages = [("pytest", lambda: run_pytest() if not args.skip_pytest else {"skipped": "--skip-pytest"}),
               ("throughput", lambda: throughput(args.device, args.tiny, (False,) if args.no_compile else (False, True)))]
+    stages.append(("part_local", lambda: part_local(args.data, args.device, args.tiny)))
     run = args.run or Path(os.environ.get("TMPDIR", "/tmp")) / f"hipnet_gpu_check_{os.getpid()}"
     for name, fn in stages:
         print(f"gpu_check: {name}", flush=True)

@@ -28,6 +28,10 @@ def test_gpu_check_runs_end_to_end_on_cpu(tmp_path, tiny_raw):
                                                         for f in ("batched", "naive")}
     assert all(r["query_points_per_s"] > 0 for r in rows), [r.get("error") for r in rows]
     assert result["pytest"]["returncode"] in (0, 5)  # 5: every GPU test skipped (no CUDA here)
+    part = result["part_local"]
+    assert set(part["dense_over"]) == {"dense", "part-support", "dense-forward", "part-support-forward"}, part
+    assert all(c["step_s"] > 0 for c in part["configurations"].values())
+    assert 0 < part["share"]["evaluated"] <= part["share"]["with_padding"] <= 1
     assert result["training"]["steps"] == 3
     assert 0 <= result["evaluation"]["uniform_miou"] <= 1
     assert result["precision_error"]["tf32"]["sdf_max_abs_mm"] == 0.0  # tf32 is plain fp32 on a CPU
