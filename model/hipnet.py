@@ -315,9 +315,11 @@ class HIPNet(nn.Module):
         """``_parts`` with ``part_support``: each level's sub-networks on their own points only.
 
         A joint runs on the points within ``support_margin`` of its box or of a descendant's (its children read its
-        output there). Each level's joints run as at most two stacked calls (``level_groups``), each joint's points
-        gathered into rows padded to its group's largest count; the results are scattered over the part's box
-        distance, which every point the joint does not run on keeps (with that distance's gradient as tangent)."""
+        output there, so each child sees the parent output the dense model gives it). Each level's joints run as at
+        most two stacked calls (``level_groups``), each joint's points gathered into rows padded to its group's
+        largest count. The part the aggregation sees is the sub-network's output inside its box, the box distance
+        beyond the margin (a lower bound of the distance to the part), and a smooth blend across the margin
+        (``support_blend``), so that it is continuous where the sub-network stops running."""
         nf, npts, _ = x.shape
         n, j = nf * npts, self.skeleton.num_joints
         every = torch.arange(j, device=x.device)
@@ -335,24 +337,26 @@ class HIPNet(nn.Module):
             jac = joint_points_jacobian(x, joint_transforms, every, self.cfg.local_frames)  # J, F, 3, 3
             rot_t = joint_points_jacobian(x, joint_transforms, every, True)[:, frame]  # J, n, 3, 3: d q / d x
             dfill = (rot_t @ direction.unsqueeze(-1)).squeeze(-1)  # J, n, 3
-        outs: list[torch.Tensor] = list(fill)
-        douts: list[torch.Tensor | None] = list(dfill) if tangents else [None] * j
+        # raw: each sub-network's output (what its children read); parts: what the aggregation reads
+        raw, parts = list(fill), list(fill)
+        draw = list(dfill) if tangents else [None] * j
+        dparts = list(dfill) if tangents else [None] * j
         for joints in self.levels:
             for group in level_groups([counts[i] for i in joints]):
                 members = [joints[i] for i in group]
                 idx = torch.tensor(members, device=x.device)
                 rows = order[idx, : max(counts[i] for i in members)]  # k, M
-                y, dy = self._run_rows(idx, members, rows, [counts[i] for i in members], inputs, frame, cond, jac,
-                                       outs, douts)
+                outputs = self._run_rows(idx, members, rows, [counts[i] for i in members], inputs, frame, cond, jac,
+                                         raw, draw)
                 for i, joint in enumerate(members):
-                    outs[joint], douts[joint] = y[i], None if dy is None else dy[i]
-        parts = torch.stack(outs, dim=-1).view(nf, npts, j)
-        return parts, torch.stack(douts, dim=-1).view(nf, npts, 3, j) if tangents else None
+                    raw[joint], parts[joint], draw[joint], dparts[joint] = (o if o is None else o[i] for o in outputs)
+        return torch.stack(parts, dim=-1).view(nf, npts, j), \
+            torch.stack(dparts, dim=-1).view(nf, npts, 3, j) if tangents else None
 
-    def _run_rows(self, idx, members, rows, counts, inputs, frame, cond, jac, outs, douts):
+    def _run_rows(self, idx, members, rows, counts, inputs, frame, cond, jac, raw, draw):
         """The sub-networks ``idx`` (k,; joints ``members``) on their ``rows`` (k, M; the first ``counts`` of each are
-        its points, the rest padding), scattered into their parts' current values: (k, n) and, with tangents,
-        (k, n, 3)."""
+        its points, the rest padding), scattered over their box distances: the raw outputs and the blended parts
+        (k, n each) and, with tangents, theirs (k, n, 3 each; else None)."""
         k, m = rows.shape
         n = inputs.shape[0] // self.skeleton.num_joints
         valid = torch.arange(m, device=rows.device) < torch.tensor(counts, device=rows.device).unsqueeze(1)
@@ -361,23 +365,40 @@ class HIPNet(nn.Module):
         root = parents[0] < 0 or not self.cfg.hierarchical
         flat = (torch.arange(k, device=rows.device).unsqueeze(1) * n + rows).view(-1)  # row r of member i
         parent = xp.new_zeros(k, m, 1) if root else \
-            torch.stack([outs[p] for p in parents]).view(-1).index_select(0, flat).view(k, m, 1)
+            torch.stack([raw[p] for p in parents]).view(-1).index_select(0, flat).view(k, m, 1)
         row_frame = frame[rows]  # k, M
         dxp = None
-        if douts[members[0]] is not None:
+        if draw[members[0]] is not None:
             dparent = xp.new_zeros(k, m, 3, 1) if root else \
-                torch.stack([douts[p] for p in parents]).view(-1, 3).index_select(0, flat).view(k, m, 3, 1)
+                torch.stack([draw[p] for p in parents]).view(-1, 3).index_select(0, flat).view(k, m, 3, 1)
             step = jac.shape[1]
             own_jac = jac.reshape(-1, 3, 3).index_select(0, (idx.unsqueeze(1) * step + row_frame).view(-1))
             dxp = torch.cat([own_jac.view(k, m, 3, 3), dparent], dim=-1)  # k, M, 3, 4
         value, dvalue = self.subnets.run(idx, torch.cat([xp, parent], dim=-1), cond, dxp, row_frame)
-        y = torch.stack([outs[i] for i in members])
-        y = y.scatter(1, rows, torch.where(valid, value, y.gather(1, rows)))
+        fill = torch.stack([raw[i] for i in members])  # every member's values are still its box distances
+        base = fill.gather(1, rows)
+        weight, dweight = support_blend(base, self.cfg.support_margin)
+        blended = base + weight * (value - base)
+        out = fill.scatter(1, rows, torch.where(valid, value, base)), \
+            fill.scatter(1, rows, torch.where(valid, blended, base))
         if dvalue is None:
-            return y, None
-        dy = torch.stack([douts[i] for i in members])
+            return *out, None, None
+        dfill = torch.stack([draw[i] for i in members])
         rows3 = rows.unsqueeze(-1).expand(k, m, 3)
-        return y, dy.scatter(1, rows3, torch.where(valid.unsqueeze(-1), dvalue, dy.gather(1, rows3)))
+        dbase = dfill.gather(1, rows3)
+        dblended = dbase + weight.unsqueeze(-1) * (dvalue - dbase) + \
+            ((value - base) * dweight).unsqueeze(-1) * dbase  # the weight's gradient is along the box distance's
+        keep = valid.unsqueeze(-1)
+        return *out, dfill.scatter(1, rows3, torch.where(keep, dvalue, dbase)), \
+            dfill.scatter(1, rows3, torch.where(keep, dblended, dbase))
+
+
+def support_blend(distance: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sub-network's share of a part at ``distance`` from its box: 1 inside the box, 0 from ``margin`` on, a
+    smoothstep between (continuous with its first derivative); and the share's derivative by the distance."""
+    t = (distance / max(margin, torch.finfo(distance.dtype).tiny)).clamp(0.0, 1.0)
+    slope = -6.0 * t * (1.0 - t) / max(margin, torch.finfo(distance.dtype).tiny)
+    return 1.0 - t * t * (3.0 - 2.0 * t), slope
 
 
 def row_order(need: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
