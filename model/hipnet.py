@@ -208,8 +208,9 @@ class HIPNet(nn.Module):
         per_frame = F.linear(cond, self.agg_in.weight[:, j:], self.agg_in.bias)  # F, hidden
         return parts @ self.agg_in.weight[:, :j].T + per_frame.unsqueeze(1)
 
-    def aggregate(self, parts: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Final SDF (F, P) from part SDFs (F, P, J) and conditioning (F, C)."""
+    def aggregate(self, parts: torch.Tensor, cond: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Final SDF (F, P) from part SDFs (F, P, J) and conditioning (F, C); the MLP residual times ``gate`` (F, P)
+        when given (part-local evaluation: 0 beyond every part's support)."""
         h = F.softplus(self._aggregator_input(parts, cond), beta=self.cfg.softplus_beta)
         for layer in self.agg_hidden:
             h = F.softplus(layer(h), beta=self.cfg.softplus_beta)
@@ -217,11 +218,14 @@ class HIPNet(nn.Module):
             base = softmin_union(parts, self.cfg.softmin_tau, self._softmin_offset(parts.shape[-1]))
         else:
             base = parts @ self.agg_mean
-        return base + self.agg_out(h).squeeze(-1)
+        residual = self.agg_out(h).squeeze(-1)
+        return base + (residual if gate is None else gate * residual)
 
-    def aggregate_with_gradient(self, parts: torch.Tensor, dparts: torch.Tensor,
-                                cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``aggregate`` and its derivative (F, P, 3) from the parts' derivatives ``dparts`` (F, P, 3, J)."""
+    def aggregate_with_gradient(self, parts: torch.Tensor, dparts: torch.Tensor, cond: torch.Tensor,
+                                gate: torch.Tensor | None = None,
+                                dgate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``aggregate`` and its derivative (F, P, 3) from the parts' derivatives ``dparts`` (F, P, 3, J) (and the
+        gate's, ``dgate`` (F, P, 3))."""
         nf, npts, j = parts.shape
         beta = self.cfg.softplus_beta
         y = self._aggregator_input(parts, cond)
@@ -239,6 +243,8 @@ class HIPNet(nn.Module):
             base = parts @ self.agg_mean
             weights = self.agg_mean.expand(nf, npts, j)
         dbase = (dparts * weights.unsqueeze(2)).sum(-1)
+        if gate is not None:
+            out, dout = gate * out, gate.unsqueeze(-1) * dout + out.unsqueeze(-1) * dgate
         return base + out, dbase + dout
 
     # ------------------------------------------------------------------------------------------ forward
@@ -255,10 +261,10 @@ class HIPNet(nn.Module):
         if gradients and (code is not None or phi is not None):
             raise ValueError("gradients=True takes subject ids, not codes or phi")
         cond = self.condition(joint_transforms, subject, code, phi)
-        parts, dparts = self._parts(x, joint_transforms, cond, gradients)
+        parts, dparts, gate, dgate = self._parts(x, joint_transforms, cond, gradients)
         if not gradients:
-            return SDFOutput(self.aggregate(parts, cond), parts)
-        sdf, grad = self.aggregate_with_gradient(parts, dparts, cond)
+            return SDFOutput(self.aggregate(parts, cond, gate), parts)
+        sdf, grad = self.aggregate_with_gradient(parts, dparts, cond, gate, dgate)
         return SDFOutput(sdf, parts, grad, dparts)
 
     def forward_with_gradient(self, x: torch.Tensor, joint_transforms: torch.Tensor,
@@ -276,10 +282,10 @@ class HIPNet(nn.Module):
                              f"{tuple(boxes.shape)}")
         self.support.copy_(boxes)
 
-    def _parts(self, x: torch.Tensor, joint_transforms: torch.Tensor, cond: torch.Tensor,
-               tangents: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _parts(self, x: torch.Tensor, joint_transforms: torch.Tensor, cond: torch.Tensor, tangents: bool) -> tuple:
         """The part SDFs (F, P, J), level by level along the skeleton (each joint's sub-network sees its parent's
-        output), and with ``tangents`` their derivatives (F, P, 3, J) carried alongside."""
+        output), and with ``tangents`` their derivatives (F, P, 3, J) carried alongside (else None); then the
+        aggregation residual's gate (F, P) and its derivative (F, P, 3), None for the dense model."""
         if self.cfg.part_support:
             return self._supported_parts(x, joint_transforms, cond, tangents)
         nf, npts, _ = x.shape
@@ -307,19 +313,18 @@ class HIPNet(nn.Module):
                 if tangents:
                     douts[j] = dy[i]
         parts = torch.stack(outs, dim=-1)  # F, P, J
-        return parts, torch.stack(douts, dim=-1) if tangents else None  # F, P, 3, J
+        return parts, torch.stack(douts, dim=-1) if tangents else None, None, None  # dparts: F, P, 3, J
 
 
     def _supported_parts(self, x: torch.Tensor, joint_transforms: torch.Tensor, cond: torch.Tensor,
-                         tangents: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         tangents: bool) -> tuple:
         """``_parts`` with ``part_support``: each level's sub-networks on their own points only.
 
         A joint runs on the points within ``support_margin`` of its box or of a descendant's (its children read its
-        output there, so each child sees the parent output the dense model gives it). Each level's joints run as at
-        most two stacked calls (``level_groups``), each joint's points gathered into rows padded to its group's
-        largest count. The part the aggregation sees is the sub-network's output inside its box, the box distance
-        beyond the margin (a lower bound of the distance to the part), and a smooth blend across the margin
-        (``support_blend``), so that it is continuous where the sub-network stops running."""
+        output there). Each level's joints run as at most two stacked calls (``level_groups``), each joint's points
+        gathered into rows padded to its group's largest count; the results are scattered over the part's box
+        distance, which every point the joint does not run on keeps (with that distance's gradient as tangent). The
+        aggregation's residual is gated to vanish beyond every support (``support_blend``)."""
         nf, npts, _ = x.shape
         n, j = nf * npts, self.skeleton.num_joints
         every = torch.arange(j, device=x.device)
@@ -337,26 +342,31 @@ class HIPNet(nn.Module):
             jac = joint_points_jacobian(x, joint_transforms, every, self.cfg.local_frames)  # J, F, 3, 3
             rot_t = joint_points_jacobian(x, joint_transforms, every, True)[:, frame]  # J, n, 3, 3: d q / d x
             dfill = (rot_t @ direction.unsqueeze(-1)).squeeze(-1)  # J, n, 3
-        # raw: each sub-network's output (what its children read); parts: what the aggregation reads
-        raw, parts = list(fill), list(fill)
-        draw = list(dfill) if tangents else [None] * j
-        dparts = list(dfill) if tangents else [None] * j
+        outs: list[torch.Tensor] = list(fill)
+        douts: list[torch.Tensor | None] = list(dfill) if tangents else [None] * j
         for joints in self.levels:
             for group in level_groups([counts[i] for i in joints]):
                 members = [joints[i] for i in group]
                 idx = torch.tensor(members, device=x.device)
                 rows = order[idx, : max(counts[i] for i in members)]  # k, M
-                outputs = self._run_rows(idx, members, rows, [counts[i] for i in members], inputs, frame, cond, jac,
-                                         raw, draw)
+                y, dy = self._run_rows(idx, members, rows, [counts[i] for i in members], inputs, frame, cond, jac,
+                                       outs, douts)
                 for i, joint in enumerate(members):
-                    raw[joint], parts[joint], draw[joint], dparts[joint] = (o if o is None else o[i] for o in outputs)
-        return torch.stack(parts, dim=-1).view(nf, npts, j), \
-            torch.stack(dparts, dim=-1).view(nf, npts, 3, j) if tangents else None
+                    outs[joint], douts[joint] = y[i], None if dy is None else dy[i]
+        parts = torch.stack(outs, dim=-1).view(nf, npts, j)
+        # the residual fades out beyond the supports (a smoothstep over the margin from the nearest box), where the
+        # SDF is the soft-min of the box distances: the residual need not correct that far field
+        nearest, which = fill.min(0)
+        gate, slope = support_blend(nearest, margin)
+        dgate = None if dfill is None else \
+            (slope.unsqueeze(-1) * dfill[which, torch.arange(n, device=x.device)]).view(nf, npts, 3)
+        return parts, torch.stack(douts, dim=-1).view(nf, npts, 3, j) if tangents else None, gate.view(nf, npts), \
+            dgate
 
-    def _run_rows(self, idx, members, rows, counts, inputs, frame, cond, jac, raw, draw):
+    def _run_rows(self, idx, members, rows, counts, inputs, frame, cond, jac, outs, douts):
         """The sub-networks ``idx`` (k,; joints ``members``) on their ``rows`` (k, M; the first ``counts`` of each are
-        its points, the rest padding), scattered over their box distances: the raw outputs and the blended parts
-        (k, n each) and, with tangents, theirs (k, n, 3 each; else None)."""
+        its points, the rest padding), scattered into their parts' current values: (k, n) and, with tangents,
+        (k, n, 3)."""
         k, m = rows.shape
         n = inputs.shape[0] // self.skeleton.num_joints
         valid = torch.arange(m, device=rows.device) < torch.tensor(counts, device=rows.device).unsqueeze(1)
@@ -365,40 +375,31 @@ class HIPNet(nn.Module):
         root = parents[0] < 0 or not self.cfg.hierarchical
         flat = (torch.arange(k, device=rows.device).unsqueeze(1) * n + rows).view(-1)  # row r of member i
         parent = xp.new_zeros(k, m, 1) if root else \
-            torch.stack([raw[p] for p in parents]).view(-1).index_select(0, flat).view(k, m, 1)
+            torch.stack([outs[p] for p in parents]).view(-1).index_select(0, flat).view(k, m, 1)
         row_frame = frame[rows]  # k, M
         dxp = None
-        if draw[members[0]] is not None:
+        if douts[members[0]] is not None:
             dparent = xp.new_zeros(k, m, 3, 1) if root else \
-                torch.stack([draw[p] for p in parents]).view(-1, 3).index_select(0, flat).view(k, m, 3, 1)
+                torch.stack([douts[p] for p in parents]).view(-1, 3).index_select(0, flat).view(k, m, 3, 1)
             step = jac.shape[1]
             own_jac = jac.reshape(-1, 3, 3).index_select(0, (idx.unsqueeze(1) * step + row_frame).view(-1))
             dxp = torch.cat([own_jac.view(k, m, 3, 3), dparent], dim=-1)  # k, M, 3, 4
         value, dvalue = self.subnets.run(idx, torch.cat([xp, parent], dim=-1), cond, dxp, row_frame)
-        fill = torch.stack([raw[i] for i in members])  # every member's values are still its box distances
-        base = fill.gather(1, rows)
-        weight, dweight = support_blend(base, self.cfg.support_margin)
-        blended = base + weight * (value - base)
-        out = fill.scatter(1, rows, torch.where(valid, value, base)), \
-            fill.scatter(1, rows, torch.where(valid, blended, base))
+        y = torch.stack([outs[i] for i in members])
+        y = y.scatter(1, rows, torch.where(valid, value, y.gather(1, rows)))
         if dvalue is None:
-            return *out, None, None
-        dfill = torch.stack([draw[i] for i in members])
+            return y, None
+        dy = torch.stack([douts[i] for i in members])
         rows3 = rows.unsqueeze(-1).expand(k, m, 3)
-        dbase = dfill.gather(1, rows3)
-        dblended = dbase + weight.unsqueeze(-1) * (dvalue - dbase) + \
-            ((value - base) * dweight).unsqueeze(-1) * dbase  # the weight's gradient is along the box distance's
-        keep = valid.unsqueeze(-1)
-        return *out, dfill.scatter(1, rows3, torch.where(keep, dvalue, dbase)), \
-            dfill.scatter(1, rows3, torch.where(keep, dblended, dbase))
+        return y, dy.scatter(1, rows3, torch.where(valid.unsqueeze(-1), dvalue, dy.gather(1, rows3)))
 
 
 def support_blend(distance: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sub-network's share of a part at ``distance`` from its box: 1 inside the box, 0 from ``margin`` on, a
-    smoothstep between (continuous with its first derivative); and the share's derivative by the distance."""
-    t = (distance / max(margin, torch.finfo(distance.dtype).tiny)).clamp(0.0, 1.0)
-    slope = -6.0 * t * (1.0 - t) / max(margin, torch.finfo(distance.dtype).tiny)
-    return 1.0 - t * t * (3.0 - 2.0 * t), slope
+    """A smoothstep from 1 at ``distance`` 0 to 0 at ``margin`` and beyond (continuous with its first derivative),
+    and its derivative by the distance."""
+    scale = max(margin, torch.finfo(distance.dtype).tiny)
+    t = (distance / scale).clamp(0.0, 1.0)
+    return 1.0 - t * t * (3.0 - 2.0 * t), -6.0 * t * (1.0 - t) / scale
 
 
 def row_order(need: torch.Tensor) -> tuple[torch.Tensor, list[int]]:

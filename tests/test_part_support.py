@@ -3,13 +3,14 @@ distance where a part does not, the ancestors of a near part, empty parts and le
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
 import torch
 
 from hipnet.model.config import PRESETS
-from hipnet.model.functional import box_distance
+from hipnet.model.functional import box_distance, softmin_union
 from hipnet.model.hipnet import HIPNet, level_groups, row_order, subtree_matrix
 from hipnet.model.losses import Batch, hipnet_loss
 from hipnet.pipeline.core.skeleton import SMPL22
@@ -64,40 +65,34 @@ def test_where_every_part_runs_the_model_is_the_dense_model(gradients):
     torch.testing.assert_close(local(x, jt, subject).sdf, a.sdf, atol=2e-6, rtol=0)
 
 
-def test_inside_a_box_its_part_is_the_dense_one_across_the_margin_a_blend_and_beyond_it_the_box_distance():
+def test_a_point_just_inside_runs_its_part_and_ancestors_and_just_outside_takes_the_box_distance():
     dense, local = models(margin=0.05)
     boxes = far_boxes()
     local.set_support(boxes)
-    face = boxes[L_WRIST, 1, 0].item()  # the wrist box's +x face
-    x = torch.tensor([[[face - 0.01, 0.05, 0.05], [face + 0.02, 0.05, 0.05], [face + 0.051, 0.05, 0.05]]])
+    wrist = boxes[L_WRIST, 1, 0].item()  # the wrist box's +x face
+    x = torch.tensor([[[wrist + 0.049, 0.05, 0.05], [wrist + 0.051, 0.05, 0.05]]])  # just inside / outside its margin
     out, ref = local(x, identity_pose(1), torch.tensor([1])), dense(x, identity_pose(1), torch.tensor([1]))
-    distance = box_distance(x[0].unsqueeze(1).expand(3, 22, 3), boxes[:, 0], boxes[:, 1])[0]  # 3 points, 22 parts
-    # inside the wrist's box: its part is the dense model's, although its ancestors (far from their own boxes, so
-    # their parts are their box distances) ran only to feed it the parent outputs the dense model gives it
-    torch.testing.assert_close(out.parts[0, 0, L_WRIST], ref.parts[0, 0, L_WRIST], atol=2e-6, rtol=0)
-    others = torch.arange(22) != L_WRIST
-    torch.testing.assert_close(out.parts[0, 0, others], distance[0, others])
-    # 2 cm into the 5 cm margin: the smoothstep blend of the dense output and the box distance
-    d = distance[1, L_WRIST]
-    assert d.item() == pytest.approx(0.02, abs=1e-5)
-    t = d / 0.05
-    expected = d + (1 - t * t * (3 - 2 * t)) * (ref.parts[0, 1, L_WRIST] - d)
-    torch.testing.assert_close(out.parts[0, 1, L_WRIST], expected, atol=2e-6, rtol=0)
-    # just beyond the margin no part runs: each is its box distance, at least the margin
-    torch.testing.assert_close(out.parts[0, 2], distance[2])
-    assert out.parts[0, 2, L_WRIST].item() == pytest.approx(0.051, abs=1e-6) and (out.parts[0, 2] >= 0.05).all()
-
-
-def test_the_blend_is_continuous_where_a_part_stops_running():
-    _, local = models(margin=0.05)
-    local.set_support(far_boxes())
-    face = far_boxes()[L_WRIST, 1, 0].item()
-    d = torch.tensor([0.05 - 1e-4, 0.05 + 1e-4, 0.03, 0.07])
-    x = torch.stack([face + d, torch.full_like(d, 0.05), torch.full_like(d, 0.05)], -1).unsqueeze(0)
-    wrist = local(x, identity_pose(1), torch.tensor([1])).parts[0, :, L_WRIST]
-    assert abs(wrist[2] - d[2]) > 1.0  # the sub-network's output differs from the box distance by metres here ...
-    assert abs(wrist[1] - wrist[0]) < 1e-3  # ... yet across the margin's edge the part moves by 0.2 mm at most
-    torch.testing.assert_close(wrist[1::2], d[1::2])
+    inside, outside = out.parts[0, 0], out.parts[0, 1]
+    runs = torch.zeros(22, dtype=torch.bool)
+    runs[ANCESTORS_OF_L_WRIST] = True
+    # inside: the wrist and its ancestors give the dense values (they saw the same parents); the rest their distance
+    torch.testing.assert_close(inside[runs], ref.parts[0, 0][runs], atol=2e-6, rtol=0)
+    distance = box_distance(x[0, 0].expand(22, 3), boxes[:, 0], boxes[:, 1])[0]
+    torch.testing.assert_close(inside[~runs], distance[~runs])
+    # outside: no part runs; each part is its box distance, the wrist's just beyond the margin
+    expected = box_distance(x[0, 1].expand(22, 3), boxes[:, 0], boxes[:, 1])[0]
+    torch.testing.assert_close(outside, expected)
+    assert outside[L_WRIST].item() == pytest.approx(0.051, abs=1e-6)
+    assert (outside >= 0.05).all()  # a lower bound of the distance to each part, at least the margin
+    # beyond every support the aggregation's residual is gated off: the SDF is the soft-min of the box distances
+    base = softmin_union(out.parts[0, 1], SMALL.softmin_tau, math.log(22))
+    torch.testing.assert_close(out.sdf[0, 1], base)
+    assert local.agg_out.weight.abs().sum() > 0  # (there is a residual to gate: the weights were moved off zero)
+    inside = torch.tensor([[[wrist - 0.01, 0.05, 0.05]]])
+    within = local(inside, identity_pose(1), torch.tensor([1]))
+    cond = local.condition(identity_pose(1), torch.tensor([1]))
+    torch.testing.assert_close(within.sdf, local.aggregate(within.parts, cond))  # inside a box: the whole residual
+    assert not torch.allclose(within.sdf, softmin_union(within.parts, SMALL.softmin_tau, math.log(22)))
 
 
 def test_the_box_distance_is_exact_and_its_gradient_is_its_direction():
