@@ -77,7 +77,11 @@ def demo_page() -> str:
         "|---|---|",
         f"| whole demo (wall) | {_minutes(d.get('wall_s'))} |",
         f"| training | {_minutes(d.get('train_s'))}, {d['steps']:,} steps"
-        + (f" (planned {sched['planned']:,}, fitted to the time)" if sched.get("fitted") else "") + " |",
+        + (f" (planned {sched['planned']:,}, fitted to the time)" if sched.get("fitted") else "")
+        + (f"; {100 * d['decay_done']:.0f}% of the learning-rate decay done" if d.get("decay_done") is not None
+           else "") + " |",
+        *(["| step time, per 100 steps | " + ", ".join(f"{w['step_s']:.2f}" for w in d["step_s_windows"]) + " s |"]
+          if d.get("step_s_windows") else []),
         f"| evaluation | {_minutes(d.get('eval_s'))} |",
         f"| uniform / near-surface mIoU | **{d['uniform_miou']:.1f} / {d['near_miou']:.1f}%** |",
         f"| Chamfer-L1 | {d['chamfer_mm']:.2f} mm |",
