@@ -35,7 +35,7 @@ DEMO_TEST ?= $(DATA)/processed/anny_demo
 # what 16.5 minutes hold (at most DEMO_MAX_STEPS; 900-1,450 on the 2-core machine, by the day), so the decay
 # ends with the time on a slow machine and a fast one trains longer (bench/results/demo.json records the plan)
 DEMO_TRAIN_MINUTES ?= 16.5
-DEMO_MAX_STEPS ?= 1500
+DEMO_MAX_STEPS ?= 4000
 DEMO_EVAL_ARGS ?= --mesh-frames 2 --resolution 128
 # what this demo run changes, recorded in bench/results/demo.json and the table of every run (docs/experiments/demo.md)
 DEMO_NOTE ?=

@@ -37,7 +37,8 @@ def test_variant_names_and_ladder_switches():
                      "depth1-world", "forward-gradients", "no-offset", "radius0.2", "width64", "balance0.5", "balance1.0",
                      "no-offset+balance0.5", "code-lr3x", "16-frames", "near-sigma0.015", "32-frames", "buffer256",
                      "lr8e-3", "64-frames", "lr1.2e-2", "tau5mm", "tau2.5mm", "250-surface-points", "3-layers",
-                     "no-offset+balance0.5@6000", "buffer256@3000", "buffer256@6000", "lr8e-3@6000"]
+                     "part-support", "part-support@500", "no-offset+balance0.5@6000", "buffer256@3000",
+                     "buffer256@6000", "lr8e-3@6000"]
     # every old name maps to a variant, and every variant but the ladders' rungs and the peers names its parent
     assert set(acc.RENAMED.values()) <= set(names)
     assert all(v.parent in names for v in acc.VARIANTS if v.parent)
@@ -53,7 +54,7 @@ def test_variant_names_and_ladder_switches():
     assert local.model.local_frames and local.model.aggregation == "mean" and local.lambda_sdf == 0
     assert cfg["paper+softmin"].model.aggregation == "softmin" and not cfg["paper+softmin"].model.local_frames
     assert cfg["paper+sdf"].lambda_sdf == 1.0 and cfg["paper+sdf"].model.aggregation == "mean"
-    levers = {v.name for v in acc.VARIANTS if v.group in ("levers", "long preset")}
+    levers = {v.name for v in acc.VARIANTS if v.group in ("levers", "long preset", "part-local")}
     assert len({(c.lr, c.frames_per_step, c.points_per_frame, c.model.hidden, c.steps, c.gradients)
                 for n, c in cfg.items() if n not in levers}) == 1
     # each lever is departures-full with one change
@@ -64,15 +65,18 @@ def test_variant_names_and_ladder_switches():
     assert cfg["width64"] == replace(ref, model=replace(ref.model, hidden=64))
     assert cfg["balance0.5"] == replace(ref, part_balance=0.5) and ref.part_balance == 0.0
     # the harness's base stays the fast preset as first measured (its batch, shuffle buffer, learning rate and
-    # soft-min temperature too); tau5mm is the preset as it is now, lr8e-3 the same at tau 1 cm,
+    # soft-min temperature too); part-support is the preset as it is now, tau5mm that with every sub-network on
+    # every point, lr8e-3 the same at tau 1 cm,
     # buffer256 that at 4e-3, 32-frames that with the harness's buffer, no-offset+balance0.5 with the harness's batch,
     # and the other
     # v2 levers one change each to no-offset+balance0.5
     preset = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every,
                      log_every=ref.log_every, loader_workers=ref.loader_workers, gradients="autograd")
-    assert cfg["tau5mm"] == preset and preset.model.softmin_tau == 0.005 and ref.model.softmin_tau == 0.01
+    assert cfg["part-support"] == preset and preset.model.softmin_tau == 0.005 and ref.model.softmin_tau == 0.01
+    assert cfg["tau5mm"] == replace(preset, model=replace(preset.model, part_support=False))
+    assert cfg["part-support@500"] == replace(preset, steps=500, log_every=50, checkpoint_every=500)
     now = cfg["lr8e-3"]
-    assert ref.model.softmin_offset and now == replace(preset, model=replace(preset.model, softmin_tau=0.01))
+    assert ref.model.softmin_offset and now == replace(cfg["tau5mm"], model=replace(cfg["tau5mm"].model, softmin_tau=0.01))
     assert now.shuffle_buffer == 256
     assert cfg["buffer256"] == replace(now, lr=4e-3) and now.lr == 8e-3 and ref.lr == 4e-3
     assert cfg["32-frames"] == replace(cfg["buffer256"], shuffle_buffer=32)
