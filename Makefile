@@ -14,7 +14,7 @@ GEODESICS ?= per-frame
 PREPROCESS_ARGS ?=
 # your SMPL/SMPL+H/SMPL-X model files (AMASS, DFAUST and CAPE need them; licence-gated, never downloaded)
 BODY_MODELS ?=
-# training preset (fast, the default everywhere | long | small | paper) or a YAML file; fast = the CPU demo (1,000 steps, about 15 minutes on
+# training preset (fast, the default everywhere | long | small | paper) or a YAML file; fast = the CPU demo (1,000 steps, about 7 minutes on
 # 2 cores); long = fast trained 6,000 steps (at most 2 hours: with TRAIN_MINUTES=120)
 TRAIN_CONFIG ?= fast
 RUN ?= runs/$(DATASET)_$(TRAIN_CONFIG)

@@ -164,20 +164,21 @@ PRESETS = {
 # 250 eikonal points a step, many poses and subjects per step (32-frames), through a shuffle buffer of 256 frames, so a
 # step's frames come from 8 shards rather than one (buffer256); Adam at 8e-3 with a cosine decay (lr8e-3); each
 # sub-network run only near its part, with the aggregation's residual gated off beyond every part (part-support:
-# the same scores at equal steps, a cheaper step). Batches are made in the training process (loader_workers 0, the same batches as one worker): on 2 cores a worker
+# the same scores at equal steps, a cheaper step), its input gradients by forward-mode derivatives (the same values;
+# on the part-local model the cheaper step: part-support+forward, bench/results/part_support.json). Batches are made in the training process (loader_workers 0, the same batches as one worker): on 2 cores a worker
 # process beside torch's two threads competes for the cores rather than overlapping them (bench/loader_workers.py).
 PRESETS["fast"] = replace(
     PRESETS["small"],
     model=replace(PRESETS["small"].model, hidden=32, local_frames=True, aggregation="softmin", softmin_offset=False,
                   softmin_tau=0.005, part_support=True),
     points_per_frame=125, eikonal_per_frame=250, frames_per_step=32, lr=8e-3, lr_schedule="cosine", steps=1000,
-    lambda_sdf=1.0, part_balance=0.5, shuffle_buffer=256, loader_workers=0,
+    lambda_sdf=1.0, part_balance=0.5, shuffle_buffer=256, loader_workers=0, gradients="forward",
 )
 # ``long``: ``fast`` trained 6,000 steps with the cosine decay over them, the best shapes a 2-core CPU gives in at
 # most 2 hours (harness variant lr8e-3@6000). It keeps the configuration it was measured in over 6,000 steps: the
 # soft-min at tau 1 cm and every sub-network on every point (part-local evaluation is not yet measured that long).
 PRESETS["long"] = replace(PRESETS["fast"], model=replace(PRESETS["fast"].model, softmin_tau=0.01, part_support=False),
-                          steps=6000, checkpoint_every=500, log_every=50)
+                          gradients="autograd", steps=6000, checkpoint_every=500, log_every=50)
 
 
 @dataclass(frozen=True)

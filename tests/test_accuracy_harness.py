@@ -37,7 +37,7 @@ def test_variant_names_and_ladder_switches():
                      "depth1-world", "forward-gradients", "no-offset", "radius0.2", "width64", "balance0.5", "balance1.0",
                      "no-offset+balance0.5", "code-lr3x", "16-frames", "near-sigma0.015", "32-frames", "buffer256",
                      "lr8e-3", "64-frames", "lr1.2e-2", "tau5mm", "tau2.5mm", "250-surface-points", "3-layers",
-                     "part-support", "part-support@500", "no-offset+balance0.5@6000", "buffer256@3000",
+                     "part-support", "part-support@500", "part-support+forward", "no-offset+balance0.5@6000", "buffer256@3000",
                      "buffer256@6000", "lr8e-3@6000"]
     # every old name maps to a variant, and every variant but the ladders' rungs and the peers names its parent
     assert set(acc.RENAMED.values()) <= set(names)
@@ -70,8 +70,10 @@ def test_variant_names_and_ladder_switches():
     # buffer256 that at 4e-3, 32-frames that with the harness's buffer, no-offset+balance0.5 with the harness's batch,
     # and the other
     # v2 levers one change each to no-offset+balance0.5
-    preset = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every,
-                     log_every=ref.log_every, loader_workers=ref.loader_workers, gradients="autograd")
+    fast = replace(PRESETS["fast"], steps=ref.steps, checkpoint_every=ref.checkpoint_every,
+                   log_every=ref.log_every, loader_workers=ref.loader_workers)
+    assert cfg["part-support+forward"] == fast and fast.gradients == "forward"
+    preset = replace(fast, gradients="autograd")
     assert cfg["part-support"] == preset and preset.model.softmin_tau == 0.005 and ref.model.softmin_tau == 0.01
     assert cfg["tau5mm"] == replace(preset, model=replace(preset.model, part_support=False))
     assert cfg["part-support@500"] == replace(preset, steps=500, log_every=50, checkpoint_every=500)

@@ -177,6 +177,10 @@ VARIANTS = [
     Variant("part-support", "part-local", PART_LOCAL, BUF256 + (("lr", 8e-3),), seeds=(0, 1), parent="tau5mm"),
     Variant("part-support@500", "part-local", PART_LOCAL, BUF256 + (("lr", 8e-3),), seeds=(0, 1), steps=500,
             eval_every=100, parent="part-support"),
+    # its input gradients by forward-mode derivatives (the same values; the cheaper step once the sub-networks run
+    # on a quarter of the points: bench/results/part_support.json)
+    Variant("part-support+forward", "part-local", PART_LOCAL, BUF256 + (("lr", 8e-3), ("gradients", "forward")),
+            seeds=(0, 1), parent="part-support"),
     # longer budgets (at most 2 hours on 2 cores), scored on the same frames: NAME@STEPS is NAME trained that long
     Variant("no-offset+balance0.5@6000", "long preset", *FAST_V2, steps=6000, eval_every=500,
             parent="no-offset+balance0.5"),
