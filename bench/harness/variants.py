@@ -172,8 +172,8 @@ VARIANTS = [
     Variant("3-layers", "levers", FAST_V2[0] + (("layers", 3), ("skip", 1)), BUF256 + (("lr", 8e-3),), seeds=(0, 1),
             parent="lr8e-3"),
     # part-local evaluation (ModelConfig.part_support: each sub-network only on the points near its part or a
-    # descendant's) on tau5mm, the fast preset: at equal steps, and at about equal time (twice the steps; the step
-    # time ratio is bench/results/part_support.json's)
+    # descendant's) on tau5mm: at equal steps, and at about equal compute time (twice the steps: the dense step
+    # costs 1.9 part-local steps with autograd, bench/results/part_support.json; the loader's time is not halved)
     Variant("part-support", "part-local", PART_LOCAL, BUF256 + (("lr", 8e-3),), seeds=(0, 1), parent="tau5mm"),
     Variant("part-support@500", "part-local", PART_LOCAL, BUF256 + (("lr", 8e-3),), seeds=(0, 1), steps=500,
             eval_every=100, parent="part-support"),
