@@ -32,7 +32,7 @@ EVAL_ARGS ?=
 # cost ten times a training frame, and the other 360 took about 90 s of the 20 minutes. `make preprocess` writes all.
 DEMO_TEST ?= $(DATA)/processed/anny_demo
 # the demo's training time: the schedule is fitted to it (`--fit-schedule`): the run times its first steps and plans
-# what 16.5 minutes hold (at most DEMO_MAX_STEPS; 900-1,450 on the 2-core machine, by the day), so the decay
+# what 16.5 minutes hold (at most DEMO_MAX_STEPS; 2,832 on the 2-core machine in the last run), so the decay
 # ends with the time on a slow machine and a fast one trains longer (bench/results/demo.json records the plan)
 DEMO_TRAIN_MINUTES ?= 16.5
 DEMO_MAX_STEPS ?= 4000
