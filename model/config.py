@@ -165,8 +165,9 @@ PRESETS = {
 # step's frames come from 8 shards rather than one (buffer256); Adam at 8e-3 with a cosine decay (lr8e-3); each
 # sub-network run only near its part, with the aggregation's residual gated off beyond every part (part-support:
 # the same scores at equal steps, a cheaper step), its input gradients by forward-mode derivatives (the same values;
-# on the part-local model the cheaper step: part-support+forward, bench/results/part_support.json). Batches are made in the training process (loader_workers 0, the same batches as one worker): on 2 cores a worker
-# process beside torch's two threads competes for the cores rather than overlapping them (bench/loader_workers.py).
+# on the part-local model the cheaper step: part-support+forward, bench/results/part_support.json). Batches are
+# made in the training process (loader_workers 0, the same batches as one worker): on 2 cores a worker process
+# beside torch's two threads competes for the cores rather than overlapping them (bench/loader_workers.py).
 PRESETS["fast"] = replace(
     PRESETS["small"],
     model=replace(PRESETS["small"].model, hidden=32, local_frames=True, aggregation="softmin", softmin_offset=False,

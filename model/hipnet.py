@@ -340,8 +340,8 @@ class HIPNet(nn.Module):
         jac = dfill = None
         if tangents:
             jac = joint_points_jacobian(x, joint_transforms, every, self.cfg.local_frames)  # J, F, 3, 3
-            rot_t = joint_points_jacobian(x, joint_transforms, every, True)[:, frame]  # J, n, 3, 3: d q / d x
-            dfill = (rot_t @ direction.unsqueeze(-1)).squeeze(-1)  # J, n, 3
+            rot_t = joint_points_jacobian(x, joint_transforms, every, True)  # J, F, 3, 3: d q / d x per frame
+            dfill = torch.einsum("jfai,jfpi->jfpa", rot_t, direction.view(j, nf, npts, 3)).reshape(j, n, 3)
         outs: list[torch.Tensor] = list(fill)
         douts: list[torch.Tensor | None] = list(dfill) if tangents else [None] * j
         for joints in self.levels:

@@ -37,8 +37,8 @@ def test_variant_names_and_ladder_switches():
                      "depth1-world", "forward-gradients", "no-offset", "radius0.2", "width64", "balance0.5", "balance1.0",
                      "no-offset+balance0.5", "code-lr3x", "16-frames", "near-sigma0.015", "32-frames", "buffer256",
                      "lr8e-3", "64-frames", "lr1.2e-2", "tau5mm", "tau2.5mm", "250-surface-points", "3-layers",
-                     "part-support", "part-support@500", "part-support+forward", "no-offset+balance0.5@6000", "buffer256@3000",
-                     "buffer256@6000", "lr8e-3@6000"]
+                     "part-support", "part-support@500", "part-support+forward", "no-offset+balance0.5@6000",
+                     "buffer256@3000", "buffer256@6000", "lr8e-3@6000"]
     # every old name maps to a variant, and every variant but the ladders' rungs and the peers names its parent
     assert set(acc.RENAMED.values()) <= set(names)
     assert all(v.parent in names for v in acc.VARIANTS if v.parent)
