@@ -37,8 +37,8 @@ def test_variant_names_and_ladder_switches():
                      "depth1-world", "forward-gradients", "no-offset", "radius0.2", "width64", "balance0.5", "balance1.0",
                      "no-offset+balance0.5", "code-lr3x", "16-frames", "near-sigma0.015", "32-frames", "buffer256",
                      "lr8e-3", "64-frames", "lr1.2e-2", "tau5mm", "tau2.5mm", "250-surface-points", "3-layers",
-                     "part-support", "part-support@500", "part-support+forward", "no-offset+balance0.5@6000",
-                     "buffer256@3000", "buffer256@6000", "lr8e-3@6000"]
+                     "part-support", "part-support@500", "part-support+forward", "part-support+forward@3000",
+                     "no-offset+balance0.5@6000", "buffer256@3000", "buffer256@6000", "lr8e-3@6000"]
     # every old name maps to a variant, and every variant but the ladders' rungs and the peers names its parent
     assert set(acc.RENAMED.values()) <= set(names)
     assert all(v.parent in names for v in acc.VARIANTS if v.parent)
@@ -112,6 +112,8 @@ def test_variant_names_and_ladder_switches():
     assert cfg["no-offset+balance0.5@6000"] == replace(cfg["no-offset+balance0.5"], steps=6000, checkpoint_every=6000,
                                                        log_every=250)
     assert cfg["lr8e-3@6000"] == replace(cfg["buffer256@6000"], lr=8e-3)
+    assert cfg["part-support+forward@3000"] == replace(cfg["part-support+forward"], steps=3000, checkpoint_every=3000,
+                                                       log_every=250)
     for name in ("no-offset+balance0.5@6000", "buffer256@3000", "buffer256@6000", "lr8e-3@6000"):
         long = next(v for v in acc.VARIANTS if v.name == name)
         assert long.budget(acc.QUICK) == acc.QUICK and long.budget(acc.Budget()).eval_every == 500

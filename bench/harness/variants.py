@@ -181,6 +181,9 @@ VARIANTS = [
     # on a quarter of the points: bench/results/part_support.json)
     Variant("part-support+forward", "part-local", PART_LOCAL, BUF256 + (("lr", 8e-3), ("gradients", "forward")),
             seeds=(0, 1), parent="part-support"),
+    # the fast preset as it is now over 3,000 steps (the cosine decay over them): how far the cheaper step goes
+    Variant("part-support+forward@3000", "long preset", PART_LOCAL, BUF256 + (("lr", 8e-3), ("gradients", "forward")),
+            steps=3000, eval_every=500, parent="part-support+forward"),
     # longer budgets (at most 2 hours on 2 cores), scored on the same frames: NAME@STEPS is NAME trained that long
     Variant("no-offset+balance0.5@6000", "long preset", *FAST_V2, steps=6000, eval_every=500,
             parent="no-offset+balance0.5"),
