@@ -15,6 +15,10 @@ module holds the parameters and the one loop over the skeleton's levels (``HIPNe
 conditioning (phi, beta) enters the first and the skip layer as one projection per frame, broadcast over that
 frame's points. ``naive_forward`` evaluates the same parameters joint by joint, as the reference the tests and the
 benchmark compare against.
+
+With ``ModelConfig.part_support`` (beyond the paper) each sub-network runs only on the points near its part's box
+or a descendant's (``HIPNet._supported_parts``); elsewhere a part is its box distance, and the aggregation's residual
+is gated off beyond every box.
 """
 
 from __future__ import annotations

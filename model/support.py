@@ -29,20 +29,19 @@ def spread_frames(n_frames: int, count: int) -> np.ndarray:
 
 def part_boxes(stores: Sequence[Store], num_joints: int, frames_per_store: int = SUPPORT_FRAMES) -> torch.Tensor:
     """(J, 2, 3) float32: each joint's box (lo, hi) in its own frame over the labelled surface points of
-    ``frames_per_store`` frames of every store. A joint that labels no point gets the empty box at its origin."""
+    ``frames_per_store`` frames of every store. A joint that labels no point gets the zero box at its origin."""
     lo = np.full((num_joints, 3), np.inf)
     hi = np.full((num_joints, 3), -np.inf)
     for store in stores:
         frames = spread_frames(store.n_frames, frames_per_store)
-        points = store.read("surface/points", frames).astype(np.float64)  # F, S, 3
+        points = store.read("surface/points", frames)  # F, S, 3
         labels = store.read("surface/labels", frames).astype(np.int64)  # F, S
         transforms = store.read("pose/joint_transforms", frames).astype(np.float64)  # F, J, 4, 4
-        own = np.take_along_axis(transforms, labels[:, :, None, None], axis=1)  # F, S, 4, 4: the label's joint
-        rot, trans = own[..., :3, :3], own[..., :3, 3]
-        local = np.einsum("fsji,fsj->fsi", rot, points - trans).reshape(-1, 3)  # R^T (x - t)
-        flat = labels.reshape(-1)
-        np.minimum.at(lo, flat, local)
-        np.maximum.at(hi, flat, local)
+        for x, label, t in zip(points, labels, transforms, strict=True):  # a frame at a time: S x 4 x 4 per point
+            own = t[label]  # S, 4, 4: each point's joint
+            local = np.einsum("sji,sj->si", own[:, :3, :3], x - own[:, :3, 3])  # R^T (x - t)
+            np.minimum.at(lo, label, local)
+            np.maximum.at(hi, label, local)
     empty = ~np.isfinite(lo).all(1)
     lo[empty], hi[empty] = 0.0, 0.0
     return torch.from_numpy(np.stack([lo, hi], axis=1)).float()
