@@ -76,6 +76,35 @@ def test_it_scores_what_its_file_says(regenerated):
         assert abs(mine - theirs) <= 0.005, (name, mine, theirs)
 
 
+def test_part_local_evaluation_of_the_bundled_dense_model_keeps_its_surface(regenerated):
+    """The bundled model was trained dense; run part-locally (boxes from the store's labels) its SDF keeps its sign
+    at the near-surface points and its scores stay within half a point."""
+    from dataclasses import replace
+
+    import torch
+
+    from hipnet.model.evaluate import evaluate_model
+    from hipnet.model.hipnet import HIPNet
+    from hipnet.model.support import part_boxes
+
+    model = hipnet.load("anny")
+    dense = model.network
+    local = HIPNet(dense.skeleton, len(model.subjects), replace(dense.cfg, part_support=True)).eval()
+    local.load_state_dict(dense.state_dict(), strict=False)
+    local.set_support(part_boxes([regenerated], 22))
+    store, frames = regenerated, list(range(regenerated.n_frames))
+    x = torch.as_tensor(np.stack([store.read("eval/near_points", f)[:20_000] for f in frames]))
+    jt = torch.as_tensor(store.read("pose/joint_transforms"))
+    subject = torch.tensor([model.subjects.index(store.subjects[int(s)]) for s in store.read("frame/subject")])
+    with torch.no_grad():
+        a, b = dense(x, jt, subject).sdf, local(x, jt, subject).sdf
+    assert ((a < 0) == (b < 0)).float().mean() >= 0.99 and (a - b).abs().mean() < 1e-3
+    scores = [evaluate_model(m, model.subjects, store, frames) for m in (dense, local)]
+    for name in ("uniform_iou", "near_iou"):
+        mine, theirs = (np.mean([getattr(s, name) for s in ev.frames]) for ev in scores)
+        assert abs(mine - theirs) <= 0.005, (name, mine, theirs)
+
+
 def test_fit_runs_on_the_bundled_model(regenerated, tmp_path):
     from hipnet.cli.apps import fit_main
 
