@@ -27,8 +27,8 @@ from hipnet.model.checkpoint import build_model
 from hipnet.model.config import PRESETS
 from hipnet.model.data import FrameStream
 from hipnet.model.functional import joint_points
-from hipnet.model.hipnet import level_groups
 from hipnet.model.losses import Batch, loss_for
+from hipnet.model.partlocal import level_groups
 from hipnet.model.support import part_boxes
 
 ROUND = 5  # steps of one configuration before the next takes its turn

@@ -11,8 +11,9 @@ import torch
 
 from hipnet.model.config import PRESETS
 from hipnet.model.functional import box_distance, softmin_union
-from hipnet.model.hipnet import HIPNet, level_groups, row_order, subtree_matrix
+from hipnet.model.hipnet import HIPNet
 from hipnet.model.losses import Batch, hipnet_loss
+from hipnet.model.partlocal import level_groups, row_order, subtree_matrix
 from hipnet.pipeline.core.skeleton import SMPL22
 
 SMALL = replace(PRESETS["small"].model, local_frames=True, aggregation="softmin")
